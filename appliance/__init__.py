@@ -1,0 +1,1 @@
+"""The inference appliance: gateway, supervisor and engine workers."""

@@ -1,0 +1,154 @@
+"""The models catalogue: ``models.toml`` parsed into typed, validated entries.
+
+A broken catalogue fails at start with one sentence naming the file, the model
+and the field, so an operator can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
+Engine = Literal["vllm", "transformers", "sentence-transformers", "diffusers", "faster-whisper", "piper", "remote"]
+LoadPolicy = Literal["startup", "on-demand"]
+
+# Which modalities each engine can serve; a remote backend serves whatever it is told.
+ENGINE_MODALITIES: dict[str, set[str]] = {
+    "vllm": {"chat"},
+    "transformers": {"chat"},
+    "sentence-transformers": {"embedding"},
+    "diffusers": {"image"},
+    "faster-whisper": {"transcription"},
+    "piper": {"speech"},
+    "remote": {"chat", "embedding", "image", "transcription", "speech"},
+}
+
+# The API lists transcription and speech models under one modality, "audio".
+API_MODALITY: dict[str, str] = {"transcription": "audio", "speech": "audio"}
+
+
+class CatalogueError(ValueError):
+    """The catalogue cannot be used; the message says where and why."""
+
+
+class ModelEntry(BaseModel):
+    """One frontend model: what clients call it, which engine serves it, from where."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slug: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$", max_length=128)
+    display_name: str | None = None
+    aliases: tuple[str, ...] = ()
+    modality: Modality
+    engine: Engine
+    path: Path | None = Field(None, description="local weights; required for every engine but remote")
+    url: str | None = Field(None, description="OpenAI-compatible base URL of a remote backend")
+    python: Path | None = Field(None, description="interpreter of the worker's own environment (vLLM)")
+    load: LoadPolicy = "on-demand"
+    idle_unload_s: float | None = Field(None, gt=0)
+    gpu_memory_gb: float = Field(0.0, ge=0)
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_differ_from_each_other(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("an alias is listed twice")
+        return aliases
+
+    @model_validator(mode="after")
+    def _engine_fits(self) -> ModelEntry:
+        if self.modality not in ENGINE_MODALITIES[self.engine]:
+            raise ValueError(f"engine '{self.engine}' cannot serve modality '{self.modality}'")
+        if self.engine == "remote":
+            if not self.url:
+                raise ValueError("a remote model needs 'url'")
+        elif self.path is None:
+            raise ValueError(f"engine '{self.engine}' needs 'path', the local model directory")
+        if self.context_window and self.max_output_tokens and self.max_output_tokens > self.context_window:
+            raise ValueError("max_output_tokens is larger than context_window")
+        return self
+
+    @property
+    def api_modality(self) -> str:
+        return API_MODALITY.get(self.modality, self.modality)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.slug, *self.aliases)
+
+
+class Catalogue:
+    """The frontend models by slug and by alias."""
+
+    def __init__(self, entries: list[ModelEntry], source: Path | None = None) -> None:
+        self.source = source
+        self.entries = entries
+        self._by_name: dict[str, ModelEntry] = {}
+        for entry in entries:
+            for name in entry.names:
+                other = self._by_name.get(name)
+                if other is not None:
+                    raise CatalogueError(
+                        f"{source or 'catalogue'}: model '{entry.slug}': name '{name}' is already used by '{other.slug}'"
+                    )
+                self._by_name[name] = entry
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, name: str) -> ModelEntry | None:
+        """The model called ``name`` (slug or alias), or None."""
+        return self._by_name.get(name)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(entry)"
+
+
+def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: Path | None = None,
+                    check_paths: bool = True) -> Catalogue:
+    """Validate the parsed TOML of a catalogue; relative paths resolve against ``base_dir``."""
+    where = str(source or "catalogue")
+    raw_models = data.get("model", [])
+    if not isinstance(raw_models, list):
+        raise CatalogueError(f"{where}: 'model' must be an array of tables ([[model]])")
+    entries: list[ModelEntry] = []
+    for index, raw in enumerate(raw_models, start=1):
+        name = raw.get("slug", f"#{index}") if isinstance(raw, dict) else f"#{index}"
+        try:
+            entry = ModelEntry.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CatalogueError(
+                f"{where}: model '{name}' (entry {index}): field '{_field_path(first['loc'])}': {first['msg']}"
+            ) from None
+        if entry.path is not None and not entry.path.is_absolute() and base_dir is not None:
+            entry = entry.model_copy(update={"path": (base_dir / entry.path).resolve()})
+        if check_paths and entry.path is not None and not entry.path.exists():
+            raise CatalogueError(f"{where}: model '{entry.slug}' (entry {index}): field 'path': "
+                                 f"no such file or directory: {entry.path}")
+        entries.append(entry)
+    return Catalogue(entries, source)
+
+
+def load_catalogue(path: Path, check_paths: bool = True) -> Catalogue:
+    """Read and validate a ``models.toml``."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CatalogueError(f"{path}: no such catalogue file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"{path}: not valid TOML: {exc}") from None
+    return parse_catalogue(data, source=path, base_dir=path.parent, check_paths=check_paths)

@@ -1,0 +1,220 @@
+"""`appliance …`: serve, demo, tiny-models, keys, models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
+from appliance.config import Settings, load_settings
+
+app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+models_app = typer.Typer(help="The models catalogue.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
+                                            help="models.toml: the catalogue, with an optional [settings] table")]
+StateDirOption = Annotated[Path | None, typer.Option("--state-dir", envvar="APPLIANCE_STATE_DIR",
+                                                     help="keys DB, sockets, media; default /var/lib/appliance")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _settings(config: Path | None, state_dir: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, state_dir=state_dir, **overrides)
+    except Exception as exc:  # pydantic's message names the setting
+        raise _fail(f"bad settings: {exc}") from None
+
+
+def _catalogue(config: Path, check_paths: bool = True) -> Catalogue:
+    try:
+        return load_catalogue(config, check_paths=check_paths)
+    except CatalogueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) -> None:
+    import uvicorn
+
+    from appliance.gateway.app import create_gateway
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    gateway = create_gateway(settings, catalogue)
+    config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.get_running_loop().create_task(server.serve())
+        if banner is not None:
+            fastapi_app = gateway.app  # type: ignore[attr-defined]
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if await_ready := not task.done():
+                await fastapi_app.state.supervisor.wait_startup_models()
+            if await_ready and not task.done():
+                print(banner, flush=True)
+        await task
+
+    asyncio.run(run())
+    if not server.started:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("models.toml"),
+    state_dir: StateDirOption = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Serve the API for the models of CONFIG (under systemd: Type=notify)."""
+    settings = _settings(config, state_dir, host=host, port=port)
+    _serve(settings, _catalogue(config))
+
+
+@app.command("tiny-models")
+def tiny_models(
+    out_dir: Annotated[Path, typer.Argument(help="where to build them; DIR/models.toml lists them")],
+    force: Annotated[bool, typer.Option(help="rebuild even those already built")] = False,
+) -> None:
+    """Build the tiny random-weight model of every engine, offline, and write DIR/models.toml."""
+    from appliance.tiny_models import build_all
+
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    catalogue = build_all(out_dir, force=force)
+    typer.echo(str(catalogue))
+
+
+@app.command()
+def demo(
+    state_dir: StateDirOption = None,
+    port: Annotated[int, typer.Option(help="port to listen on (127.0.0.1 only)")] = 8080,
+) -> None:
+    """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
+    from appliance.db.database import open_database
+    from appliance.db.keys import KeyStore
+    from appliance.tiny_models import build_all
+
+    state = (state_dir or Path(".cache/demo")).resolve()
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    typer.echo(f"building tiny models in {state / 'tiny-models'} …")
+    catalogue_path = build_all(state / "tiny-models")
+    settings = _settings(catalogue_path, state, host="127.0.0.1", port=port)
+    catalogue = _catalogue(catalogue_path)
+    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo")
+    body = '{"model": "openai/text-embedding-3-small", "input": ["first text", "second text"], "dimensions": 1536}'
+    curl = (f"curl -s http://127.0.0.1:{port}/v1/inference/embed -H {shlex.quote('Authorization: Bearer ' + secret)} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    banner = "\n".join([
+        "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
+        f"API key: {secret}", "Try:", f"  {curl}", "Stop with Ctrl-C.", "",
+    ])
+    _serve(settings, catalogue, banner=banner)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who or what the key is for")],
+    permission: Annotated[list[str] | None, typer.Option("--permission", "-p",
+                          help="repeatable; default models:list and models:use")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="repeatable; default every model")] = None,
+    rate_limit: Annotated[int | None, typer.Option(help="requests per minute; default no limit")] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Create a key; the secret is printed once, alone on the last line."""
+    from appliance.db.database import open_database
+    from appliance.db.keys import KeyStore
+
+    store = KeyStore(open_database(_settings(None, state_dir).effective_database_url))
+    try:
+        key, secret = store.create(name, permission, model, rate_limit)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"created {key.id} ({key.name}): permissions {', '.join(key.permissions)}; "
+               f"models {', '.join(key.models) if key.models else 'all'}; "
+               f"rate limit {f'{key.rate_limit}/min' if key.rate_limit else 'none'}. The key is shown only now:")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(state_dir: StateDirOption = None) -> None:
+    """Every key, without its secret."""
+    from appliance.db.database import open_database
+    from appliance.db.keys import KeyStore
+
+    store = KeyStore(open_database(_settings(None, state_dir).effective_database_url))
+    for key in store.list():
+        status = "revoked" if key.revoked_at else "active"
+        typer.echo(f"{key.id}  {key.prefix}…  {status:8} {key.name}  [{', '.join(key.permissions)}]"
+                   f"  models={','.join(key.models) if key.models else 'all'}"
+                   f"  rate_limit={key.rate_limit or '-'}  created={key.created_at:%Y-%m-%d %H:%M}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, key_…")],
+                state_dir: StateDirOption = None) -> None:
+    """Revoke a key; it stops working at once."""
+    from appliance.db.database import open_database
+    from appliance.db.keys import KeyStore
+
+    store = KeyStore(open_database(_settings(None, state_dir).effective_database_url))
+    if not store.revoke(key_id):
+        raise _fail(f"no active key with id {key_id}")
+    typer.echo(f"revoked {key_id}")
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = Path("models.toml")) -> None:
+    """The models of the catalogue."""
+    for entry in _catalogue(config, check_paths=False):
+        aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
+        typer.echo(f"{entry.slug:40} {entry.modality:13} {entry.engine:22} {entry.load:10} {entry.path or entry.url}"
+                   f"{aliases}")
+
+
+@models_app.command("check")
+def models_check(config: ConfigOption = Path("models.toml"), state_dir: StateDirOption = None) -> None:
+    """Validate the catalogue: paths exist, engines installed, sizes sane. Exit 1 on any problem."""
+    from appliance.supervisor.launch import engine_installed, is_supported
+
+    settings = _settings(config, state_dir)
+    catalogue = _catalogue(config, check_paths=False)
+    problems = 0
+    for entry in catalogue:
+        issues = []
+        if entry.path is not None and not entry.path.exists():
+            issues.append(f"path {entry.path} does not exist")
+        if not is_supported(entry):
+            issues.append(f"engine '{entry.engine}' has no worker on this appliance")
+        elif not engine_installed(entry):
+            issues.append(f"engine '{entry.engine}' is not installed for {entry.python or sys.executable}")
+        if settings.gpu_memory_gb is not None and entry.gpu_memory_gb > settings.gpu_memory_gb:
+            issues.append(f"gpu_memory_gb {entry.gpu_memory_gb:g} exceeds the box's {settings.gpu_memory_gb:g}")
+        problems += bool(issues)
+        typer.echo(f"{'ok ' if not issues else 'BAD'} {entry.slug}" + "".join(f"\n    - {i}" for i in issues))
+    startup_gb = sum(e.gpu_memory_gb for e in catalogue if e.load == "startup")
+    if settings.gpu_memory_gb is not None and startup_gb > settings.gpu_memory_gb:
+        problems += 1
+        typer.echo(f"BAD startup models need {startup_gb:g} GB of GPU memory; the box has {settings.gpu_memory_gb:g}")
+    typer.echo(f"{len(catalogue)} model(s), {problems} with problems")
+    if problems:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":
+    app()

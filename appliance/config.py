@@ -1,0 +1,71 @@
+"""Settings of the appliance: one object, from CLI flags, environment, the config file and defaults.
+
+Priority, highest first: values given by the CLI, ``APPLIANCE_*`` environment
+variables, the ``[settings]`` table of the config file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+_file_values: ContextVar[dict[str, Any]] = ContextVar("appliance_file_settings", default={})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
+
+    state_dir: Path = Field(Path("/var/lib/appliance"), description="keys DB, worker sockets, media, batches")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_base_url: str | None = Field(None, description="absolute base for media URLs; default: the request's host")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
+    log_level: str = "info"
+
+    gpu_memory_gb: float | None = Field(None, gt=0, description="memory the workers may hold in all; unset = no ledger")
+    worker_start_timeout_s: float = Field(600.0, gt=0, description="how long a worker may take to become healthy")
+    request_wait_s: float = Field(5.0, ge=0, description="how long a request waits for a starting worker before 503")
+    backend_timeout_s: float = Field(600.0, gt=0, description="how long one backend call may take before 504")
+    drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
+    media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.state_dir / "sockets"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'appliance.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_source = InitSettingsSource(settings_cls, init_kwargs=_file_values.get())
+        return (init_settings, env_settings, file_source)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the ``[settings]`` table of ``config_file``, the environment and ``overrides``."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None and config_file.exists():
+        with config_file.open("rb") as fh:
+            file_values = dict(tomllib.load(fh).get("settings", {}))
+    given = {key: value for key, value in overrides.items() if value is not None}
+    token = _file_values.set(file_values)
+    try:
+        return Settings(**given)
+    finally:
+        _file_values.reset(token)

@@ -1,0 +1,54 @@
+"""Bearer API keys, permissions and per-key model allow-lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request
+
+from appliance.catalogue import ModelEntry
+from appliance.db.keys import ApiKey, KeyStore
+from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.gateway.ratelimit import RateLimiter
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiError(ErrorCode.AUTH_TOKEN_MISSING, "No API key: send 'Authorization: Bearer sgk_…'.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(ErrorCode.AUTH_TOKEN_MISSING, "The Authorization header must be 'Bearer <API key>'.")
+    return token
+
+
+def require(permission: str) -> Callable[[Request], Coroutine[Any, Any, ApiKey]]:
+    """A dependency: the request's key, verified, holding ``permission``, within its rate limit."""
+
+    async def dependency(request: Request) -> ApiKey:
+        token = bearer_token(request)
+        keys: KeyStore = request.app.state.keys
+        key = keys.verify(token)
+        if key is None:
+            raise ApiError(ErrorCode.AUTH_TOKEN_INVALID, "The API key is unknown, revoked or expired.")
+        request.state.api_key = key
+        if key.rate_limit is not None:
+            limiter: RateLimiter = request.app.state.rate_limiter
+            decision = limiter.hit(key.id, key.rate_limit)
+            request.state.ratelimit_headers = decision.headers
+            if not decision.allowed:
+                raise ApiError(ErrorCode.RATE_LIMITED,
+                               f"This key may make {key.rate_limit} requests a minute; wait before retrying.",
+                               retry_after=decision.retry_after())
+        if permission not in key.permissions:
+            raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"This API key lacks the permission '{permission}'.")
+        return key
+
+    return dependency
+
+
+def check_model_access(key: ApiKey, entry: ModelEntry) -> None:
+    if key.models is not None and not set(entry.names) & set(key.models):
+        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")

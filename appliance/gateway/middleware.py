@@ -1,0 +1,125 @@
+"""The outermost layer of the gateway: request ids, response headers, body limit, metrics.
+
+A plain ASGI wrapper rather than Starlette's BaseHTTPMiddleware: it adds no task
+or copy per request, and it sees even the answers the framework fails to make.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.gateway.errors import ApiError, ErrorCode, error_response
+from appliance.metrics import LATENCY, REQUESTS
+
+log = logging.getLogger("appliance.gateway")
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+class PayloadTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(ErrorCode.PAYLOAD_TOO_LARGE, f"The request body is larger than the limit of {limit} bytes.")
+
+
+class RequestContext:
+    """Gives each request its id and stamps the ScaiGrid headers on every answer."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _CLIENT_ID.match(given) else new_request_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status_holder = [500]
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-scaigrid-request-id", request_id.encode()))
+                for key, header in (("model", b"x-scaigrid-model"), ("backend", b"x-scaigrid-backend")):
+                    if state.get(key):
+                        headers.append((header, str(state[key]).encode()))
+                for name, value in state.get("ratelimit_headers", {}).items():
+                    if name.lower() not in {k.decode().lower() for k, _ in headers}:
+                        headers.append((name.lower().encode(), str(value).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        limit = self.max_body_bytes
+        if not _route_has_own_limit(scope):
+            declared = _header(scope, b"content-length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                await error_response(PayloadTooLarge(limit), scope["path"], request_id)(scope, receive, send_with_headers)
+                self._record(scope, state, 413, started)
+                return
+            receive = _limited(receive, limit)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope["path"], request_id)
+            if not response_started:
+                err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request; it is logged.")
+                await error_response(err, scope["path"], request_id)(scope, receive, send_with_headers)
+        finally:
+            self._record(scope, state, status_holder[0], started)
+
+    @staticmethod
+    def _record(scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
+        route = scope.get("route")
+        route_path = getattr(route, "path", None) or "unmatched"
+        model = str(state.get("model") or "")
+        REQUESTS.labels(route_path, model, str(status)).inc()
+        LATENCY.labels(route_path, model).observe(time.perf_counter() - started)
+
+
+# Routes that take uploads enforce their own, larger limit while streaming the body.
+UPLOAD_PATHS = ("/v1/inference/audio/transcribe", "/oai/v1/audio/transcriptions")
+
+
+def _route_has_own_limit(scope: Scope) -> bool:
+    return scope["path"] in UPLOAD_PATHS
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A body without Content-Length is counted as it arrives."""
+    seen = 0
+
+    async def counting_receive() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(limit)
+        return message
+
+    return counting_receive
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None

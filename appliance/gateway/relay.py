@@ -1,0 +1,107 @@
+"""From a route to a model's backend and back: resolve the model, reach its worker, map its failures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from appliance.catalogue import Catalogue, ModelEntry
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import check_model_access
+from appliance.gateway.errors import ApiError, ErrorCode, request_id_of
+from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
+from appliance.supervisor.worker import Worker
+
+MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
+                  "transcription": "a transcription", "speech": "a speech"}
+
+
+def resolve_model(request: Request, key: ApiKey, name: str, modality: str) -> ModelEntry:
+    """The catalogue entry the client asked for, checked against the route's modality and the key."""
+    catalogue: Catalogue = request.app.state.catalogue
+    entry = catalogue.get(name)
+    if entry is None:
+        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{name}' on this appliance; GET /v1/models lists them.")
+    if entry.modality != modality:
+        raise ApiError(ErrorCode.VALIDATION_ERROR,
+                       f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
+                       f"{MODALITY_NAMES[modality]} model.",
+                       details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
+    check_model_access(key, entry)
+    request.state.model = entry.slug
+    return entry
+
+
+@contextlib.asynccontextmanager
+async def backend(request: Request, entry: ModelEntry) -> AsyncIterator[Worker]:
+    """The model's ready worker for the length of one call; MODEL_UNAVAILABLE if it cannot serve now."""
+    supervisor: Supervisor = request.app.state.supervisor
+    try:
+        worker = await supervisor.acquire(entry)
+    except ModelUnavailable as exc:
+        raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
+    request.state.backend = worker.backend_id
+    async with worker.use():
+        yield worker
+
+
+def backend_headers(request: Request) -> dict[str, str]:
+    return {"content-type": "application/json", "x-request-id": request_id_of(request)}
+
+
+async def post_json(request: Request, worker: Worker, path: str, payload: bytes) -> bytes:
+    """POST to the worker and return its JSON body, or raise the ApiError its failure means."""
+    try:
+        response = await worker.client.post(path, content=payload, headers=backend_headers(request))
+    except httpx.HTTPError as exc:
+        raise transport_error(worker, exc) from None
+    if response.status_code >= 400:
+        raise backend_error(worker, response.status_code, response.content)
+    return response.content
+
+
+def transport_error(worker: Worker, exc: httpx.HTTPError) -> ApiError:
+    slug = worker.entry.slug
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(ErrorCode.BACKEND_TIMEOUT, f"Model '{slug}' did not answer in time.", retry_after=5)
+    if isinstance(exc, httpx.ConnectError):
+        return ApiError(ErrorCode.MODEL_UNAVAILABLE, f"Model '{slug}' is not reachable right now; it is being "
+                        "restarted.", retry_after=worker.retry_after_s())
+    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed while answering "
+                    f"({type(exc).__name__}); it is being restarted. Retrying once may help.")
+
+
+def backend_error(worker: Worker, status: int, body: bytes) -> ApiError:
+    """Map an OpenAI-style error answer of a worker onto the contract's codes."""
+    message, param = _openai_error_fields(body)
+    slug = worker.entry.slug
+    if status in (400, 422):
+        field = param or "body"
+        return ApiError(ErrorCode.VALIDATION_ERROR, message or f"Model '{slug}' rejected the request.",
+                        details=[{"field": field, "message": message or "rejected by the model"}])
+    if status == 413:
+        return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, message or "The request is too large for this model.")
+    if status == 429:
+        return ApiError(ErrorCode.QUOTA_EXCEEDED, message or f"Model '{slug}' is at capacity.", retry_after=5)
+    if status == 503:
+        return ApiError(ErrorCode.MODEL_UNAVAILABLE, message or f"Model '{slug}' is not ready.", retry_after=5)
+    detail = f": {message}" if message else ""
+    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed (HTTP {status}){detail}.")
+
+
+def _openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return error.get("message"), error.get("param")
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        return data["detail"], None
+    return None, None

@@ -1,0 +1,1 @@
+"""Thin routes: parse, authorise, call a backend, shape the answer."""

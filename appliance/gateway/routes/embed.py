@@ -1,0 +1,36 @@
+"""POST /v1/inference/embed (enveloped) and POST /oai/v1/embeddings (plain OpenAI)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import require
+from appliance.gateway.body import parse_body
+from appliance.gateway.errors import ok_raw
+from appliance.gateway.relay import backend, post_json, resolve_model
+from appliance.protocol.embeddings import EmbeddingRequest
+
+router = APIRouter()
+
+Key = Annotated[ApiKey, Depends(require("models:use"))]
+
+
+async def _embed(request: Request, key: ApiKey) -> bytes:
+    body = await parse_body(request, EmbeddingRequest)
+    entry = resolve_model(request, key, body.model, "embedding")
+    payload = body.model_copy(update={"model": entry.slug}).model_dump_json(exclude_none=True)
+    async with backend(request, entry) as worker:
+        return await post_json(request, worker, "/v1/embeddings", payload.encode())
+
+
+@router.post("/v1/inference/embed")
+async def embed(request: Request, key: Key) -> Response:
+    return ok_raw(await _embed(request, key), request)
+
+
+@router.post("/oai/v1/embeddings")
+async def openai_embeddings(request: Request, key: Key) -> Response:
+    return Response(await _embed(request, key), media_type="application/json")

@@ -1,0 +1,85 @@
+"""GET /v1/models and GET /v1/models/{slug}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from appliance.catalogue import Catalogue, ModelEntry
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import require
+from appliance.gateway.errors import ApiError, ErrorCode, ok
+from appliance.protocol.models import ModelInfo, ModelList
+from appliance.supervisor.supervisor import Supervisor
+from appliance.supervisor.worker import WorkerState
+
+router = APIRouter()
+
+HEALTH = {
+    WorkerState.READY: "healthy",
+    WorkerState.STARTING: "loading",
+    WorkerState.BACKOFF: "restarting",
+    WorkerState.STOPPED: "idle",
+    WorkerState.STOPPING: "idle",
+}
+
+
+def model_info(entry: ModelEntry, supervisor: Supervisor) -> ModelInfo:
+    worker = supervisor.worker_for(entry)
+    return ModelInfo(
+        slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
+        aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
+        max_output_tokens=entry.max_output_tokens,
+        status="active" if worker is not None else "unsupported",
+        health_status=HEALTH[worker.state] if worker is not None else "unhealthy",
+        active_backend_count=1 if worker is not None and worker.state == WorkerState.READY else 0,
+        total_backend_count=1 if worker is not None else 0,
+    )
+
+
+@router.get("/v1/models")
+async def list_models(
+    request: Request,
+    key: Annotated[ApiKey, Depends(require("models:list"))],
+    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio)$")] = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: str | None = None,
+) -> JSONResponse:
+    catalogue: Catalogue = request.app.state.catalogue
+    supervisor: Supervisor = request.app.state.supervisor
+    infos = sorted((model_info(entry, supervisor) for entry in catalogue), key=lambda info: info.slug)
+    if key.models is not None:
+        allowed = set(key.models)
+        infos = [i for i in infos if allowed & {i.slug, *i.aliases}]
+    if modality:
+        infos = [i for i in infos if i.modality == modality]
+    if status:
+        infos = [i for i in infos if status in (i.status, i.health_status)]
+    if cursor:
+        infos = [i for i in infos if i.slug > cursor]
+    page = infos[:limit]
+    has_more = len(infos) > limit
+    listing = ModelList(items=page, next_cursor=page[-1].slug if has_more else None, has_more=has_more)
+    return ok(listing.model_dump(), request)
+
+
+@router.get("/v1/models/{slug:path}")
+async def get_model(request: Request, slug: str,
+                    key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+    catalogue: Catalogue = request.app.state.catalogue
+    entry = catalogue.get(slug)
+    if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
+        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{slug}' on this appliance; GET /v1/models lists them.")
+    return ok(model_info(entry, request.app.state.supervisor).model_dump(), request)
+
+
+@router.get("/oai/v1/models")
+async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+    catalogue: Catalogue = request.app.state.catalogue
+    allowed = set(key.models) if key.models is not None else None
+    data = [{"id": entry.slug, "object": "model", "created": 0, "owned_by": "appliance"}
+            for entry in catalogue if allowed is None or allowed & set(entry.names)]
+    return JSONResponse({"object": "list", "data": data})

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the gateway and its workers."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "appliance_requests_total", "Requests answered, by route, model and HTTP status.",
+    ["route", "model", "status"], registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "appliance_request_duration_seconds", "Time from request to the end of the answer, by route and model.",
+    ["route", "model"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+WORKER_STATE = Gauge(
+    "appliance_worker_state", "1 for the state each model's worker is in, 0 for the others.",
+    ["model", "state"], registry=REGISTRY,
+)
+WORKER_RESTARTS = Counter(
+    "appliance_worker_restarts_total", "Worker processes restarted after they died or stopped answering.",
+    ["model"], registry=REGISTRY,
+)

@@ -1,0 +1,25 @@
+"""GET /v1/models and /v1/models/{slug}."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class ModelInfo(BaseModel):
+    slug: str
+    display_name: str
+    modality: str  # chat | embedding | image | audio
+    aliases: list[str]
+    engine: str
+    context_window: int | None
+    max_output_tokens: int | None
+    status: str  # active: in the catalogue and servable by this appliance; unsupported: its engine is not
+    health_status: str  # healthy | loading | restarting | idle | unhealthy
+    active_backend_count: int
+    total_backend_count: int
+
+
+class ModelList(BaseModel):
+    items: list[ModelInfo]
+    next_cursor: str | None
+    has_more: bool

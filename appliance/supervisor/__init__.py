@@ -1,0 +1,1 @@
+"""Worker processes: start, watch, restart, evict; one process per model."""

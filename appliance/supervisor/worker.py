@@ -1,0 +1,220 @@
+"""One model's worker process: spawn, wait until healthy, watch, restart with back-off, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+
+from appliance.catalogue import ModelEntry
+from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
+from appliance.supervisor.launch import worker_command, worker_environment
+
+log = logging.getLogger("appliance.supervisor")
+
+HEALTH_INTERVAL_S = 5.0
+HEALTH_FAILURES_TO_RESTART = 3
+BACKOFF_MAX_S = 30.0
+STOP_GRACE_S = 15.0
+
+
+class WorkerState(StrEnum):
+    STOPPED = "stopped"  # not running; starts on first use (on-demand) or at start-up
+    STARTING = "starting"  # process up, model loading
+    READY = "ready"
+    BACKOFF = "backoff"  # died; waiting before the next start
+    STOPPING = "stopping"
+
+
+def socket_name(slug: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", slug)
+
+
+class Worker:
+    """The process serving one model on a Unix socket, and the HTTP client that reaches it."""
+
+    def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float) -> None:
+        self.entry = entry
+        self.socket_path = socket_dir / f"{socket_name(entry.slug)}.sock"
+        self.backend_id = f"{entry.engine}:{socket_name(entry.slug)}"
+        self.start_timeout_s = start_timeout_s
+        self.state = WorkerState.STOPPED
+        self.ready = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self.retry_at = 0.0
+        self.expected_start_s = 5.0  # refined by each start; feeds retry_after
+        self._started_at = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        timeout = httpx.Timeout(backend_timeout_s, connect=5.0)
+        self.client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)), base_url="http://worker", timeout=timeout,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self._publish_state()
+
+    # --- public -----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the worker (and keep it running) unless it already is."""
+        if self.running:
+            return
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker {self.entry.slug}")
+
+    async def stop(self) -> None:
+        """Stop the process and its supervision; the model's memory is freed with it."""
+        self._stopping = True
+        if self.process is not None and self.process.returncode is None:
+            self._set_state(WorkerState.STOPPING)
+            await self._terminate(self.process)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._task = None
+        self.ready.clear()
+        self._set_state(WorkerState.STOPPED)
+        self.socket_path.unlink(missing_ok=True)
+
+    async def aclose(self) -> None:
+        await self.stop()
+        await self.client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Worker]:
+        """Count a request as in flight, so that idle unloading and draining see it."""
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        try:
+            yield self
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    def retry_after_s(self) -> int:
+        now = time.monotonic()
+        if self.state == WorkerState.BACKOFF:
+            wait = self.retry_at - now + self.expected_start_s
+        else:
+            wait = self.expected_start_s - (now - self._started_at)
+        return max(1, int(wait + 0.999))
+
+    # --- supervision ------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            self._set_state(WorkerState.STARTING)
+            healthy_since: float | None = None
+            try:
+                process = await self._spawn()
+                if await self._wait_healthy(process):
+                    healthy_since = time.monotonic()
+                    self.expected_start_s = healthy_since - self._started_at
+                    self._set_state(WorkerState.READY)
+                    self.ready.set()
+                    log.info("%s ready in %.1f s (pid %s)", self.entry.slug, self.expected_start_s, process.pid)
+                    await self._watch(process)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed start must not kill the supervision loop
+                self.last_error = f"could not start: {exc}"
+                log.exception("%s: start failed", self.entry.slug)
+            self.ready.clear()
+            if self._stopping:
+                break
+            if self.process is not None and self.process.returncode is None:
+                await self._terminate(self.process)
+            if healthy_since is not None and time.monotonic() - healthy_since > 60:
+                backoff = 1.0  # it ran well for a while: this is a fresh failure
+            self.restarts += 1
+            WORKER_RESTARTS.labels(self.entry.slug).inc()
+            self.retry_at = time.monotonic() + backoff
+            self._set_state(WorkerState.BACKOFF)
+            log.warning("%s: %s; restarting in %.0f s", self.entry.slug, self.last_error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        command = worker_command(self.entry, self.socket_path)
+        self._started_at = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appliance.supervisor.reaper", str(os.getpid()), "--", *command,
+            env=worker_environment(self.entry), stdin=asyncio.subprocess.DEVNULL,
+        )
+        log.info("%s: started worker (guard pid %s)", self.entry.slug, self.process.pid)
+        return self.process
+
+    async def _healthy(self) -> bool:
+        try:
+            response = await self.client.get("/health", timeout=5.0)
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _wait_healthy(self, process: asyncio.subprocess.Process) -> bool:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                self.last_error = f"the worker exited with code {process.returncode} while loading"
+                return False
+            if self.socket_path.exists() and await self._healthy():
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.2)
+        self.last_error = f"the worker did not become healthy within {self.start_timeout_s:.0f} s"
+        return False
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Return when the process exits or stops answering health checks."""
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), HEALTH_INTERVAL_S)
+            if process.returncode is not None:
+                self.last_error = f"the worker exited with code {process.returncode}"
+                return
+            failures = 0 if await self._healthy() else failures + 1
+            if failures >= HEALTH_FAILURES_TO_RESTART:
+                self.last_error = f"the worker failed {failures} health checks in a row"
+                return
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+    def _set_state(self, state: WorkerState) -> None:
+        self.state = state
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        for state in WorkerState:
+            WORKER_STATE.labels(self.entry.slug, state.value).set(1 if state == self.state else 0)
