@@ -52,6 +52,7 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     from appliance.gateway.app import create_gateway
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed call is noise
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),

@@ -158,7 +158,7 @@ def ok(data: Any, request: Request, status_code: int = 200) -> JSONResponse:
 
 def ok_raw(data_json: bytes, request: Request) -> Response:
     """Wrap a backend's JSON answer without decoding it: the hot path of every relay."""
-    meta = json.dumps({"request_id": request_id_of(request)}).encode()
+    meta = json.dumps({"request_id": request_id_of(request)}, separators=(",", ":")).encode()
     body = b'{"status":"ok","data":' + data_json + b',"meta":' + meta + b"}"
     return Response(body, media_type="application/json")
 

@@ -116,7 +116,7 @@ def build_app(entry: ModelEntry) -> Any:
     model = SentenceTransformer(str(entry.path), device=device, local_files_only=True)
     tokenizer = model.tokenizer
     max_tokens = int(options.get("max_tokens_per_input") or model.max_seq_length or 512)
-    dimension = int(model.get_sentence_embedding_dimension() or 0)
+    dimension = int(model.get_embedding_dimension() or 0)
     batch_size = int(options.get("max_batch_size", 64))
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -129,14 +129,14 @@ def build_app(entry: ModelEntry) -> Any:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         req = EmbeddingRequest.model_validate_json(await request.body())
-        texts = req.texts
+        texts = req.input
         if req.dimensions is not None and req.dimensions > dimension:
             raise WorkerError(400, f"dimensions is {req.dimensions}, but this model's embeddings have "
                                    f"{dimension}; ask for {dimension} or fewer.", "dimensions")
         token_counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
         for index, count in enumerate(token_counts):
             if count > max_tokens:
-                where = "input" if isinstance(req.input, str) else f"input[{index}]"
+                where = f"input[{index}]"
                 raise WorkerError(400, f"{where} has {count} tokens; this model takes at most {max_tokens} "
                                        "tokens per input. Shorten or split it.", where)
         vectors = shape_vectors(await batcher.embed(texts), req.dimensions)

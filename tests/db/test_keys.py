@@ -1,0 +1,46 @@
+"""API keys: sgk_ secrets shown once, only their SHA-256 kept, revocation immediate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from appliance.db.database import open_database
+from appliance.db.keys import KeyStore, hash_key
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    return KeyStore(open_database(f"sqlite:///{tmp_path / 'state.db'}"))
+
+
+def test_a_new_key_is_sgk_and_long_and_only_its_hash_is_stored(store: KeyStore, tmp_path: Path) -> None:
+    key, secret = store.create("ci")
+    assert secret.startswith("sgk_") and len(secret) >= 4 + 32
+    assert key.permissions == ("models:list", "models:use")
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret.encode() not in stored
+    assert store.verify(secret) == key
+    assert hash_key(secret) == __import__("hashlib").sha256(secret.encode()).hexdigest()
+
+
+def test_revocation_and_expiry_take_effect_at_once(store: KeyStore) -> None:
+    key, secret = store.create("ci")
+    assert store.revoke(key.id)
+    assert store.verify(secret) is None
+    assert not store.revoke(key.id)
+    _, old = store.create("old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert store.verify(old) is None
+    assert store.verify("sgk_unknown") is None
+
+
+def test_permissions_models_and_rate_limit_are_kept(store: KeyStore) -> None:
+    key, _ = store.create("narrow", ["models:list"], ["openai/tts-1"], 10)
+    assert (key.permissions, key.models, key.rate_limit) == (("models:list",), ("openai/tts-1",), 10)
+    assert [k.id for k in store.list()] == [key.id]
+    with pytest.raises(ValueError, match="unknown permission 'models:fly'"):
+        store.create("bad", ["models:fly"])
+    with pytest.raises(ValueError, match="rate limit"):
+        store.create("bad", rate_limit=0)

@@ -1,0 +1,165 @@
+"""Worker supervision end to end: lazy start, crashes, time-outs, draining, and no orphans."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import tomli_w
+
+from tests.conftest import catalogue_subset
+from tests.support.appliance import RunningAppliance, start_appliance
+from tests.support.processes import descendants, engine_process, wait_gone
+
+EMBED = "openai/text-embedding-3-small"
+WORKER = "appliance.workers.embeddings"
+
+
+def embed(client: httpx.Client, model: str = EMBED) -> httpx.Response:
+    return client.post("/v1/inference/embed", json={"model": model, "input": ["hello", "world"]})
+
+
+def wait_until_served(client: httpx.Client, timeout: float = 90) -> list[httpx.Response]:
+    """Call until a 200 comes back; returns every answer on the way (bounded)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = embed(client)
+        seen.append(response)
+        if response.status_code == 200:
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"not served within {timeout} s: {[r.text for r in seen[-3:]]}")
+
+
+@pytest.fixture(scope="module")
+def fragile(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAppliance]:
+    """An on-demand embed model, no waiting for starts, and a 3-second backend time-out."""
+    state = tmp_path_factory.mktemp("fragile")
+    path = catalogue_subset(tiny_catalogue, [EMBED], state / "models.toml", load="on-demand")
+    with path.open("a") as fh:  # a model of another modality, to call by the wrong route
+        fh.write(tomli_w.dumps({"model": [{"slug": "acme/chat", "aliases": ["acme/chat-alias"],
+                                           "modality": "chat", "engine": "remote",
+                                           "url": "http://127.0.0.1:9/v1"}]}))
+    env = {"APPLIANCE_REQUEST_WAIT_S": "0", "APPLIANCE_BACKEND_TIMEOUT_S": "3"}
+    with start_appliance(path, state, env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fragile_key(fragile: RunningAppliance) -> str:
+    return fragile.create_key()
+
+
+def test_an_on_demand_model_answers_model_unavailable_while_it_loads(fragile: RunningAppliance,
+                                                                      fragile_key: str) -> None:
+    with fragile.client(fragile_key) as client:
+        first = embed(client)
+        assert first.status_code == 503, first.text
+        error = first.json()["error"]
+        assert error["code"] == "MODEL_UNAVAILABLE" and error["retry_after"] >= 1
+        assert first.headers["retry-after"] == str(error["retry_after"])
+        assert "loading" in error["message"]
+        seen = wait_until_served(client)
+    assert {r.status_code for r in seen[:-1]} <= {503}
+
+
+def test_a_model_of_another_modality_is_a_validation_error(fragile: RunningAppliance, fragile_key: str) -> None:
+    with fragile.client(fragile_key) as client:
+        response = embed(client, model="acme/chat-alias")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["details"][0]["field"] == "model"
+    assert "chat model" in error["message"] and "embedding model" in error["message"]
+
+
+def test_a_hung_engine_is_backend_timeout(fragile: RunningAppliance, fragile_key: str) -> None:
+    with fragile.client(fragile_key) as client:
+        wait_until_served(client)
+        engine = engine_process(fragile.process.pid, WORKER)
+        engine.suspend()  # a real hang: the process exists and accepts, but never answers
+        try:
+            response = embed(client)
+        finally:
+            engine.resume()
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "BACKEND_TIMEOUT"
+        assert embed(client).status_code == 200
+
+
+def test_an_engine_killed_mid_request_is_backend_error_then_it_recovers(fragile: RunningAppliance,
+                                                                          fragile_key: str) -> None:
+    with fragile.client(fragile_key) as client:
+        wait_until_served(client)
+        engine = engine_process(fragile.process.pid, WORKER)
+        engine.suspend()  # hold the request inside the engine, then kill it there
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(embed(client)))
+        caller.start()
+        time.sleep(1.0)
+        engine.kill()
+        caller.join(30)
+        assert answers and answers[0].status_code == 502, answers and answers[0].text
+        error = answers[0].json()["error"]
+        assert error["code"] == "BACKEND_ERROR" and "restarted" in error["message"]
+        seen = wait_until_served(client)
+    assert {r.status_code for r in seen[:-1]} <= {503}
+    assert all(r.json()["error"]["code"] == "MODEL_UNAVAILABLE" for r in seen[:-1])
+    metrics = httpx.get(f"{fragile.url}/metrics").text
+    assert 'appliance_worker_restarts_total{model="openai/text-embedding-3-small"} 1.0' in metrics
+
+
+def _startup_appliance(tiny_catalogue: Path, state: Path):  # type: ignore[no-untyped-def]
+    path = catalogue_subset(tiny_catalogue, [EMBED], state / "models.toml")
+    return start_appliance(path, state)
+
+
+def test_sigterm_drains_in_flight_requests_and_stops_every_worker(tiny_catalogue: Path, tmp_path: Path) -> None:
+    with _startup_appliance(tiny_catalogue, tmp_path) as running:
+        key = running.create_key()
+        children = descendants(running.process.pid)
+        assert any(WORKER in p.cmdline() for p in children)
+        engine = engine_process(running.process.pid, WORKER)
+        engine.suspend()
+        answers: list[httpx.Response] = []
+        with running.client(key) as client:
+            caller = threading.Thread(target=lambda: answers.append(embed(client)))
+            caller.start()
+            time.sleep(1.0)
+            running.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            engine.resume()
+            caller.join(30)
+        # uvicorn re-raises the SIGTERM after a clean shutdown; systemd counts that as a clean stop
+        assert running.process.wait(60) in (0, -signal.SIGTERM)
+        assert "all workers stopped" in running.log()
+        assert answers and answers[0].status_code == 200, answers and answers[0].text
+        assert wait_gone(children) == []
+        assert not list((tmp_path / "sockets").glob("*.sock"))
+
+
+def test_workers_do_not_outlive_a_killed_gateway(tiny_catalogue: Path, tmp_path: Path) -> None:
+    with _startup_appliance(tiny_catalogue, tmp_path) as running:
+        children = descendants(running.process.pid)
+        assert any(WORKER in p.cmdline() for p in children)
+        running.process.send_signal(signal.SIGKILL)
+        running.process.wait(10)
+        assert wait_gone(children) == []
+
+
+def test_a_catalogue_with_a_missing_path_fails_at_start_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[[model]]\nslug = "acme/embed"\nmodality = "embedding"\nengine = "sentence-transformers"\n'
+                    'path = "/nowhere/model"\n')
+    result = subprocess.run([sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
+                             "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{path}: model 'acme/embed' (entry 1): field 'path': no such file or directory: /nowhere/model" \
+        in result.stderr

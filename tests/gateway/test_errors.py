@@ -1,0 +1,62 @@
+"""The envelope and error codes: one shape for every answer, the right HTTP status for every code."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from appliance.gateway.errors import HTTP_STATUS, ApiError, ErrorCode, error_response, field_path, \
+    from_validation_error
+from appliance.protocol.embeddings import EmbeddingRequest
+
+
+def test_every_code_of_the_contract_has_its_status() -> None:
+    expected = {
+        "AUTH_TOKEN_MISSING": 401, "AUTH_TOKEN_INVALID": 401, "AUTHZ_PERMISSION_DENIED": 403,
+        "VALIDATION_ERROR": 422, "MODEL_NOT_FOUND": 404, "MODEL_ACCESS_DENIED": 403, "MODEL_UNAVAILABLE": 503,
+        "BACKEND_ERROR": 502, "BACKEND_TIMEOUT": 504, "RATE_LIMITED": 429, "BUDGET_EXCEEDED": 429,
+        "QUOTA_EXCEEDED": 429, "NOT_FOUND": 404, "PAYLOAD_TOO_LARGE": 413, "INTERNAL_ERROR": 500,
+    }
+    for code, status in expected.items():
+        assert HTTP_STATUS[ErrorCode(code)] == status
+
+
+def test_an_error_is_enveloped_with_retry_after_in_body_and_header() -> None:
+    response = error_response(ApiError(ErrorCode.RATE_LIMITED, "slow down", retry_after=7), "/v1/models", "req_1")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.body == (b'{"status":"error","error":{"code":"RATE_LIMITED","message":"slow down",'
+                             b'"retry_after":7},"meta":{"request_id":"req_1"}}')
+
+
+def test_the_openai_surface_gets_openai_shaped_errors() -> None:
+    err = ApiError(ErrorCode.VALIDATION_ERROR, "input: bad", details=[{"field": "input", "message": "bad"}])
+    response = error_response(err, "/oai/v1/embeddings", "req_1")
+    assert response.status_code == 422
+    assert response.body == (b'{"error":{"message":"input: bad","type":"invalid_request_error","param":"input",'
+                             b'"code":"validation_error"}}')
+
+
+def test_field_paths_read_like_the_request() -> None:
+    assert field_path(("body", "messages", 0, "role")) == "messages[0].role"
+    assert field_path(("body",)) == "body"
+    assert field_path(()) == "body"
+
+
+def test_validation_details_name_each_field() -> None:
+    try:
+        EmbeddingRequest.model_validate_json(b'{"input": ["a", ""], "dimensions": 0}')
+    except ValidationError as exc:
+        err = from_validation_error(exc)
+    assert err.code == ErrorCode.VALIDATION_ERROR
+    fields = {d["field"]: d["message"] for d in err.details or []}
+    assert fields.keys() == {"model", "input[1]", "dimensions"}
+    assert fields["model"] == "this field is required"
+    assert err.message.startswith("model: this field is required (and 2 more)")
+
+
+def test_malformed_json_is_said_plainly() -> None:
+    try:
+        EmbeddingRequest.model_validate_json(b'{"model": ')
+    except ValidationError as exc:
+        err = from_validation_error(exc)
+    assert err.details == [{"field": "body", "message": "the body is not valid JSON"}]
