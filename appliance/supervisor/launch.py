@@ -11,6 +11,7 @@ from appliance.catalogue import ModelEntry
 # The engine worker module each engine runs (engines of later modalities add theirs).
 WORKER_MODULES: dict[str, str] = {
     "sentence-transformers": "appliance.workers.embeddings",
+    "diffusers": "appliance.workers.images",
 }
 
 # Nothing is ever fetched at run time: every engine sees the hubs' offline switches.

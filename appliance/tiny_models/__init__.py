@@ -17,9 +17,9 @@ STAMP = ".tiny-model-version"
 
 def tiny_models() -> list[TinyModel]:
     # Imported here so that importing this package costs nothing until a build.
-    from appliance.tiny_models import embeddings
+    from appliance.tiny_models import embeddings, images
 
-    return [embeddings.TINY]
+    return [embeddings.TINY, images.TINY]
 
 
 def build_all(out_dir: Path, force: bool = False) -> Path:
