@@ -1,0 +1,80 @@
+"""POST /v1/inference/images/generate (enveloped) and POST /oai/v1/images/generations (plain OpenAI).
+
+The worker always answers with base64 PNGs; for ``response_format: url`` the
+gateway stores them in the media store and answers with media URLs instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from appliance.catalogue import ModelEntry
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import require
+from appliance.gateway.body import parse_body
+from appliance.gateway.errors import ApiError, ErrorCode, ok_raw, validation_error
+from appliance.gateway.media import media_base_url, media_store
+from appliance.gateway.relay import backend, post_json, resolve_model
+from appliance.media.store import MediaStore
+from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
+    allowed_sizes
+
+router = APIRouter()
+
+Key = Annotated[ApiKey, Depends(require("models:use"))]
+
+
+def choose_size(entry: ModelEntry, asked: str | None, name: str) -> str:
+    """The size to generate: the one asked for if the model offers it, else the model's default."""
+    sizes = allowed_sizes(entry.engine_options)
+    if asked is None:
+        return DEFAULT_SIZES[0] if DEFAULT_SIZES[0] in sizes else sizes[0]
+    if asked not in sizes:
+        raise validation_error("size", f"model '{name}' does not offer size '{asked}'; choose one of "
+                                       f"{', '.join(sizes)}")
+    return asked
+
+
+def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> bytes:
+    """The worker's base64 answer, with each image stored and replaced by its media URL (runs in a thread)."""
+    try:
+        answer = ImageGenerationResponse.model_validate_json(worker_json)
+        pngs = [base64.b64decode(item.b64_json or "", validate=True) for item in answer.data]
+        if not answer.data or not all(pngs):
+            raise ValueError("no image")
+    except (ValueError, binascii.Error):
+        raise ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' sent an answer that is not "
+                                                "a list of images.") from None
+    items = [ImageData(url=base_url + store.put(png, "image/png").token, revised_prompt=item.revised_prompt)
+             for png, item in zip(pngs, answer.data, strict=True)]
+    return ImageGenerationResponse(created=answer.created, data=items).model_dump_json().encode()
+
+
+async def _generate(request: Request, key: ApiKey) -> bytes:
+    body = await parse_body(request, ImageGenerationRequest)
+    entry = resolve_model(request, key, body.model, "image")
+    size = choose_size(entry, body.size, body.model)
+    payload = body.model_copy(update={"model": entry.slug, "size": size, "response_format": "b64_json"})
+    async with backend(request, entry) as worker:
+        answer = await post_json(request, worker, "/v1/images/generations",
+                                 payload.model_dump_json(exclude_none=True).encode())
+    if body.response_format == "b64_json":
+        return answer
+    # Decoding and writing megabytes of PNG off the event loop keeps other requests flowing meanwhile.
+    return await asyncio.to_thread(to_urls, answer, media_store(request.app), media_base_url(request), entry.slug)
+
+
+@router.post("/v1/inference/images/generate")
+async def generate(request: Request, key: Key) -> Response:
+    return ok_raw(await _generate(request, key), request)
+
+
+@router.post("/oai/v1/images/generations")
+async def openai_generations(request: Request, key: Key) -> Response:
+    return Response(await _generate(request, key), media_type="application/json")
+

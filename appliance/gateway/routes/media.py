@@ -1,0 +1,72 @@
+"""GET /v1/media/{token}: the bytes behind a media URL, raw, while its token is valid.
+
+No API key is asked for: the URL is handed to whoever should fetch it (the
+hosted docs fetch it with a bare ``httpx.get(url)``), so the unguessable,
+expiring token is the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.gateway.media import media_store
+from appliance.media.sweeper import run_sweeper
+
+CHUNK = 256 * 1024
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The sweeper runs while the gateway does; it first clears what expired while it was down."""
+    task = asyncio.get_running_loop().create_task(run_sweeper(media_store(app)), name="media sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+router = APIRouter(lifespan=lifespan)
+
+
+def _not_found() -> ApiError:
+    return ApiError(ErrorCode.NOT_FOUND, "No media behind this link: it is unknown or has expired (links last "
+                                         "a limited time). Generate the image again, or use response_format "
+                                         "b64_json to keep the bytes.")
+
+
+async def _chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(fh.read, CHUNK):
+            yield chunk
+    finally:
+        fh.close()
+
+
+@router.get("/v1/media/{token}")
+async def download(request: Request, token: str) -> StreamingResponse:
+    store = media_store(request.app)
+    found = await asyncio.to_thread(store.open, token)
+    if found is None:
+        raise _not_found()
+    try:
+        # Opened now: a sweep that unlinks the file later cannot cut this download short.
+        fh = await asyncio.to_thread(found.path.open, "rb")
+    except FileNotFoundError:
+        raise _not_found() from None
+    size = os.fstat(fh.fileno()).st_size
+    max_age = max(0, math.floor(found.expires_at - store.clock()))
+    headers = {"Content-Length": str(size), "Cache-Control": f"private, max-age={max_age}",
+               "X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(_chunks(fh), media_type=found.content_type, headers=headers)
+

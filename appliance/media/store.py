@@ -1,0 +1,143 @@
+"""Files under ``<state_dir>/media`` with their metadata in the state DB, each behind one expiring token.
+
+A file is written in full (temporary name, fsync, rename) before its row is
+committed, so a token never points at half a file and a crash leaves at most an
+orphan file, which the sweep removes later. Files are named by the hash of
+their token, so no request can name a path: a token is checked for shape,
+hashed, and looked up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from appliance.db.database import Base
+from appliance.db.media import MediaRow
+from appliance.media import tokens
+
+# Files with no row (a crash between the file and its row) are removed once this old; a put takes far less.
+ORPHAN_GRACE_S = 3600.0
+TMP_PREFIX = ".tmp-"
+EXTENSIONS = {"image/png": ".png", "application/jsonl": ".jsonl", "application/json": ".json"}
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    token: str
+    expires_at: float  # unix time
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    path: Path
+    content_type: str
+    size: int
+    expires_at: float  # unix time
+
+
+def _to_unix(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _to_datetime(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, UTC)
+
+
+class MediaStore:
+    """Put bytes in, get a token back; open a token while it is valid; sweep what expired."""
+
+    def __init__(self, engine: Engine, root: Path, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.root = root
+        self.ttl_s = ttl_s
+        self.clock = clock
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        Base.metadata.create_all(engine, tables=[MediaRow.__table__])  # type: ignore[list-item]
+
+    def put(self, data: bytes, content_type: str = "image/png", ttl_s: float | None = None) -> StoredMedia:
+        """Store ``data`` durably and return its new token, valid for ``ttl_s`` (default: the store's TTL)."""
+        token = tokens.new_token()
+        digest = tokens.digest(token)
+        filename = digest + EXTENSIONS.get(content_type, ".bin")
+        self._write_atomically(self.root / filename, data)
+        now = self.clock()
+        expires_at = now + (self.ttl_s if ttl_s is None else ttl_s)
+        row = MediaRow(digest=digest, filename=filename, content_type=content_type, size=len(data),
+                       created_at=_to_datetime(now), expires_at=_to_datetime(expires_at))
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+        return StoredMedia(token=token, expires_at=expires_at)
+
+    def open(self, token: str) -> MediaFile | None:
+        """The file behind ``token``; None when the token is malformed, unknown or expired, or its file is gone."""
+        if not tokens.is_well_formed(token):
+            return None
+        with Session(self.engine) as session:
+            row = session.get(MediaRow, tokens.digest(token))
+            if row is None:
+                return None
+            expires_at = _to_unix(row.expires_at)
+            filename, content_type, size = row.filename, row.content_type, row.size
+        if expires_at <= self.clock():
+            return None
+        path = self.root / filename
+        if path.parent != self.root or not path.is_file():  # the name is ours, but check anyway
+            return None
+        return MediaFile(path=path, content_type=content_type, size=size, expires_at=expires_at)
+
+    def sweep(self) -> int:
+        """Remove expired files and their rows, and old orphan files; returns how many files went."""
+        now = self.clock()
+        with Session(self.engine) as session, session.begin():
+            expired = list(session.scalars(select(MediaRow).where(MediaRow.expires_at <= _to_datetime(now))))
+            names = [row.filename for row in expired]
+            if expired:
+                session.execute(delete(MediaRow).where(MediaRow.digest.in_([row.digest for row in expired])))
+        removed = 0
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / name).unlink()
+                removed += 1
+        return removed + self._sweep_orphans(now)
+
+    # --- internals --------------------------------------------------------
+
+    def _sweep_orphans(self, now: float) -> int:
+        with Session(self.engine) as session:
+            known = set(session.scalars(select(MediaRow.filename)))
+        removed = 0
+        for path in self.root.iterdir():
+            if path.name in known or not path.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime > ORPHAN_GRACE_S:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def _write_atomically(self, target: Path, data: bytes) -> None:
+        tmp = self.root / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            with tmp.open("xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself survives a power cut
+        finally:
+            os.close(fd)
