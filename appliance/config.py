@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
 
     @property
     def socket_dir(self) -> Path:

@@ -105,3 +105,50 @@ def _openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
     if isinstance(data, dict) and isinstance(data.get("detail"), str):
         return data["detail"], None
     return None, None
+
+
+class BackendStream:
+    """A worker's streamed answer, held open (worker, connection) until its chunks are consumed or dropped."""
+
+    def __init__(self, response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+        self.response = response
+        self.chunks = chunks
+
+    @property
+    def media_type(self) -> str | None:
+        return self.response.headers.get("content-type")
+
+
+async def open_stream(request: Request, entry: ModelEntry, path: str, payload: bytes,
+                      content_type: str = "application/json") -> BackendStream:
+    """POST to the model's worker and stream its answer back.
+
+    A failure before the first byte raises the ApiError it means (so the client
+    gets a clean error); a failure later cuts the stream, which the client sees
+    as an incomplete body rather than a short answer that looks whole.
+    """
+    stack = contextlib.AsyncExitStack()
+    try:
+        worker = await stack.enter_async_context(backend(request, entry))
+        headers = {**backend_headers(request), "content-type": content_type}
+        try:
+            response = await stack.enter_async_context(
+                worker.client.stream("POST", path, content=payload, headers=headers))
+            if response.status_code >= 400:
+                raise backend_error(worker, response.status_code, await response.aread())
+        except httpx.HTTPError as exc:
+            raise transport_error(worker, exc) from None
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"the worker of '{entry.slug}' broke off its stream ({type(exc).__name__})") from None
+        finally:
+            await stack.aclose()
+
+    return BackendStream(response, chunks())

@@ -12,6 +12,8 @@ from appliance.catalogue import ModelEntry
 WORKER_MODULES: dict[str, str] = {
     "sentence-transformers": "appliance.workers.embeddings",
     "diffusers": "appliance.workers.images",
+    "faster-whisper": "appliance.workers.transcription",
+    "piper": "appliance.workers.speech",
 }
 
 # Nothing is ever fetched at run time: every engine sees the hubs' offline switches.

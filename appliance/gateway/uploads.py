@@ -1,0 +1,97 @@
+"""Reading a multipart upload with a size limit that holds while the body streams in.
+
+The body is counted chunk by chunk as it arrives: an upload over the limit is
+refused with 413 at the first byte past it (or at once, from its
+Content-Length), never after the whole of it was buffered. The file part goes
+to a spooled temporary file (disk past 1 MiB), not to memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from appliance.gateway.errors import ApiError, ErrorCode, request_id_of, validation_error
+from appliance.gateway.relay import backend_error, transport_error
+from appliance.supervisor.worker import Worker
+
+FORM_OVERHEAD = 64 * 1024  # room for the other form fields and the multipart framing
+
+
+@dataclass
+class Upload:
+    form: FormData
+    file: UploadFile
+
+    def fields(self) -> dict[str, str | list[str]]:
+        """The text fields; a repeated field (``timestamp_granularities[]``) as a list."""
+        out: dict[str, str | list[str]] = {}
+        for key in {k for k, v in self.form.multi_items() if isinstance(v, str)}:
+            values = [v for v in self.form.getlist(key) if isinstance(v, str)]
+            out[key] = values if key.endswith("[]") or len(values) > 1 else values[0]
+        return out
+
+
+def too_large(limit: int) -> ApiError:
+    megabytes = limit / (1024 * 1024)
+    return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The upload is larger than this appliance's limit of "
+                                                 f"{megabytes:.0f} MB ({limit} bytes); send a shorter or more "
+                                                 "compressed file.")
+
+
+async def read_upload(request: Request, limit: int, field: str = "file") -> Upload:
+    """The form of a multipart upload whose ``field`` is a non-empty file of at most ``limit`` bytes."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise validation_error("body", f"send the audio as multipart/form-data with a '{field}' field "
+                                       f"(got Content-Type '{content_type or 'none'}')")
+    body_limit = limit + FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large(limit)
+
+    async def counted() -> AsyncGenerator[bytes, None]:
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > body_limit:
+                raise too_large(limit)
+            yield chunk
+
+    parser = MultiPartParser(request.headers, counted(), max_files=1, max_fields=32)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise validation_error("body", f"the multipart body cannot be read: {exc.message}") from None
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile):
+        await form.close()
+        raise validation_error(field, "the audio file is required (a multipart field named 'file')")
+    if upload.size is not None and upload.size > limit:
+        await form.close()
+        raise too_large(limit)
+    if not upload.size:
+        await form.close()
+        raise validation_error(field, "the file is empty")
+    return Upload(form, upload)
+
+
+async def forward_upload(request: Request, worker: Worker, path: str, upload: Upload,
+                         fields: dict[str, str | list[str]]) -> httpx.Response:
+    """POST the upload's file and ``fields`` to the worker as multipart; its error answers raise their ApiError."""
+    file = upload.file
+    file.file.seek(0)
+    files = {"file": (file.filename or "audio", file.file, file.content_type or "application/octet-stream")}
+    try:
+        response = await worker.client.post(path, data=fields, files=files,
+                                            headers={"x-request-id": request_id_of(request)})
+    except httpx.HTTPError as exc:
+        raise transport_error(worker, exc) from None
+    if response.status_code >= 400:
+        raise backend_error(worker, response.status_code, response.content)
+    return response

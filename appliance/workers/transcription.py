@@ -1,0 +1,152 @@
+"""The faster-whisper worker: OpenAI's /v1/audio/transcriptions on a CTranslate2 Whisper model.
+
+Any file PyAV decodes is resampled to 16 kHz mono and transcribed whole:
+faster-whisper walks it in 30-second windows, so long recordings are never cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO
+
+import numpy as np
+from fastapi import Request, Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from appliance.catalogue import ModelEntry
+from appliance.protocol.audio import TranscriptionForm
+from appliance.workers.server import WorkerError, create_worker_app, worker_main
+from appliance.workers.transcripts import Result, Segment, Word, render
+from appliance.workers.whisper_languages import LANGUAGES
+
+log = logging.getLogger("appliance.worker.transcription")
+
+SAMPLE_RATE = 16000
+# faster-whisper's own fallback ladder: OpenAI's temperature 0 means "start at 0, go up when the decode looks bad".
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def decode(file: BinaryIO) -> np.ndarray:
+    """16 kHz mono float32 samples of any audio PyAV reads; a WorkerError naming ``file`` otherwise."""
+    import av
+    from faster_whisper import decode_audio
+
+    try:
+        with av.open(file, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise WorkerError(400, "file: the file has no audio stream.", "file")
+        file.seek(0)
+        audio = decode_audio(file, sampling_rate=SAMPLE_RATE)
+    except WorkerError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise WorkerError(400, "file: the file is not audio this appliance can decode (MP3, WAV, OGG, WebM, M4A, "
+                               f"FLAC and more are accepted): {_reason(exc)}.", "file") from None
+    if audio.size == 0:
+        raise WorkerError(400, "file: the file holds no audio samples.", "file")
+    return audio
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(reason).rstrip(".").lower()
+
+
+def form_fields(form: Any) -> TranscriptionForm:
+    """The non-file fields; OpenAI's SDK sends the granularities as ``timestamp_granularities[]``."""
+    fields: dict[str, Any] = {key: value for key, value in form.items() if isinstance(value, str)}
+    granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    fields["timestamp_granularities"] = [g for g in granularities if isinstance(g, str) and g]
+    try:
+        return TranscriptionForm.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or "body"
+        raise WorkerError(400, f"{param}: {first['msg']}", param) from None
+
+
+def build_app(entry: ModelEntry) -> Any:
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    options = entry.engine_options
+    device = options.get("device") or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
+    compute_type = options.get("compute_type") or ("float16" if device == "cuda" else "int8")
+    workers = int(options.get("num_workers", 1))
+    model = WhisperModel(str(entry.path), device=device, compute_type=compute_type,
+                         cpu_threads=int(options.get("cpu_threads", 0)), num_workers=workers, local_files_only=True)
+    multilingual = model.model.is_multilingual
+    log.info("loaded %s on %s (%s, %s)", entry.path, device, compute_type,
+             "multilingual" if multilingual else "English only")
+    decode_options: dict[str, Any] = {
+        "beam_size": int(options.get("beam_size", 5)),
+        "vad_filter": bool(options.get("vad_filter", False)),
+        "condition_on_previous_text": bool(options.get("condition_on_previous_text", True)),
+    }
+    if options.get("max_new_tokens"):
+        decode_options["max_new_tokens"] = int(options["max_new_tokens"])
+    fallback = bool(options.get("temperature_fallback", True))
+    engine = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
+
+    def check_language(language: str | None) -> None:
+        if language is None:
+            return
+        if language not in LANGUAGES:
+            raise WorkerError(400, f"language: '{language}' is not a language Whisper knows; use an ISO-639-1 code "
+                                   "such as 'en', 'de' or 'fr'.", "language")
+        if not multilingual and language != "en":
+            raise WorkerError(400, f"language: model '{entry.slug}' transcribes English only; "
+                                   f"'{language}' is not available.", "language")
+
+    def transcribe(file: BinaryIO, req: TranscriptionForm) -> Result:
+        audio = decode(file)
+        words = "word" in req.timestamp_granularities
+        if req.temperature is None or req.temperature == 0:
+            temperature: Any = FALLBACK_TEMPERATURES if fallback else 0.0
+        else:
+            temperature = req.temperature
+        segments, info = model.transcribe(audio, language=req.language, task="transcribe", temperature=temperature,
+                                          initial_prompt=req.prompt, word_timestamps=words, **decode_options)
+        duration = float(info.duration)
+
+        def clamp(value: float) -> float:  # an untrained model may place a timestamp past the end
+            return round(min(max(float(value), 0.0), duration), 3)
+
+        out = []
+        for s in segments:
+            start, end = clamp(s.start), clamp(s.end)
+            out.append(Segment(
+                id=len(out), seek=int(s.seek), start=start, end=max(start, end), text=s.text,
+                tokens=list(s.tokens), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
+                words=[Word(w.word, clamp(w.start), max(clamp(w.start), clamp(w.end))) for w in (s.words or [])],
+            ))
+        return Result(language=LANGUAGES.get(info.language, info.language), duration=duration, segments=out)
+
+    app = create_worker_app(entry)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        try:
+            form = await request.form(max_files=1, max_fields=32)
+        except Exception as exc:  # malformed multipart: the client's fault, said plainly
+            raise WorkerError(400, f"body: not a readable multipart/form-data upload ({exc}).", "file") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise WorkerError(400, "file: the audio file is required (a multipart field named 'file').", "file")
+        if upload.size == 0:
+            raise WorkerError(400, "file: the file is empty.", "file")
+        req = form_fields(form)
+        check_language(req.language)
+        result = await asyncio.get_running_loop().run_in_executor(engine, transcribe, upload.file, req)
+        body, media_type = render(result, req.response_format, req.timestamp_granularities)
+        return Response(body, media_type=media_type)
+
+    return app
+
+
+if __name__ == "__main__":
+    worker_main(build_app)
