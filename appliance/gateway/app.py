@@ -17,7 +17,7 @@ from appliance.db.keys import KeyStore
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.routes import audio, embed, health, images, media, models
+from appliance.gateway.routes import audio, chat, embed, health, images, media, models
 from appliance.gateway.systemd import notify
 from appliance.supervisor.supervisor import Supervisor
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.keys = KeyStore(open_database(settings.effective_database_url))
     app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
-    for module in (health, models, embed, images, media, audio):
+    for module in (health, models, embed, images, media, audio, chat):
         app.include_router(module.router)
     return app
 

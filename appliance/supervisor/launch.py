@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from appliance.catalogue import ModelEntry
+from appliance.supervisor.vllm_launch import VLLM_MODULE, VllmOptionError, vllm_command, vllm_environment, vllm_python
 
 # The engine worker module each engine runs (engines of later modalities add theirs).
 WORKER_MODULES: dict[str, str] = {
@@ -14,6 +15,8 @@ WORKER_MODULES: dict[str, str] = {
     "diffusers": "appliance.workers.images",
     "faster-whisper": "appliance.workers.transcription",
     "piper": "appliance.workers.speech",
+    "vllm": VLLM_MODULE,  # vLLM's own OpenAI server, from its own environment (vllm_launch.py)
+    "transformers": "appliance.workers.transformers_chat",
 }
 
 # Nothing is ever fetched at run time: every engine sees the hubs' offline switches.
@@ -40,6 +43,11 @@ def worker_command(entry: ModelEntry, socket_path: Path) -> list[str]:
     module = WORKER_MODULES.get(entry.engine)
     if module is None:
         raise LaunchError(f"engine '{entry.engine}' has no worker on this appliance yet")
+    if entry.engine == "vllm":
+        try:
+            return vllm_command(entry, socket_path)
+        except VllmOptionError as exc:
+            raise LaunchError(f"model '{entry.slug}': {exc}") from None
     python = str(entry.python) if entry.python else sys.executable
     return [python, "-m", module, "--socket", str(socket_path), "--entry", entry.model_dump_json()]
 
@@ -47,6 +55,8 @@ def worker_command(entry: ModelEntry, socket_path: Path) -> list[str]:
 def worker_environment(entry: ModelEntry) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OFFLINE_ENV)
+    if entry.engine == "vllm":
+        env.update(vllm_environment(entry))
     return env
 
 
@@ -66,7 +76,7 @@ def engine_installed(entry: ModelEntry) -> bool:
     library = ENGINE_LIBRARIES.get(entry.engine)
     if library is None:
         return True
-    python = str(entry.python) if entry.python else sys.executable
+    python = vllm_python(entry) if entry.engine == "vllm" else str(entry.python) if entry.python else sys.executable
     probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({library!r}) is None)"
     import subprocess
 

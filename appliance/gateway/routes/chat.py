@@ -1,0 +1,35 @@
+"""Chat and generate: /v1/inference/chat and /generate (enveloped), /oai/v1/chat/completions and /completions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import require
+from appliance.gateway.completions import CHAT, GENERATE, complete
+
+router = APIRouter()
+
+Key = Annotated[ApiKey, Depends(require("models:use"))]
+
+
+@router.post("/v1/inference/chat")
+async def chat(request: Request, key: Key) -> Response:
+    return await complete(request, key, CHAT, enveloped=True)
+
+
+@router.post("/v1/inference/generate")
+async def generate(request: Request, key: Key) -> Response:
+    return await complete(request, key, GENERATE, enveloped=True)
+
+
+@router.post("/oai/v1/chat/completions")
+async def openai_chat(request: Request, key: Key) -> Response:
+    return await complete(request, key, CHAT, enveloped=False)
+
+
+@router.post("/oai/v1/completions")
+async def openai_completions(request: Request, key: Key) -> Response:
+    return await complete(request, key, GENERATE, enveloped=False)
