@@ -1,0 +1,52 @@
+"""The image worker's own rules, without the engine: the one-at-a-time queue and the safety filter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from appliance.workers.images import GenerationQueue, blocked_term, option_map
+from appliance.workers.server import WorkerError
+
+
+def test_one_runs_and_max_waiting_wait_the_rest_are_refused() -> None:
+    async def scenario() -> list[str]:
+        queue = GenerationQueue(max_waiting=1)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def job(name: str) -> None:
+            async with queue.turn():
+                order.append(f"start {name}")
+                await release.wait()
+                order.append(f"end {name}")
+
+        first = asyncio.create_task(job("a"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(job("b"))
+        await asyncio.sleep(0)
+        assert queue.pending == 2 and order == ["start a"]
+        with pytest.raises(WorkerError) as refused:
+            async with queue.turn():
+                pass
+        assert refused.value.status_code == 429
+        release.set()
+        await asyncio.gather(first, second)
+        assert queue.pending == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["start a", "end a", "start b", "end b"]
+
+
+def test_blocked_terms_match_whole_words_whatever_the_case() -> None:
+    assert blocked_term("A Forbidden thing", ["forbidden"]) == "forbidden"
+    assert blocked_term("unforbiddenly calm", ["forbidden"]) is None
+    assert blocked_term("two words here", ["two words"]) == "two words"
+    assert blocked_term("anything", []) is None
+
+
+def test_option_maps_merge_over_the_defaults() -> None:
+    assert option_map({"steps": {"hd": 60}}, "steps", {"standard": 30, "hd": 50}) == {"standard": 30, "hd": 60}
+    with pytest.raises(ValueError, match="engine_options.steps"):
+        option_map({"steps": 30}, "steps", {"standard": 30})
