@@ -54,17 +54,24 @@ def wait_for(condition: Any, what: str) -> None:
         time.sleep(0.2)
 
 
-def worker_pid(state_dir: Path) -> int:
-    """The image worker process of this appliance (not its reaper guard), found by its socket path."""
+def worker_pid(appliance: RunningAppliance) -> int:
+    """The image worker process of this appliance (a grandchild, under its reaper guard)."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    for pid, parent in parents.items():
+        if parents.get(parent) != appliance.process.pid:
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[1:3] == [b"-m", b"appliance.workers.images"] and str(state_dir).encode() in b" ".join(argv):
-            return int(entry.name)
+        if argv[1:3] == [b"-m", b"appliance.workers.images"]:
+            return pid
     raise AssertionError("no image worker process found")
 
 
@@ -97,7 +104,7 @@ def test_a_full_queue_then_a_crash_mid_generation_then_recovery(
         assert busy.json()["error"]["code"] == "QUOTA_EXCEEDED"
         assert busy.json()["error"]["retry_after"] > 0 and int(busy.headers["retry-after"]) > 0
 
-        os.kill(worker_pid(lifecycle_appliance.state_dir), signal.SIGKILL)
+        os.kill(worker_pid(lifecycle_appliance), signal.SIGKILL)
         crashed = long_run.result(timeout=DEADLINE_S)
     assert crashed.status_code == 502, crashed.text
     assert crashed.json()["error"]["code"] == "BACKEND_ERROR"
