@@ -6,6 +6,8 @@ variables, the ``[settings]`` table of the config file, the defaults below.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -14,6 +16,9 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+
+# A socket path must fit in 108 bytes: a directory of at most 50 and a file name of at most 50.
+MAX_SOCKET_DIR_LENGTH = 50
 
 _file_values: ContextVar[dict[str, Any]] = ContextVar("appliance_file_settings", default={})
 
@@ -39,7 +44,12 @@ class Settings(BaseSettings):
 
     @property
     def socket_dir(self) -> Path:
-        return self.state_dir / "sockets"
+        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes)."""
+        preferred = self.state_dir.resolve() / "sockets"
+        if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
+            return preferred
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"appliance-{digest}"
 
     @property
     def effective_database_url(self) -> str:

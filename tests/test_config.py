@@ -22,9 +22,17 @@ def test_defaults_file_environment_and_flags_stack_in_that_order(tmp_path: Path,
 
 
 def test_the_database_and_sockets_live_in_the_state_dir(tmp_path: Path) -> None:
-    settings = load_settings(None, state_dir=tmp_path)
-    assert settings.effective_database_url == f"sqlite:///{tmp_path / 'appliance.db'}"
-    assert settings.socket_dir == tmp_path / "sockets"
+    settings = load_settings(None, state_dir=Path("/var/lib/appliance"))
+    assert settings.effective_database_url == "sqlite:////var/lib/appliance/appliance.db"
+    assert settings.socket_dir == Path("/var/lib/appliance/sockets")
+
+
+def test_sockets_move_to_a_short_private_path_when_the_state_dir_is_deep(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 80)
+    socket_dir = load_settings(None, state_dir=deep).socket_dir
+    assert len(str(socket_dir)) <= 50 and socket_dir != deep / "sockets"
+    assert socket_dir == load_settings(None, state_dir=deep).socket_dir  # stable across restarts
+    assert socket_dir != load_settings(None, state_dir=tmp_path / "other").socket_dir
 
 
 def test_an_unknown_or_bad_setting_is_refused(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -40,12 +41,17 @@ def socket_name(slug: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", slug)
 
 
+def socket_file(slug: str) -> str:
+    """A short, unique file name for the slug's socket (slugs may be long; socket paths may not)."""
+    return f"{socket_name(slug)[:36]}-{hashlib.sha256(slug.encode()).hexdigest()[:8]}.sock"
+
+
 class Worker:
     """The process serving one model on a Unix socket, and the HTTP client that reaches it."""
 
     def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float) -> None:
         self.entry = entry
-        self.socket_path = socket_dir / f"{socket_name(entry.slug)}.sock"
+        self.socket_path = socket_dir / socket_file(entry.slug)
         self.backend_id = f"{entry.engine}:{socket_name(entry.slug)}"
         self.start_timeout_s = start_timeout_s
         self.state = WorkerState.STOPPED
@@ -155,7 +161,9 @@ class Worker:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        # Only the appliance's user may reach a worker: its socket skips the gateway's auth.
+        self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.socket_path.parent.chmod(0o700)
         self.socket_path.unlink(missing_ok=True)
         command = worker_command(self.entry, self.socket_path)
         self._started_at = time.monotonic()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import tomli_w
 
+from appliance.config import load_settings
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.processes import descendants, engine_process, wait_gone
@@ -142,7 +143,7 @@ def test_sigterm_drains_in_flight_requests_and_stops_every_worker(tiny_catalogue
         assert "all workers stopped" in running.log()
         assert answers and answers[0].status_code == 200, answers and answers[0].text
         assert wait_gone(children) == []
-        assert not list((tmp_path / "sockets").glob("*.sock"))
+        assert not list(load_settings(None, state_dir=tmp_path).socket_dir.glob("*.sock"))
 
 
 def test_workers_do_not_outlive_a_killed_gateway(tiny_catalogue: Path, tmp_path: Path) -> None:
