@@ -86,10 +86,11 @@ def voice_table(speakers: dict[str, dict[str, int]], mapping: dict[str, Any]) ->
 
 
 def synthesize_chunks(voice: Any, req: SpeechRequest, speaker_id: int | None, out_rate: int) -> Iterator[bytes]:
-    """The encoded audio of ``req``, one piece per synthesised sentence, then the container's tail.
+    """The encoded audio of ``req``, sentence by sentence, then the container's tail.
 
-    Lazy: each ``next`` synthesises one more sentence, so the first piece is
-    ready after the first sentence, whatever the length of the text.
+    Lazy: each sentence is synthesised only when the pieces before it were
+    taken, so the first piece is ready after the first sentence, whatever the
+    length of the text.
     """
     from piper.config import SynthesisConfig
 
@@ -98,10 +99,14 @@ def synthesize_chunks(voice: Any, req: SpeechRequest, speaker_id: int | None, ou
     config = SynthesisConfig(speaker_id=speaker_id, length_scale=voice.config.length_scale / req.speed)
     encoder = StreamEncoder(req.response_format, voice.config.sample_rate, out_rate)
     try:
+        slice_len = max(voice.config.sample_rate // 4, 1)
         for chunk in voice.synthesize(req.input, config):
-            piece = encoder.add(chunk.audio_int16_array)
-            if piece:
-                yield piece
+            samples = chunk.audio_int16_array
+            # Encoded a quarter second at a time, so the first bytes leave before the sentence is all encoded.
+            for start in range(0, len(samples), slice_len):
+                piece = encoder.add(samples[start:start + slice_len])
+                if piece:
+                    yield piece
         yield encoder.finish()
     finally:
         encoder.close()

@@ -68,6 +68,19 @@ def form_fields(form: Any) -> TranscriptionForm:
         raise WorkerError(400, f"{param}: {first['msg']}", param) from None
 
 
+def decode_options(options: dict[str, Any]) -> dict[str, Any]:
+    """faster-whisper's ``transcribe`` arguments from the model's engine_options (the bench uses them too)."""
+    out: dict[str, Any] = {
+        "beam_size": int(options.get("beam_size", 5)),
+        "vad_filter": bool(options.get("vad_filter", False)),
+        "condition_on_previous_text": bool(options.get("condition_on_previous_text", True)),
+        "temperature": FALLBACK_TEMPERATURES if options.get("temperature_fallback", True) else 0.0,
+    }
+    if options.get("max_new_tokens"):
+        out["max_new_tokens"] = int(options["max_new_tokens"])
+    return out
+
+
 def build_app(entry: ModelEntry) -> Any:
     import ctranslate2
     from faster_whisper import WhisperModel
@@ -81,14 +94,7 @@ def build_app(entry: ModelEntry) -> Any:
     multilingual = model.model.is_multilingual
     log.info("loaded %s on %s (%s, %s)", entry.path, device, compute_type,
              "multilingual" if multilingual else "English only")
-    decode_options: dict[str, Any] = {
-        "beam_size": int(options.get("beam_size", 5)),
-        "vad_filter": bool(options.get("vad_filter", False)),
-        "condition_on_previous_text": bool(options.get("condition_on_previous_text", True)),
-    }
-    if options.get("max_new_tokens"):
-        decode_options["max_new_tokens"] = int(options["max_new_tokens"])
-    fallback = bool(options.get("temperature_fallback", True))
+    defaults = decode_options(options)
     engine = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
 
     def check_language(language: str | None) -> None:
@@ -104,12 +110,11 @@ def build_app(entry: ModelEntry) -> Any:
     def transcribe(file: BinaryIO, req: TranscriptionForm) -> Result:
         audio = decode(file)
         words = "word" in req.timestamp_granularities
-        if req.temperature is None or req.temperature == 0:
-            temperature: Any = FALLBACK_TEMPERATURES if fallback else 0.0
-        else:
-            temperature = req.temperature
-        segments, info = model.transcribe(audio, language=req.language, task="transcribe", temperature=temperature,
-                                          initial_prompt=req.prompt, word_timestamps=words, **decode_options)
+        kwargs = dict(defaults)
+        if req.temperature:  # 0 or unset: the fallback ladder, as OpenAI does
+            kwargs["temperature"] = req.temperature
+        segments, info = model.transcribe(audio, language=req.language, task="transcribe", initial_prompt=req.prompt,
+                                          word_timestamps=words, **kwargs)
         duration = float(info.duration)
 
         def clamp(value: float) -> float:  # an untrained model may place a timestamp past the end

@@ -93,7 +93,7 @@ def test_the_stream_encoder_makes_a_decodable_file_piece_by_piece(fmt: str) -> N
         assert data.startswith(wav_header(24000))
 
 
-def test_speech_is_synthesised_lazily_one_sentence_per_piece(tiny_catalogue: Path) -> None:
+def test_speech_is_synthesised_lazily_sentence_by_sentence(tiny_catalogue: Path) -> None:
     from piper import PiperVoice
 
     voice = PiperVoice.load(tiny_catalogue.parent / "piper-tiny" / "tiny-en.onnx")

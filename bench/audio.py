@@ -1,0 +1,149 @@
+"""Audio through the appliance vs the raw engines, interleaved in one run.
+
+* Transcription: wall time of one file through ``POST /v1/inference/audio/transcribe``
+  vs ``faster_whisper`` in this process (same model, same options, same file,
+  decoding included on both sides). Aim: raw / appliance ≥ 0.95.
+* Speech: time to the first byte of ``POST /v1/inference/audio/synthesize``
+  vs the time Piper takes to synthesise the first sentence in this process.
+  Aim: first byte ≤ 1.2 × first sentence.
+
+Runs A, B, A, B… so that the machine's drift hits both sides alike; prints the
+median of each, the ratio of the medians and the spread of the per-round ratios.
+
+    .venv/bin/python bench/audio.py [--rounds 9] [--seconds 95] [--catalogue models.toml]
+
+Without ``--catalogue`` it uses the tiny models (``appliance tiny-models``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from appliance.catalogue import load_catalogue  # noqa: E402
+from appliance.workers.transcription import decode, decode_options  # noqa: E402
+from tests.conftest import catalogue_subset  # noqa: E402
+from tests.support.appliance import start_appliance  # noqa: E402
+from tests.support.audio import audio_file  # noqa: E402
+
+TEXT = ("The appliance answers on the customer's own machine, and the first sentence of a long answer is spoken "
+        "while the rest is still being made, so that a listener hears it at once. " * 3
+        + "A second paragraph follows. It has short sentences. Each is spoken in turn. The end.")
+
+
+def first_sentence_s(voice: object, speed: float = 1.0) -> float:
+    from piper.config import SynthesisConfig
+
+    config = SynthesisConfig(length_scale=voice.config.length_scale / speed)  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    next(iter(voice.synthesize(TEXT, config)))  # type: ignore[attr-defined]
+    return time.perf_counter() - started
+
+
+def raw_transcribe_s(model: object, data: bytes, options: dict) -> float:
+    started = time.perf_counter()
+    audio = decode(io.BytesIO(data))
+    segments, _info = model.transcribe(audio, **options)  # type: ignore[attr-defined]
+    list(segments)
+    return time.perf_counter() - started
+
+
+def app_transcribe_s(client: httpx.Client, model: str, data: bytes) -> float:
+    started = time.perf_counter()
+    response = client.post("/v1/inference/audio/transcribe", data={"model": model, "response_format": "verbose_json"},
+                           files={"file": ("bench.wav", data, "audio/wav")})
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed
+
+
+def app_first_byte_s(client: httpx.Client, model: str, fmt: str) -> float:
+    started = time.perf_counter()
+    with client.stream("POST", "/v1/inference/audio/synthesize",
+                       json={"model": model, "input": TEXT, "voice": "alloy", "response_format": fmt}) as response:
+        response.raise_for_status()
+        elapsed = None
+        for chunk in response.iter_raw():  # read to the end: the next round must not overlap this one
+            if chunk and elapsed is None:
+                elapsed = time.perf_counter() - started
+    assert elapsed is not None, "no audio came back"
+    return elapsed
+
+
+def summary(name: str, appliance: list[float], raw: list[float], ratio_of: str) -> None:
+    ratios = [r / a for a, r in zip(appliance, raw)] if ratio_of == "raw/appliance" else \
+        [a / r for a, r in zip(appliance, raw)]
+    med_a, med_r = statistics.median(appliance), statistics.median(raw)
+    ratio = med_r / med_a if ratio_of == "raw/appliance" else med_a / med_r
+    best = min(raw) / min(appliance) if ratio_of == "raw/appliance" else min(appliance) / min(raw)
+    print(f"{name}: appliance median {med_a * 1000:.1f} ms (best {min(appliance) * 1000:.1f}), raw median "
+          f"{med_r * 1000:.1f} ms (best {min(raw) * 1000:.1f}); {ratio_of} of medians {ratio:.3f}, of bests "
+          f"{best:.3f}, per round {min(ratios):.3f}–{max(ratios):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=95.0, help="length of the file to transcribe")
+    parser.add_argument("--catalogue", type=Path, help="models.toml (default: the tiny models)")
+    parser.add_argument("--whisper", default="openai/whisper-1")
+    parser.add_argument("--tts", default="openai/tts-1")
+    parser.add_argument("--format", default="pcm", help="speech format for the first-byte runs")
+    args = parser.parse_args()
+
+    catalogue_path = args.catalogue
+    if catalogue_path is None:
+        tiny = REPO / ".cache" / "tiny-models"
+        subprocess.run([sys.executable, "-m", "appliance.cli", "tiny-models", str(tiny)], check=True,
+                       capture_output=True)
+        catalogue_path = tiny / "models.toml"
+    catalogue = load_catalogue(catalogue_path)
+    whisper, tts = catalogue.get(args.whisper), catalogue.get(args.tts)
+    assert whisper is not None and tts is not None, "both models must be in the catalogue"
+
+    from faster_whisper import WhisperModel
+    from piper import PiperVoice
+
+    from appliance.workers.speech import voice_files
+
+    options = whisper.engine_options
+    raw_model = WhisperModel(str(whisper.path), device=options.get("device", "cpu"),
+                             compute_type=options.get("compute_type", "int8"), local_files_only=True)
+    raw_options = decode_options(options)
+    voice = PiperVoice.load(voice_files(Path(str(tts.path)))[0])
+    data = audio_file(args.seconds, "wav", seed=3)
+    print(f"file: {args.seconds:.0f} s WAV, {len(data) / 1e6:.1f} MB; text: {len(TEXT)} characters; "
+          f"{args.rounds} rounds, interleaved")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        subset = catalogue_subset(catalogue_path, [whisper.slug, tts.slug], state / "models.toml")
+        with start_appliance(subset, state) as app:
+            with httpx.Client(base_url=app.url, headers={"Authorization": f"Bearer {app.create_key()}"},
+                              timeout=600) as client:
+                # Warm both sides once (first calls allocate, JIT, page in weights).
+                app_transcribe_s(client, whisper.slug, data), raw_transcribe_s(raw_model, data, raw_options)
+                app_first_byte_s(client, tts.slug, args.format), first_sentence_s(voice)
+                t_app, t_raw, ttfb, first = [], [], [], []
+                for _ in range(args.rounds):
+                    t_app.append(app_transcribe_s(client, whisper.slug, data))
+                    t_raw.append(raw_transcribe_s(raw_model, data, raw_options))
+                    ttfb.append(app_first_byte_s(client, tts.slug, args.format))
+                    first.append(first_sentence_s(voice))
+    summary("transcription", t_app, t_raw, "raw/appliance")
+    summary(f"speech first byte ({args.format})", ttfb, first, "first-byte/first-sentence")
+
+
+if __name__ == "__main__":
+    main()
