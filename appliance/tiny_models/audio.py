@@ -87,7 +87,7 @@ def whisper_catalogue(path: Path) -> list[dict[str, Any]]:
     return [{
         "slug": "openai/whisper-1",
         "display_name": "Tiny Whisper (random weights, English only)",
-        "aliases": ["scailabs/tiny-whisper"],
+        "aliases": ["whisper-1", "scailabs/tiny-whisper"],  # "whisper-1": what OpenAI SDK examples send
         "modality": "transcription",
         "engine": "faster-whisper",
         "path": str(path),
@@ -186,7 +186,7 @@ def piper_catalogue(path: Path) -> list[dict[str, Any]]:
     return [{
         "slug": "openai/tts-1",
         "display_name": "Tiny Piper voice (random weights, two speakers)",
-        "aliases": ["scailabs/tiny-tts"],
+        "aliases": ["tts-1", "scailabs/tiny-tts"],
         "modality": "speech",
         "engine": "piper",
         "path": str(path),
