@@ -9,7 +9,10 @@ so the next generation starts while the last one's images are compressed.
 engine_options: ``sizes`` (allowed WIDTHxHEIGHT), ``steps`` ({standard, hd}),
 ``guidance`` ({vivid, natural}), ``max_queue``, ``max_batch`` (images per
 pipeline call), ``blocked_terms`` (a simple safety filter), ``device``,
-``threads``, ``png_compress_level``.
+``threads``, ``png_compress_level``, ``variant``.
+
+The worker always answers ``b64_json``; the gateway turns images into media
+URLs when the client asked for ``url`` (the worker knows no media store).
 """
 
 from __future__ import annotations
@@ -97,7 +100,9 @@ def build_app(entry: ModelEntry) -> Any:
         torch.set_num_threads(int(options["threads"]))
     device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(entry.path), dtype=dtype, local_files_only=True)
+    # variant: e.g. "fp16" for a checkpoint saved only as diffusion_pytorch_model.fp16.safetensors.
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(entry.path), dtype=dtype, local_files_only=True,
+                                                     variant=options.get("variant"))
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     scale = pipe.vae_scale_factor
