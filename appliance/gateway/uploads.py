@@ -15,6 +15,7 @@ import httpx
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from appliance.gateway.errors import ApiError, ErrorCode, request_id_of, validation_error
 from appliance.gateway.relay import backend_error, transport_error
@@ -68,6 +69,8 @@ async def read_upload(request: Request, limit: int, field: str = "file") -> Uplo
         form = await parser.parse()
     except MultiPartException as exc:
         raise validation_error("body", f"the multipart body cannot be read: {exc.message}") from None
+    except ClientDisconnect:
+        raise validation_error("file", "the upload ended before it was complete") from None
     upload = form.get(field)
     if not isinstance(upload, UploadFile):
         await form.close()

@@ -151,8 +151,8 @@ def build_app(entry: ModelEntry) -> Any:
                     if piece:
                         yield piece  # type: ignore[misc]
                     piece = await loop.run_in_executor(engine, next, pieces, done)
-            finally:
-                await loop.run_in_executor(engine, pieces.close)
+            finally:  # queued on the engine thread, after a sentence it may still be making for a gone client
+                loop.run_in_executor(engine, pieces.close)
 
         return StreamingResponse(stream(), media_type=SPEECH_MEDIA_TYPES[req.response_format])
 

@@ -320,6 +320,13 @@ def test_a_request_without_a_file_or_not_multipart_is_a_validation_error(client:
     no_file = client.post("/v1/inference/audio/transcribe", data={"model": WHISPER},
                           headers={"Content-Type": "multipart/form-data; boundary=x"}, content=b"--x--\r\n")
     assert_error(no_file, 422, "VALIDATION_ERROR", "file")
+    no_boundary = client.post("/v1/inference/audio/transcribe", content=b"--x\r\n",
+                              headers={"Content-Type": "multipart/form-data"})
+    assert_error(no_boundary, 422, "VALIDATION_ERROR", "body")
+    truncated = client.post("/v1/inference/audio/transcribe", content=b'--x\r\nContent-Disposition: form-data; '
+                            b'name="file"; filename="a.wav"\r\n\r\nRIFF',
+                            headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert truncated.status_code == 422, truncated.text
     as_json = client.post("/v1/inference/audio/transcribe", json={"model": WHISPER, "file": "abc"})
     assert_error(as_json, 422, "VALIDATION_ERROR", "body")
     no_model = client.post("/v1/inference/audio/transcribe", files={"file": ("a.wav", audio_file(1.0), "audio/wav")})
