@@ -139,14 +139,17 @@ def build_app(entry: ModelEntry) -> Any:
             form = await request.form(max_files=1, max_fields=32)
         except Exception as exc:  # malformed multipart: the client's fault, said plainly
             raise WorkerError(400, f"body: not a readable multipart/form-data upload ({exc}).", "file") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise WorkerError(400, "file: the audio file is required (a multipart field named 'file').", "file")
-        if upload.size == 0:
-            raise WorkerError(400, "file: the file is empty.", "file")
-        req = form_fields(form)
-        check_language(req.language)
-        result = await asyncio.get_running_loop().run_in_executor(engine, transcribe, upload.file, req)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise WorkerError(400, "file: the audio file is required (a multipart field named 'file').", "file")
+            if upload.size == 0:
+                raise WorkerError(400, "file: the file is empty.", "file")
+            req = form_fields(form)
+            check_language(req.language)
+            result = await asyncio.get_running_loop().run_in_executor(engine, transcribe, upload.file, req)
+        finally:
+            await form.close()  # the spooled upload's temporary file goes now, not at garbage collection
         body, media_type = render(result, req.response_format, req.timestamp_granularities)
         return Response(body, media_type=media_type)
 
