@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.audio import UPLOAD_FORMATS, Decoded, audio_file, decode, decode_pcm, encode, tone
+from tests.support.processes import engine_process
 
 WHISPER = "openai/whisper-1"
 TTS = "openai/tts-1"
@@ -382,26 +383,8 @@ def test_the_openai_sdk_transcribes_and_speaks(audio_appliance: RunningAppliance
 # --- a worker crash ---------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
 def worker_pid(appliance: RunningAppliance, module: str) -> int:
-    """The engine process of ``module``: the appliance's guard's child running it."""
-    for guard in _children(appliance.process.pid):
-        for pid in _children(guard):
-            if module in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return pid
-    raise AssertionError(f"no worker running {module}")
+    return engine_process(appliance.process.pid, module).pid
 
 
 def test_a_worker_crash_is_a_backend_error_then_it_recovers(audio_appliance: RunningAppliance,
