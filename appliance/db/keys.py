@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,6 +59,8 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._verified: dict[str, ApiKey] = {}  # key hash → key, while the DB is unchanged
+        self._changes = _ChangeWatch(engine)
 
     def create(self, name: str, permissions: list[str] | None = None, models: list[str] | None = None,
                rate_limit: int | None = None, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
@@ -94,10 +97,43 @@ class KeyStore:
             return result.rowcount > 0
 
     def verify(self, token: str) -> ApiKey | None:
-        """The active key whose secret is ``token``, or None."""
-        with Session(self.engine) as session:
-            row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(token))).first()
-            if row is None:
-                return None
-            key = _to_key(row)
+        """The active key whose secret is ``token``, or None.
+
+        Known keys are remembered until anything in the DB changes (a revocation
+        by the CLI included), so the hot path skips the query yet a revoked key
+        fails on its very next request.
+        """
+        digest = hash_key(token)
+        if self._changes.changed():
+            self._verified.clear()
+        key = self._verified.get(digest)
+        if key is None:
+            with Session(self.engine) as session:
+                row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
+                if row is None:
+                    return None
+                key = _to_key(row)
+            if self._changes.enabled:
+                self._verified[digest] = key
         return key if key.active() else None
+
+
+class _ChangeWatch:
+    """Tells whether any connection committed to a SQLite DB since the last look (PRAGMA data_version)."""
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        self._connection = (sqlite3.connect(database, check_same_thread=False)
+                            if database and database != ":memory:" else None)
+        self._version: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._connection is not None
+
+    def changed(self) -> bool:
+        if self._connection is None:
+            return True  # other databases: no cheap signal, so always ask
+        version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+        changed, self._version = version != self._version, version
+        return changed

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 from fastapi import Request
 
@@ -57,19 +58,21 @@ def backend_headers(request: Request) -> dict[str, str]:
 async def post_json(request: Request, worker: Worker, path: str, payload: bytes) -> bytes:
     """POST to the worker and return its JSON body, or raise the ApiError its failure means."""
     try:
-        response = await worker.client.post(path, content=payload, headers=backend_headers(request))
-    except httpx.HTTPError as exc:
+        async with worker.session.post(f"http://worker{path}", data=payload,
+                                       headers=backend_headers(request)) as response:
+            status, body = response.status, await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise transport_error(worker, exc) from None
-    if response.status_code >= 400:
-        raise backend_error(worker, response.status_code, response.content)
-    return response.content
+    if status >= 400:
+        raise backend_error(worker, status, body)
+    return body
 
 
-def transport_error(worker: Worker, exc: httpx.HTTPError) -> ApiError:
+def transport_error(worker: Worker, exc: httpx.HTTPError | aiohttp.ClientError | TimeoutError) -> ApiError:
     slug = worker.entry.slug
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return ApiError(ErrorCode.BACKEND_TIMEOUT, f"Model '{slug}' did not answer in time.", retry_after=5)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
         return ApiError(ErrorCode.MODEL_UNAVAILABLE, f"Model '{slug}' is not reachable right now; it is being "
                         "restarted.", retry_after=worker.retry_after_s())
     return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed while answering "

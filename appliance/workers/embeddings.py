@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
+import copy
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Request, Response
 
 from appliance.catalogue import ModelEntry
@@ -102,7 +103,7 @@ def encode_item(index: int, vector: np.ndarray, encoding_format: str) -> dict[st
     if encoding_format == "base64":
         payload: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
     else:
-        payload = vector.tolist()
+        payload = np.asarray(vector, dtype=np.float32)  # orjson writes numpy arrays natively, 20x faster than lists
     return {"object": "embedding", "index": index, "embedding": payload}
 
 
@@ -114,7 +115,9 @@ def build_app(entry: ModelEntry) -> Any:
     torch.set_num_threads(int(options.get("threads", torch.get_num_threads())))
     device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model = SentenceTransformer(str(entry.path), device=device, local_files_only=True)
-    tokenizer = model.tokenizer
+    # Fast tokenizers are not thread-safe: counting on the event loop while the engine thread
+    # encodes corrupted the engine's padding. The counter gets its own copy.
+    tokenizer = copy.deepcopy(model.tokenizer)
     max_tokens = int(options.get("max_tokens_per_input") or model.max_seq_length or 512)
     dimension = int(model.get_embedding_dimension() or 0)
     batch_size = int(options.get("max_batch_size", 64))
@@ -139,7 +142,10 @@ def build_app(entry: ModelEntry) -> Any:
                 where = f"input[{index}]"
                 raise WorkerError(400, f"{where} has {count} tokens; this model takes at most {max_tokens} "
                                        "tokens per input. Shorten or split it.", where)
-        vectors = shape_vectors(await batcher.embed(texts), req.dimensions)
+        try:
+            vectors = shape_vectors(await batcher.embed(texts), req.dimensions)
+        except Exception as exc:
+            raise WorkerError(500, f"the embedding engine failed: {exc}", error_type="server_error") from exc
         total = sum(token_counts)
         body = {
             "object": "list",
@@ -147,7 +153,7 @@ def build_app(entry: ModelEntry) -> Any:
             "model": entry.slug,
             "usage": {"prompt_tokens": total, "total_tokens": total},
         }
-        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     return app
 

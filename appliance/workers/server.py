@@ -76,4 +76,7 @@ def worker_main(build_app: Callable[[ModelEntry], FastAPI]) -> None:
                         format=f"%(asctime)s worker[{entry.slug}] %(levelname)s %(message)s")
     app = build_app(entry)  # loads the model before the socket exists: healthy means loaded
     log.info("serving %s on %s", entry.slug, args.socket)
-    uvicorn.run(app, uds=args.socket, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    # The gateway is the only client and closes idle connections first (after 2 s): a server that
+    # closed them first would race a request onto a dying connection.
+    uvicorn.run(app, uds=args.socket, log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+                timeout_keep_alive=300)

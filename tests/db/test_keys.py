@@ -44,3 +44,13 @@ def test_permissions_models_and_rate_limit_are_kept(store: KeyStore) -> None:
         store.create("bad", ["models:fly"])
     with pytest.raises(ValueError, match="rate limit"):
         store.create("bad", rate_limit=0)
+
+
+def test_a_revocation_by_another_process_is_seen_on_the_next_verify(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    gateway, cli = KeyStore(open_database(url)), KeyStore(open_database(url))
+    key, secret = cli.create("ci")
+    assert gateway.verify(secret) == key
+    assert gateway.verify(secret) == key  # remembered
+    cli.revoke(key.id)
+    assert gateway.verify(secret) is None
