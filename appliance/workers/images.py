@@ -154,6 +154,8 @@ def build_app(entry: ModelEntry) -> Any:
                 images = await loop.run_in_executor(engine, generate, req)
             except Exception as exc:
                 log.exception("generation failed")
+                if str(device).startswith("cuda"):
+                    torch.cuda.empty_cache()  # after an out-of-memory error the next, smaller request can fit
                 raise WorkerError(500, f"image generation failed: {type(exc).__name__}: {exc}",
                                   error_type="server_error") from None
             log.info("generated %d image(s) in %.2f s", len(images), time.perf_counter() - started)

@@ -1,0 +1,209 @@
+"""Images through the appliance vs the raw diffusers pipeline, and embeddings while images are generated.
+
+* Throughput: images/s of ``POST /v1/inference/images/generate`` (url mode,
+  ``--concurrency`` clients) vs ``StableDiffusionXLPipeline`` called in this
+  process with the same model, size, steps and guidance. The raw side is timed
+  twice from the same calls: the pipeline alone, and the pipeline plus the PNG
+  encoding a client needs anyway. Aim: appliance / raw ≥ 0.95.
+* Isolation: p99 latency of ``POST /v1/inference/embed`` while images are
+  being generated vs idle. Aim: ≤ 1.5 × idle. On a CPU box the two engines
+  share the same cores, so this measures core sharing as much as the gateway;
+  ``--image-threads`` gives the image worker fewer torch threads to tell the two
+  apart.
+
+Rounds run A, B, A, B… and are short, so the machine's drift (and other
+processes) hit both sides alike; each figure is the median of the per-round
+ratios, with their spread.
+
+    .venv/bin/python bench/images.py [--rounds 9] [--images 2] [--size 1024x1024] [--catalogue models.toml]
+
+Without ``--catalogue`` it uses the tiny models (``appliance tiny-models``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import tomli_w
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from appliance.catalogue import ModelEntry, load_catalogue  # noqa: E402
+from appliance.workers.images import DEFAULT_GUIDANCE, DEFAULT_STEPS, encode_png, option_map  # noqa: E402
+from tests.conftest import catalogue_subset  # noqa: E402
+from tests.support.appliance import start_appliance  # noqa: E402
+
+PROMPT = "A cozy reading nook with warm lighting, studio ghibli style"
+IMAGE_MODEL = "stability/sd-xl"
+EMBED_MODEL = "openai/text-embedding-3-small"
+
+
+def load_raw_pipeline(entry: ModelEntry) -> Any:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(entry.path), dtype=torch.float32, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def raw_round(pipe: Any, entry: ModelEntry, images: int, size: str) -> tuple[float, float]:
+    """Seconds for ``images`` images: (pipeline only, pipeline + PNG encoding)."""
+    import torch
+
+    width, _, height = size.partition("x")
+    steps = option_map(entry.engine_options, "steps", DEFAULT_STEPS)["standard"]
+    guidance = option_map(entry.engine_options, "guidance", DEFAULT_GUIDANCE)["vivid"]
+    compress = int(entry.engine_options.get("png_compress_level", 6))
+    pipe_s = png_s = 0.0
+    with torch.inference_mode():
+        for _ in range(images):
+            started = time.perf_counter()
+            image = pipe(prompt=PROMPT, width=int(width), height=int(height), num_inference_steps=int(steps),
+                         guidance_scale=float(guidance)).images[0]
+            encoded = time.perf_counter()
+            encode_png(image, compress)
+            pipe_s += encoded - started
+            png_s += time.perf_counter() - encoded
+    return pipe_s, pipe_s + png_s
+
+
+def appliance_round(url: str, key: str, images: int, size: str, concurrency: int) -> float:
+    """Seconds for ``images`` url-mode generations through the gateway, ``concurrency`` at a time."""
+    body = {"model": IMAGE_MODEL, "prompt": PROMPT, "size": size, "n": 1}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
+        def one(_: int) -> None:
+            response = client.post("/v1/inference/images/generate", json=body)
+            response.raise_for_status()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(images)))
+        return time.perf_counter() - started
+
+
+async def embed_latencies(url: str, key: str, requests: int, concurrency: int) -> list[float]:
+    import aiohttp
+
+    body = {"model": EMBED_MODEL, "input": ["first text", "second text"]}
+    latencies: list[float] = []
+    remaining = iter(range(requests))
+    async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as session:
+        async def client() -> None:
+            for _ in remaining:
+                started = time.perf_counter()
+                async with session.post("/v1/inference/embed", json=body) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def background_images(url: str, key: str, size: str, stop: threading.Event, count: list[int]) -> None:
+    body = {"model": IMAGE_MODEL, "prompt": PROMPT, "size": size}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
+        while not stop.is_set():
+            client.post("/v1/inference/images/generate", json=body).raise_for_status()
+            count[0] += 1
+
+
+def summary(label: str, ratios: list[float]) -> str:
+    return (f"{label}: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}–{max(ratios):.3f} "
+            f"over {len(ratios)} rounds")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--images", type=int, default=2, help="images per throughput round and side")
+    parser.add_argument("--size", default="1024x1024")
+    parser.add_argument("--concurrency", type=int, default=1, help="image clients of the appliance side")
+    parser.add_argument("--embed-requests", type=int, default=400, help="embed requests per isolation round")
+    parser.add_argument("--embed-concurrency", type=int, default=4)
+    parser.add_argument("--image-threads", type=int, default=None, help="torch threads of the image worker")
+    parser.add_argument("--catalogue", type=Path, default=None)
+    args = parser.parse_args()
+
+    if args.catalogue is None:
+        subprocess.run([sys.executable, "-m", "appliance.cli", "tiny-models", str(REPO / ".cache/tiny-models")],
+                       check=True, capture_output=True)
+        args.catalogue = REPO / ".cache/tiny-models/models.toml"
+    entries = {entry.slug: entry for entry in load_catalogue(args.catalogue)}
+    image_entry = entries[IMAGE_MODEL]
+    options = dict(image_entry.engine_options)
+    if args.image_threads:
+        options["threads"] = args.image_threads
+    image_entry = image_entry.model_copy(update={"engine_options": options})
+
+    with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp:
+        state = Path(tmp)
+        catalogue = catalogue_subset(args.catalogue, [IMAGE_MODEL, EMBED_MODEL], state / "models.toml")
+        tables = tomllib.loads(catalogue.read_text())
+        for table in tables["model"]:
+            if table["slug"] == IMAGE_MODEL:
+                table["engine_options"] = options
+        catalogue.write_text(tomli_w.dumps(tables))
+        with start_appliance(catalogue, state) as app:
+            key = app.create_key()
+            pipe = load_raw_pipeline(image_entry)
+            raw_round(pipe, image_entry, 1, args.size)  # warm both sides up
+            appliance_round(app.url, key, 1, args.size, 1)
+            print(f"throughput: {args.images} images of {args.size} per side and round, appliance with "
+                  f"{args.concurrency} clients", flush=True)
+            pipe_ratios, png_ratios = [], []
+            for round_no in range(1, args.rounds + 1):
+                raw_pipe_s, raw_png_s = raw_round(pipe, image_entry, args.images, args.size)
+                app_s = appliance_round(app.url, key, args.images, args.size, args.concurrency)
+                pipe_ratios.append(raw_pipe_s / app_s)
+                png_ratios.append(raw_png_s / app_s)
+                print(f"  round {round_no}: raw {args.images / raw_pipe_s:.3f} img/s (with PNG "
+                      f"{args.images / raw_png_s:.3f}), appliance {args.images / app_s:.3f} img/s", flush=True)
+            del pipe
+
+            print(f"isolation: {args.embed_requests} embed requests, {args.embed_concurrency} at a time, idle vs "
+                  f"while {args.size} images are generated", flush=True)
+            asyncio.run(embed_latencies(app.url, key, 50, args.embed_concurrency))  # warm-up
+            p99_ratios = []
+            for round_no in range(1, args.rounds + 1):
+                idle = asyncio.run(embed_latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                stop, count = threading.Event(), [0]
+                loader = threading.Thread(target=background_images, args=(app.url, key, args.size, stop, count))
+                loader.start()
+                time.sleep(1.0)  # the first image is under way
+                cpu = resource.getrusage(resource.RUSAGE_SELF)
+                loaded = asyncio.run(embed_latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                client_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu.ru_utime
+                stop.set()
+                loader.join()
+                p99_ratios.append(p99(loaded) / p99(idle))
+                print(f"  round {round_no}: embed p99 idle {p99(idle) * 1000:.1f} ms, under image load "
+                      f"{p99(loaded) * 1000:.1f} ms ({count[0]} images meanwhile; bench process CPU {client_cpu:.2f} s)",
+                      flush=True)
+
+    print(summary("images/s appliance / raw pipeline", pipe_ratios))
+    print(summary("images/s appliance / raw pipeline + PNG", png_ratios))
+    print(summary("embed p99 under image load / idle", p99_ratios))
+
+
+if __name__ == "__main__":
+    main()
