@@ -105,6 +105,8 @@ def tiny_models(
 def demo(
     state_dir: StateDirOption = None,
     port: Annotated[int, typer.Option(help="port to listen on (127.0.0.1 only)")] = 8080,
+    models_dir: Annotated[Path | None, typer.Option(help="where the tiny models are built; "
+                                                         "default STATE_DIR/tiny-models")] = None,
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
     from appliance.db.database import open_database
@@ -113,8 +115,9 @@ def demo(
 
     state = (state_dir or Path(".cache/demo")).resolve()
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    typer.echo(f"building tiny models in {state / 'tiny-models'} …")
-    catalogue_path = build_all(state / "tiny-models")
+    models_dir = models_dir or state / "tiny-models"
+    typer.echo(f"building tiny models in {models_dir} (once; later runs reuse them) …")
+    catalogue_path = build_all(models_dir)
     settings = _settings(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = _catalogue(catalogue_path)
     _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo")

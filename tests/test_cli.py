@@ -1,0 +1,93 @@
+"""The `appliance` command line: keys, models, tiny models and the demo a new user runs first."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import cli, free_port
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> None:
+    result = cli("keys", "create", "ci-bot", "--model", "openai/tts-1", "--rate-limit", "5", state_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.splitlines()[-1]
+    assert re.fullmatch(r"sgk_[A-Za-z0-9_\-]{32,}", secret)
+    assert "models:list, models:use" in result.stdout  # the default permissions
+    listing = cli("keys", "list", state_dir=tmp_path).stdout
+    assert "ci-bot" in listing and "models=openai/tts-1" in listing and "rate_limit=5" in listing
+    assert secret not in listing and secret[:8] in listing
+
+
+def test_keys_create_refuses_an_unknown_permission(tmp_path: Path) -> None:
+    result = cli("keys", "create", "x", "--permission", "models:fly", state_dir=tmp_path)
+    assert result.returncode == 1
+    assert "unknown permission 'models:fly'" in result.stderr
+
+
+def test_keys_revoke_of_an_unknown_id_fails(tmp_path: Path) -> None:
+    result = cli("keys", "revoke", "key_nope", state_dir=tmp_path)
+    assert result.returncode == 1 and "no active key with id key_nope" in result.stderr
+
+
+def test_tiny_models_are_a_valid_catalogue_that_checks_clean(tiny_catalogue: Path, tmp_path: Path) -> None:
+    result = cli("models", "check", "--config", str(tiny_catalogue), state_dir=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 with problems" in result.stdout
+    listing = cli("models", "list", "--config", str(tiny_catalogue), state_dir=tmp_path).stdout
+    assert "openai/text-embedding-3-small" in listing
+
+
+def test_models_check_names_each_problem(tmp_path: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text('[settings]\ngpu_memory_gb = 10\n[[model]]\nslug = "acme/big"\nmodality = "embedding"\n'
+                      'engine = "sentence-transformers"\npath = "/nowhere"\ngpu_memory_gb = 80\n')
+    result = cli("models", "check", "--config", str(config), state_dir=tmp_path)
+    assert result.returncode == 1
+    assert "BAD acme/big" in result.stdout
+    assert "path /nowhere does not exist" in result.stdout
+    assert "gpu_memory_gb 80 exceeds the box's 10" in result.stdout
+
+
+def test_the_demo_prints_a_curl_line_that_works(tiny_catalogue: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    demo = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--state-dir",
+                             str(tmp_path), "--models-dir", str(tiny_catalogue.parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        assert demo.stdout is not None
+        threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout], daemon=True).start()  # type: ignore[union-attr]
+        seen: list[str] = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(line.strip().startswith("curl ") for line in seen):
+            try:
+                seen.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                if demo.poll() is not None:
+                    break
+        curl = next((line.strip() for line in seen if line.strip().startswith("curl ")), None)
+        assert curl is not None, "".join(seen)[-3000:]
+        assert any(line.startswith("API key: sgk_") for line in seen)
+        result = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+        body = json.loads(result.stdout)
+        assert body["status"] == "ok", body
+        assert [len(item["embedding"]) for item in body["data"]["data"]] == [1536, 1536]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            pytest.fail("the demo did not stop on Ctrl-C")
