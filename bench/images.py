@@ -8,8 +8,9 @@
 * Isolation: p99 latency of ``POST /v1/inference/embed`` while images are
   being generated vs idle. Aim: ≤ 1.5 × idle. On a CPU box the two engines
   share the same cores, so this measures core sharing as much as the gateway;
-  ``--image-threads`` gives the image worker fewer torch threads to tell the two
-  apart.
+  the p99 of ``GET /v1/models`` (answered by the gateway alone) under the same
+  load shows the gateway's own part, and ``--image-threads`` gives the image
+  worker fewer torch threads.
 
 Rounds run A, B, A, B… and are short, so the machine's drift (and other
 processes) hit both sides alike; each figure is the median of the per-round
@@ -50,12 +51,15 @@ from tests.support.appliance import start_appliance  # noqa: E402
 PROMPT = "A cozy reading nook with warm lighting, studio ghibli style"
 IMAGE_MODEL = "stability/sd-xl"
 EMBED_MODEL = "openai/text-embedding-3-small"
+MODELS = "/v1/models"  # answered by the gateway alone: its latency shows the gateway's own stalls
 
 
 def load_raw_pipeline(entry: ModelEntry) -> Any:
     import torch
     from diffusers import StableDiffusionXLPipeline
 
+    if entry.engine_options.get("threads"):
+        torch.set_num_threads(int(entry.engine_options["threads"]))  # as the worker does
     pipe = StableDiffusionXLPipeline.from_pretrained(str(entry.path), dtype=torch.float32, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -96,23 +100,26 @@ def appliance_round(url: str, key: str, images: int, size: str, concurrency: int
         return time.perf_counter() - started
 
 
-async def embed_latencies(url: str, key: str, requests: int, concurrency: int) -> list[float]:
+async def latencies(url: str, key: str, requests: int, concurrency: int, path: str = "/v1/inference/embed",
+                    ) -> list[float]:
+    """Seconds per request of ``requests`` embed calls (or GETs of ``path``), ``concurrency`` at a time."""
     import aiohttp
 
     body = {"model": EMBED_MODEL, "input": ["first text", "second text"]}
-    latencies: list[float] = []
+    seen: list[float] = []
     remaining = iter(range(requests))
     async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as session:
         async def client() -> None:
             for _ in remaining:
                 started = time.perf_counter()
-                async with session.post("/v1/inference/embed", json=body) as response:
+                call = session.post(path, json=body) if path.startswith("/v1/inference") else session.get(path)
+                async with call as response:
                     await response.read()
                     assert response.status == 200, response.status
-                latencies.append(time.perf_counter() - started)
+                seen.append(time.perf_counter() - started)
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies
+    return seen
 
 
 def p99(values: list[float]) -> float:
@@ -182,27 +189,32 @@ def main() -> None:
 
             print(f"isolation: {args.embed_requests} embed requests, {args.embed_concurrency} at a time, idle vs "
                   f"while {args.size} images are generated", flush=True)
-            asyncio.run(embed_latencies(app.url, key, 50, args.embed_concurrency))  # warm-up
-            p99_ratios = []
+            asyncio.run(latencies(app.url, key, 50, args.embed_concurrency))  # warm-up
+            p99_ratios, gateway_ratios = [], []
             for round_no in range(1, args.rounds + 1):
-                idle = asyncio.run(embed_latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                idle = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                idle_gw = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency, MODELS))
                 stop, count = threading.Event(), [0]
                 loader = threading.Thread(target=background_images, args=(app.url, key, args.size, stop, count))
                 loader.start()
                 time.sleep(1.0)  # the first image is under way
                 cpu = resource.getrusage(resource.RUSAGE_SELF)
-                loaded = asyncio.run(embed_latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                loaded = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency))
+                loaded_gw = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency, MODELS))
                 client_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu.ru_utime
                 stop.set()
                 loader.join()
                 p99_ratios.append(p99(loaded) / p99(idle))
+                gateway_ratios.append(p99(loaded_gw) / p99(idle_gw))
                 print(f"  round {round_no}: embed p99 idle {p99(idle) * 1000:.1f} ms, under image load "
-                      f"{p99(loaded) * 1000:.1f} ms ({count[0]} images meanwhile; bench process CPU {client_cpu:.2f} s)",
-                      flush=True)
+                      f"{p99(loaded) * 1000:.1f} ms; gateway-only GET /v1/models p99 {p99(idle_gw) * 1000:.1f} → "
+                      f"{p99(loaded_gw) * 1000:.1f} ms ({count[0]} images meanwhile; bench process CPU "
+                      f"{client_cpu:.2f} s)", flush=True)
 
     print(summary("images/s appliance / raw pipeline", pipe_ratios))
     print(summary("images/s appliance / raw pipeline + PNG", png_ratios))
     print(summary("embed p99 under image load / idle", p99_ratios))
+    print(summary("gateway-only p99 (GET /v1/models) under image load / idle", gateway_ratios))
 
 
 if __name__ == "__main__":
