@@ -75,8 +75,13 @@ class Supervisor:
         if not worker.running:
             await self._reserve_memory(worker)
             worker.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker.ready.wait(), self.settings.request_wait_s)
+        worker.in_flight += 1  # a waiting request keeps a loading model from being evicted or unloaded
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.ready.wait(), self.settings.request_wait_s)
+        finally:
+            worker.in_flight -= 1
+            worker.last_used = time.monotonic()
         if worker.state == WorkerState.READY:
             return worker
         raise ModelUnavailable(self._unavailable_message(worker), worker.retry_after_s())
@@ -125,7 +130,7 @@ class Supervisor:
             now = time.monotonic()
             for worker in self.workers.values():
                 idle_s = worker.entry.idle_unload_s
-                if (idle_s and worker.entry.load == "on-demand" and worker.running and worker.in_flight == 0
-                        and now - worker.last_used > idle_s):
+                if (idle_s and worker.entry.load == "on-demand" and worker.state == WorkerState.READY
+                        and worker.in_flight == 0 and now - worker.last_used > idle_s):
                     log.info("unloading %s after %.0f s idle", worker.entry.slug, now - worker.last_used)
                     await worker.stop()

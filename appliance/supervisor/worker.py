@@ -156,6 +156,7 @@ class Worker:
                     healthy_since = time.monotonic()
                     self.expected_start_s = healthy_since - self._started_at
                     self._set_state(WorkerState.READY)
+                    self.last_used = healthy_since  # idle time counts from ready, not from the request that woke it
                     self.ready.set()
                     log.info("%s ready in %.1f s (pid %s)", self.entry.slug, self.expected_start_s, process.pid)
                     await self._watch(process)

@@ -164,3 +164,37 @@ def test_a_catalogue_with_a_missing_path_fails_at_start_naming_it(tmp_path: Path
     assert result.returncode == 1
     assert f"{path}: model 'acme/embed' (entry 1): field 'path': no such file or directory: /nowhere/model" \
         in result.stderr
+
+
+def model_health(client: httpx.Client, slug: str) -> str:
+    return client.get(f"/v1/models/{slug.replace('/', '%2F')}").json()["data"]["health_status"]
+
+
+def test_the_gpu_ledger_unloads_an_idle_model_to_make_room(tiny_catalogue: Path, tmp_path: Path) -> None:
+    tiny = tiny_catalogue.parent / "embed-1536"
+    models = [{"slug": slug, "modality": "embedding", "engine": "sentence-transformers", "path": str(tiny),
+               "load": "on-demand", "gpu_memory_gb": 6} for slug in ("acme/first", "acme/second")]
+    catalogue = tmp_path / "models.toml"
+    catalogue.write_text(tomli_w.dumps({"settings": {"gpu_memory_gb": 10}, "model": models}))
+    with start_appliance(catalogue, tmp_path / "state", env={"APPLIANCE_REQUEST_WAIT_S": "60"}) as running:
+        with running.client(running.create_key()) as client:
+            assert embed(client, "acme/first").status_code == 200
+            assert model_health(client, "acme/first") == "healthy"
+            assert embed(client, "acme/second").status_code == 200  # 6 + 6 > 10: first had to go
+            assert model_health(client, "acme/first") == "idle"
+            assert model_health(client, "acme/second") == "healthy"
+    assert "unloading acme/first to make room for acme/second" in running.log()
+
+
+def test_an_idle_on_demand_model_is_unloaded(tiny_catalogue: Path, tmp_path: Path) -> None:
+    path = catalogue_subset(tiny_catalogue, [EMBED], tmp_path / "models.toml", load="on-demand", idle_unload_s=1)
+    with start_appliance(path, tmp_path / "state", env={"APPLIANCE_REQUEST_WAIT_S": "60"}) as running:
+        with running.client(running.create_key()) as client:
+            assert embed(client).status_code == 200
+            engine = engine_process(running.process.pid, WORKER)
+            deadline = time.monotonic() + 30
+            while model_health(client, EMBED) != "idle" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert model_health(client, EMBED) == "idle"
+            assert wait_gone([engine]) == []  # its process, and so its memory, is gone
+            assert embed(client).status_code == 200  # and it comes back on the next call
