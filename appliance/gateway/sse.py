@@ -17,6 +17,7 @@ import anyio
 import httpx
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from appliance.catalogue import ModelEntry
 from appliance.gateway.errors import ApiError, ErrorCode, is_openai_surface
@@ -25,6 +26,22 @@ from appliance.supervisor.worker import Worker
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its frames, hence the upstream connection, when it ends.
+
+    Starlette cancels a response whose client went away while it waits to send,
+    which leaves the frame generator suspended at a ``yield``; closed only by the
+    garbage collector, it would keep vLLM generating for nobody.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def error_frame(error: ApiError, openai_shape: bool) -> bytes:
@@ -61,7 +78,7 @@ async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: byt
         await stack.aclose()
         raise
     frames = _frames(worker, upstream, stack, openai_shape=is_openai_surface(request.url.path))
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _frames(worker: Worker, upstream: httpx.Response, stack: contextlib.AsyncExitStack,
