@@ -13,8 +13,8 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -65,15 +65,14 @@ async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: byt
     stack = contextlib.AsyncExitStack()
     try:
         worker = await stack.enter_async_context(backend(request, entry))
-        upstream_request = worker.client.build_request("POST", path, content=payload,
-                                                       headers=backend_headers(request))
         try:
-            upstream = await worker.client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await worker.session.post(f"http://worker{path}", data=payload,
+                                                 headers=backend_headers(request), timeout=stream_timeout(worker))
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise on_error(transport_error(worker, exc)) from None
-        stack.push_async_callback(upstream.aclose)
-        if upstream.status_code >= 400:
-            raise on_error(backend_error(worker, upstream.status_code, await upstream.aread()))
+        stack.callback(upstream.close)  # closes the connection, unless read to its end: vLLM aborts
+        if upstream.status >= 400:
+            raise on_error(backend_error(worker, upstream.status, await upstream.read()))
     except BaseException:
         await stack.aclose()
         raise
@@ -81,11 +80,16 @@ async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: byt
     return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _frames(worker: Worker, upstream: httpx.Response, stack: contextlib.AsyncExitStack,
+def stream_timeout(worker: Worker) -> aiohttp.ClientTimeout:
+    """No limit on a whole stream (answers may be long); a limit on each wait for the next bytes."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=worker.client.timeout.read)
+
+
+async def _frames(worker: Worker, upstream: aiohttp.ClientResponse, stack: contextlib.AsyncExitStack,
                   openai_shape: bool) -> AsyncIterator[bytes]:
     pending = b""
     try:
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.content.iter_any():
             data = pending + chunk if pending else chunk
             end = data.rfind(b"\n\n") + 2
             if end < 2:  # no whole frame yet
@@ -104,15 +108,15 @@ async def _frames(worker: Worker, upstream: httpx.Response, stack: contextlib.As
         error = ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{worker.entry.slug}' ended the stream "
                          "before it was complete.")
         yield error_frame(error, openai_shape) + DONE
-    except httpx.HTTPError as exc:  # the engine died or hung mid-stream
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the engine died or hung mid-stream
         yield error_frame(_mid_stream(worker, exc), openai_shape) + DONE
     finally:
         with anyio.CancelScope(shield=True):  # even when the client's disconnect cancelled the response
             await stack.aclose()
 
 
-def _mid_stream(worker: Worker, exc: httpx.HTTPError) -> ApiError:
-    if isinstance(exc, httpx.TimeoutException):
+def _mid_stream(worker: Worker, exc: aiohttp.ClientError | TimeoutError) -> ApiError:
+    if isinstance(exc, TimeoutError):
         return transport_error(worker, exc)
     return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{worker.entry.slug}' failed while streaming "
                     f"({type(exc).__name__}); it is being restarted. Retrying once may help.")

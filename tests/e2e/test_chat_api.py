@@ -557,4 +557,7 @@ def test_vllm_killed_mid_stream_ends_the_stream_with_an_error_frame_then_recover
 def test_stopping_the_appliance_leaves_no_engine_process(chat_appliance: RunningAppliance) -> None:
     pgid = os.getpgid(vllm_server_pid(chat_appliance))
     chat_appliance.stop()
+    deadline = time.monotonic() + 30  # SIGKILL is delivered asynchronously
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert group_members(pgid) == []

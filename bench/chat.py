@@ -1,0 +1,165 @@
+"""Streamed chat through the appliance vs straight at the same vLLM server, interleaved in one run.
+
+    .venv/bin/python bench/chat.py [--rounds 5] [--streams 8] [--tokens 256]
+
+Starts `appliance serve` with the tiny chat model on vLLM (CPU build), then
+round by round, alternating which side goes first: ``--streams`` concurrent
+streamed chats of ``--tokens`` tokens each through ``POST /v1/inference/chat``,
+and the same straight at vLLM's Unix socket (``/v1/chat/completions``). Per
+side: streamed tokens/s (content chunks over wall time) and the median
+time-to-first-token; per round, the ratios appliance/direct and the
+difference in first-token time. Prints the medians with their spread and the
+client's CPU time (aiohttp). ``--catalogue FILE --model SLUG`` measures a
+real model instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+from appliance.config import load_settings  # noqa: E402
+from appliance.db.database import open_database  # noqa: E402
+from appliance.db.keys import KeyStore  # noqa: E402
+from appliance.supervisor.worker import socket_file  # noqa: E402
+from tests.support.appliance import free_port  # noqa: E402
+
+TINY_SLUG = "scailabs/poolnoodle-omni"
+PROMPT = [{"role": "user", "content": "Tell me a long story about a little model that lived in a box."}]
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, body: dict[str, object]) -> tuple[int, float]:
+    """Content chunks received and seconds to the first one."""
+    started = time.perf_counter()
+    first = 0.0
+    tokens = 0
+    async with session.post(url, json=body) as response:
+        assert response.status == 200, await response.text()
+        async for line in response.content:
+            if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+                if tokens == 0:
+                    first = time.perf_counter() - started
+                tokens += 1
+    return tokens, first
+
+
+async def side(session: aiohttp.ClientSession, url: str, model: str, streams: int, tokens: int,
+               seed0: int) -> tuple[float, float]:
+    """Streamed tokens/s over all streams, and the median time to first token (seconds)."""
+    bodies = [{"model": model, "messages": PROMPT, "max_tokens": tokens, "stream": True, "seed": seed0 + i,
+               "ignore_eos": True} for i in range(streams)]
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one_stream(session, url, body) for body in bodies))
+    elapsed = time.perf_counter() - started
+    return sum(count for count, _ in results) / elapsed, statistics.median(first for _, first in results)
+
+
+async def run(url: str, key: str, socket: Path, model: str, rounds: int, streams: int, tokens: int) -> None:
+    gateway = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"},
+                                    connector=aiohttp.TCPConnector(limit=streams * 2))
+    direct = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket), limit=streams * 2))
+    legs = {"appliance": (gateway, f"{url}/v1/inference/chat"), "direct": (direct, "http://vllm/v1/chat/completions")}
+    try:
+        for name, (session, target) in legs.items():  # warm-up, both sides
+            await side(session, target, model, streams, 16, 0)
+        rate_ratios, ttft_added, rates, ttfts = [], [], {"appliance": [], "direct": []}, {"appliance": [], "direct": []}
+        cpu = time.process_time()
+        for round_no in range(1, rounds + 1):
+            order = ["appliance", "direct"] if round_no % 2 else ["direct", "appliance"]
+            result = {}
+            for name in order:
+                session, target = legs[name]
+                result[name] = await side(session, target, model, streams, tokens, round_no * 100)
+                rates[name].append(result[name][0])
+                ttfts[name].append(result[name][1])
+            rate_ratios.append(result["appliance"][0] / result["direct"][0])
+            ttft_added.append(result["appliance"][1] - result["direct"][1])
+            print(f"round {round_no}: appliance {result['appliance'][0]:7.1f} tok/s, first token "
+                  f"{result['appliance'][1] * 1e3:6.1f} ms | direct {result['direct'][0]:7.1f} tok/s, first token "
+                  f"{result['direct'][1] * 1e3:6.1f} ms | ratio {rate_ratios[-1]:.3f}, "
+                  f"added first-token {ttft_added[-1] * 1e3:+.1f} ms", flush=True)
+        cpu = time.process_time() - cpu
+        print(f"streamed tokens/s appliance/direct: median {statistics.median(rate_ratios):.3f} "
+              f"(min {min(rate_ratios):.3f}, max {max(rate_ratios):.3f}); appliance median "
+              f"{statistics.median(rates['appliance']):.0f} tok/s, direct median {statistics.median(rates['direct']):.0f}")
+        print(f"time to first token added by the appliance: median {statistics.median(ttft_added) * 1e3:+.2f} ms "
+              f"(min {min(ttft_added) * 1e3:+.2f}, max {max(ttft_added) * 1e3:+.2f}); appliance median "
+              f"{statistics.median(ttfts['appliance']) * 1e3:.1f} ms, direct median "
+              f"{statistics.median(ttfts['direct']) * 1e3:.1f} ms")
+        print(f"client CPU over the measured rounds: {cpu:.2f} s")
+    finally:
+        await gateway.close()
+        await direct.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--catalogue", type=Path, help="a models.toml with the model to measure (default: tiny)")
+    parser.add_argument("--model", default=TINY_SLUG)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-chat-"))
+    catalogue = args.catalogue
+    if catalogue is None:
+        from appliance.tiny_models import build_all
+
+        catalogue = build_all(REPO / ".cache" / "tiny-models")
+        import tomllib
+
+        import tomli_w
+
+        tables = [t for t in tomllib.loads(catalogue.read_text())["model"] if t["slug"] == args.model]
+        for table in tables:
+            table["path"] = str((catalogue.parent / table["path"]).resolve())
+        catalogue = work / "models.toml"
+        catalogue.write_text(tomli_w.dumps({"model": tables}))
+    state = work / "state"
+    settings = load_settings(None, state_dir=state)
+    _, key = KeyStore(open_database(settings.effective_database_url)).create("bench")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(catalogue),
+                               "--state-dir", str(state), "--port", str(port), "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"))
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                sys.exit(f"the appliance exited; see {work / 'serve.log'}")
+            time.sleep(0.5)
+        else:
+            sys.exit("the appliance did not become ready")
+        print(f"model={args.model} streams={args.streams} tokens={args.tokens} rounds={args.rounds} "
+              f"cores={os.cpu_count()}")
+        socket = settings.socket_dir / socket_file(args.model)
+        asyncio.run(run(url, key, socket, args.model, args.rounds, args.streams, args.tokens))
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+if __name__ == "__main__":
+    main()
