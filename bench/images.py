@@ -8,9 +8,11 @@
 * Isolation: p99 latency of ``POST /v1/inference/embed`` while images are
   being generated vs idle. Aim: ≤ 1.5 × idle. On a CPU box the two engines
   share the same cores, so this measures core sharing as much as the gateway;
-  the p99 of ``GET /v1/models`` (answered by the gateway alone) under the same
-  load shows the gateway's own part, and ``--image-threads`` gives the image
-  worker fewer torch threads.
+  the p99 of ``GET /v1/models`` (answered by the gateway alone) shows the
+  gateway's own part: under images generated through the gateway, and, as a
+  control, under the same images asked straight from the worker's socket
+  (same CPU load, no gateway work). ``--image-threads`` gives the image worker
+  fewer torch threads.
 
 Rounds run A, B, A, B… and are short, so the machine's drift (and other
 processes) hit both sides alike; each figure is the median of the per-round
@@ -44,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from appliance.catalogue import ModelEntry, load_catalogue  # noqa: E402
+from appliance.config import load_settings  # noqa: E402
 from appliance.workers.images import DEFAULT_GUIDANCE, DEFAULT_STEPS, encode_png, option_map  # noqa: E402
 from tests.conftest import catalogue_subset  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
@@ -126,12 +129,39 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-def background_images(url: str, key: str, size: str, stop: threading.Event, count: list[int]) -> None:
+def ms(values: list[float]) -> str:
+    return f"{p99(values) * 1000:.1f} ms"
+
+
+def background_images(url: str, key: str, size: str, stop: threading.Event, count: list[int],
+                      worker_socket: Path | None = None) -> None:
+    """Generate images one after another until ``stop``: through the gateway, or straight at the worker's socket."""
     body = {"model": IMAGE_MODEL, "prompt": PROMPT, "size": size}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
+    if worker_socket is None:
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        path = "/v1/inference/images/generate"
+    else:
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=str(worker_socket)), base_url="http://worker",
+                              timeout=600)
+        path, body = "/v1/images/generations", {**body, "response_format": "b64_json"}
+    with client:
         while not stop.is_set():
-            client.post("/v1/inference/images/generate", json=body).raise_for_status()
+            client.post(path, json=body).raise_for_status()
             count[0] += 1
+
+
+def under_load(url: str, key: str, args: argparse.Namespace, worker_socket: Path | None,
+               ) -> tuple[list[float], list[float], int]:
+    """Embed and gateway-only latencies while images are generated; and how many were."""
+    stop, count = threading.Event(), [0]
+    loader = threading.Thread(target=background_images, args=(url, key, args.size, stop, count, worker_socket))
+    loader.start()
+    time.sleep(1.0)  # the first image is under way
+    embed = asyncio.run(latencies(url, key, args.embed_requests, args.embed_concurrency))
+    gateway = asyncio.run(latencies(url, key, args.embed_requests, args.embed_concurrency, MODELS))
+    stop.set()
+    loader.join()
+    return embed, gateway, count[0]
 
 
 def summary(label: str, ratios: list[float]) -> str:
@@ -190,31 +220,28 @@ def main() -> None:
             print(f"isolation: {args.embed_requests} embed requests, {args.embed_concurrency} at a time, idle vs "
                   f"while {args.size} images are generated", flush=True)
             asyncio.run(latencies(app.url, key, 50, args.embed_concurrency))  # warm-up
-            p99_ratios, gateway_ratios = [], []
+            socket = next(load_settings(None, state_dir=state).socket_dir.glob("*sd-xl*.sock"))
+            ratios: dict[str, list[float]] = {"embed": [], "gateway": [], "control": []}
             for round_no in range(1, args.rounds + 1):
                 idle = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency))
                 idle_gw = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency, MODELS))
-                stop, count = threading.Event(), [0]
-                loader = threading.Thread(target=background_images, args=(app.url, key, args.size, stop, count))
-                loader.start()
-                time.sleep(1.0)  # the first image is under way
                 cpu = resource.getrusage(resource.RUSAGE_SELF)
-                loaded = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency))
-                loaded_gw = asyncio.run(latencies(app.url, key, args.embed_requests, args.embed_concurrency, MODELS))
+                loaded, loaded_gw, images = under_load(app.url, key, args, None)
                 client_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu.ru_utime
-                stop.set()
-                loader.join()
-                p99_ratios.append(p99(loaded) / p99(idle))
-                gateway_ratios.append(p99(loaded_gw) / p99(idle_gw))
-                print(f"  round {round_no}: embed p99 idle {p99(idle) * 1000:.1f} ms, under image load "
-                      f"{p99(loaded) * 1000:.1f} ms; gateway-only GET /v1/models p99 {p99(idle_gw) * 1000:.1f} → "
-                      f"{p99(loaded_gw) * 1000:.1f} ms ({count[0]} images meanwhile; bench process CPU "
-                      f"{client_cpu:.2f} s)", flush=True)
+                _, control_gw, control_images = under_load(app.url, key, args, socket)
+                ratios["embed"].append(p99(loaded) / p99(idle))
+                ratios["gateway"].append(p99(loaded_gw) / p99(idle_gw))
+                ratios["control"].append(p99(control_gw) / p99(idle_gw))
+                print(f"  round {round_no}: embed p99 idle {ms(idle)}, under image load {ms(loaded)}; "
+                      f"GET /v1/models p99 idle {ms(idle_gw)}, images through the gateway {ms(loaded_gw)}, "
+                      f"images straight to the worker {ms(control_gw)} ({images} + {control_images} images; "
+                      f"bench process CPU {client_cpu:.2f} s)", flush=True)
 
     print(summary("images/s appliance / raw pipeline", pipe_ratios))
     print(summary("images/s appliance / raw pipeline + PNG", png_ratios))
-    print(summary("embed p99 under image load / idle", p99_ratios))
-    print(summary("gateway-only p99 (GET /v1/models) under image load / idle", gateway_ratios))
+    print(summary("embed p99 under image load / idle", ratios["embed"]))
+    print(summary("GET /v1/models p99, images through the gateway / idle", ratios["gateway"]))
+    print(summary("GET /v1/models p99, images straight to the worker / idle (control)", ratios["control"]))
 
 
 if __name__ == "__main__":
