@@ -139,6 +139,16 @@ class Engine:
         return int(torch.multinomial(probs, 1, generator=generator))
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body when the response ends, even when a client that left cancelled it mid-``yield``."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
 class TextStream:
     """Decoded text of a growing token list, released only where no stop string or partial character can begin."""
 
@@ -262,6 +272,13 @@ def build_app(entry: ModelEntry) -> Any:
             return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
         async def events() -> AsyncIterator[bytes]:
+            try:
+                async for frame in chat_frames():
+                    yield frame
+            finally:
+                generation.cancelled.set()  # the client left: stop generating for nobody
+
+        async def chat_frames() -> AsyncIterator[bytes]:
             yield chunk({"role": "assistant", "content": ""})
             if tools_on:  # tool calls are known only at the end: send the whole message then
                 content = "".join([text.push(token) async for token in _until_stopped(tokens(generation), text)])
@@ -288,7 +305,7 @@ def build_app(entry: ModelEntry) -> Any:
                 yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(events(), media_type="text/event-stream")
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -326,6 +343,13 @@ def build_app(entry: ModelEntry) -> Any:
             return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
         async def events() -> AsyncIterator[bytes]:
+            try:
+                async for frame in text_frames():
+                    yield frame
+            finally:
+                generation.cancelled.set()  # the client left: stop generating for nobody
+
+        async def text_frames() -> AsyncIterator[bytes]:
             if echo:
                 yield chunk(echo)
             async for token in _until_stopped(tokens(generation), text):
@@ -336,7 +360,7 @@ def build_app(entry: ModelEntry) -> Any:
             yield chunk(tail, "stop" if text.stopped else generation.finish_reason)
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(events(), media_type="text/event-stream")
 
     return app
 
