@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 
 from appliance.catalogue import ModelEntry, load_catalogue  # noqa: E402
 from appliance.config import load_settings  # noqa: E402
-from appliance.workers.images import DEFAULT_GUIDANCE, DEFAULT_STEPS, encode_png, option_map  # noqa: E402
+from appliance.workers.images import DEFAULT_GUIDANCE, DEFAULT_PNG_COMPRESS_LEVEL, DEFAULT_STEPS, encode_png, \
+    option_map  # noqa: E402
 from tests.conftest import catalogue_subset  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
 
@@ -75,7 +76,7 @@ def raw_round(pipe: Any, entry: ModelEntry, images: int, size: str) -> tuple[flo
     width, _, height = size.partition("x")
     steps = option_map(entry.engine_options, "steps", DEFAULT_STEPS)["standard"]
     guidance = option_map(entry.engine_options, "guidance", DEFAULT_GUIDANCE)["vivid"]
-    compress = int(entry.engine_options.get("png_compress_level", 6))
+    compress = int(entry.engine_options.get("png_compress_level", DEFAULT_PNG_COMPRESS_LEVEL))
     pipe_s = png_s = 0.0
     with torch.inference_mode():
         for _ in range(images):

@@ -41,6 +41,8 @@ DEFAULT_STEPS = {"standard": 30, "hd": 50}  # diffusers' SDXL default is 50; 30 
 DEFAULT_GUIDANCE = {"vivid": 7.5, "natural": 5.0}  # stronger guidance: more saturated, closer to the prompt
 DEFAULT_MAX_QUEUE = 8
 DEFAULT_MAX_BATCH = 4
+# zlib level 1: on a smooth 1024x1024 test image ~4x faster than Pillow's default 6, for ~15 % more bytes.
+DEFAULT_PNG_COMPRESS_LEVEL = 1
 
 
 class GenerationQueue:
@@ -115,7 +117,7 @@ def build_app(entry: ModelEntry) -> Any:
     guidance = option_map(options, "guidance", DEFAULT_GUIDANCE)
     max_batch = int(options.get("max_batch", DEFAULT_MAX_BATCH))
     blocked = [str(term) for term in options.get("blocked_terms", [])]
-    compress_level = int(options.get("png_compress_level", 6))
+    compress_level = int(options.get("png_compress_level", DEFAULT_PNG_COMPRESS_LEVEL))
     queue = GenerationQueue(int(options.get("max_queue", DEFAULT_MAX_QUEUE)))
     engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
     encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
