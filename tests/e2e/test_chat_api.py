@@ -61,8 +61,8 @@ def chat_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactor
     for table in tomllib.loads(tiny_catalogue.read_text())["model"]:
         if table["slug"] in (VLLM, HF):
             table = {**table, "path": str((tiny_catalogue.parent / table["path"]).resolve()), "load": "startup"}
-            if table["slug"] == VLLM:
-                table["max_output_tokens"] = MAX_OUTPUT
+            if table["slug"] == VLLM:  # on demand: the first request sees vLLM's start-up
+                table.update(max_output_tokens=MAX_OUTPUT, load="on-demand")
             models.append(table)
     catalogue = state / "models.toml"
     catalogue.write_text(tomli_w.dumps({"model": models}))
@@ -71,9 +71,24 @@ def chat_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="module")
-def client(chat_appliance: RunningAppliance) -> Iterator[httpx.Client]:
+def first_answer(chat_appliance: RunningAppliance) -> httpx.Response:
+    """The answer to the first chat of the module, sent while vLLM starts."""
     with chat_appliance.client(chat_appliance.create_key(), timeout=120) as http:
+        return http.post("/v1/inference/chat", json={"model": VLLM, "messages": HI, "max_tokens": 3})
+
+
+@pytest.fixture(scope="module")
+def client(chat_appliance: RunningAppliance, first_answer: httpx.Response) -> Iterator[httpx.Client]:
+    with chat_appliance.client(chat_appliance.create_key(), timeout=120) as http:
+        wait_until_answering(http, VLLM)
         yield http
+
+
+def test_vllm_start_up_is_model_unavailable_with_retry_after(first_answer: httpx.Response) -> None:
+    assert first_answer.status_code == 503, first_answer.text
+    error = first_answer.json()["error"]
+    assert error["code"] == "MODEL_UNAVAILABLE" and "loading" in error["message"]
+    assert error["retry_after"] >= 1 and first_answer.headers["retry-after"] == str(error["retry_after"])
 
 
 def chat(client: httpx.Client, **body: Any) -> dict[str, Any]:
