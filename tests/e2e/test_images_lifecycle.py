@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 
-TTL_S = 8
+TTL_S = 15  # long enough to download once on a loaded machine, short enough to wait out
 PUBLIC_BASE = "https://images.example.test:8443/"
 SMALL = "256x256"
 DEADLINE_S = 180  # a bound on waiting, not a speed requirement
