@@ -81,7 +81,7 @@ def transport_error(worker: Worker, exc: httpx.HTTPError | aiohttp.ClientError |
 
 def backend_error(worker: Worker, status: int, body: bytes) -> ApiError:
     """Map an OpenAI-style error answer of a worker onto the contract's codes."""
-    message, param = _openai_error_fields(body)
+    message, param = openai_error_fields(body)
     slug = worker.entry.slug
     if status in (400, 422):
         field = param or "body"
@@ -97,7 +97,7 @@ def backend_error(worker: Worker, status: int, body: bytes) -> ApiError:
     return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed (HTTP {status}){detail}.")
 
 
-def _openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
+def openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
     try:
         data: Any = json.loads(body)
     except ValueError:

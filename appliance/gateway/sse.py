@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from appliance.catalogue import ModelEntry
 from appliance.gateway.errors import ApiError, ErrorCode, is_openai_surface
-from appliance.gateway.relay import _openai_error_fields, backend, backend_error, backend_headers, transport_error
+from appliance.gateway.relay import backend, backend_error, backend_headers, openai_error_fields, transport_error
 from appliance.supervisor.worker import Worker
 
 DONE = b"data: [DONE]\n\n"
@@ -128,7 +128,7 @@ def _engine_error(worker: Worker, frames: bytes) -> tuple[bytes, ApiError] | Non
     for frame in frames.split(b"\n\n")[:-1]:
         if frame.startswith(b'data: {"error"') or frame.startswith(b"event: error"):
             body = frame.split(b"data: ", 1)[-1]
-            message, _param = _openai_error_fields(body)
+            message, _param = openai_error_fields(body)
             reason = f": {message}" if message else ""
             return kept, ApiError(ErrorCode.BACKEND_ERROR,
                                   f"The engine of model '{worker.entry.slug}' failed while streaming{reason}.")

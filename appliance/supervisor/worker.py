@@ -63,7 +63,8 @@ class Worker:
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.retry_at = 0.0
-        self.expected_start_s = 5.0  # refined by each start; feeds retry_after
+        # Refined by each start; feeds retry_after. vLLM takes ~25 s on a CPU, minutes for large models.
+        self.expected_start_s = 30.0 if entry.engine == "vllm" else 5.0
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -121,8 +122,12 @@ class Worker:
     async def aclose(self) -> None:
         await self.stop()
         await self.client.aclose()
+        await self._drop_connections()
+
+    async def _drop_connections(self) -> None:
         if self._session is not None:
-            await self._session.close()
+            session, self._session = self._session, None
+            await session.close()
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Worker]:
@@ -166,6 +171,7 @@ class Worker:
                 self.last_error = f"could not start: {exc}"
                 log.exception("%s: start failed", self.entry.slug)
             self.ready.clear()
+            await self._drop_connections()  # none of them leads anywhere now; new calls must not reuse them
             if self._stopping:
                 break
             if self.process is not None and self.process.returncode is None:

@@ -111,8 +111,13 @@ def test_an_engine_killed_mid_request_is_backend_error_then_it_recovers(fragile:
         error = answers[0].json()["error"]
         assert error["code"] == "BACKEND_ERROR" and "restarted" in error["message"]
         seen = wait_until_served(client)
-    assert {r.status_code for r in seen[:-1]} <= {503}
-    assert all(r.json()["error"]["code"] == "MODEL_UNAVAILABLE" for r in seen[:-1])
+    # A call racing the crash (sent before the supervisor saw the death) may also be a BACKEND_ERROR;
+    # from then on it is MODEL_UNAVAILABLE with retry_after until the worker is back.
+    codes = [r.json()["error"]["code"] for r in seen[:-1]]
+    first_unavailable = codes.index("MODEL_UNAVAILABLE") if "MODEL_UNAVAILABLE" in codes else len(codes)
+    assert set(codes[:first_unavailable]) <= {"BACKEND_ERROR"} and len(codes[:first_unavailable]) <= 2
+    assert set(codes[first_unavailable:]) <= {"MODEL_UNAVAILABLE"}
+    assert all(r.headers.get("retry-after") for r in seen[first_unavailable:-1])
     metrics = httpx.get(f"{fragile.url}/metrics").text
     assert 'appliance_worker_restarts_total{model="openai/text-embedding-3-small"} 1.0' in metrics
 
