@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
@@ -22,6 +24,8 @@ from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.media.store import MediaStore
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
     allowed_sizes
+
+log = logging.getLogger("appliance.gateway")
 
 router = APIRouter()
 
@@ -58,8 +62,15 @@ def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> 
     except (ValueError, binascii.Error):
         raise ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' sent an answer that is not "
                                                 "a list of images.") from None
-    items = [ImageData(url=base_url + store.put(png, "image/png").token, revised_prompt=item.revised_prompt)
-             for png, item in zip(pngs, answer.data, strict=True)]
+    try:
+        items = [ImageData(url=base_url + store.put(png, "image/png").token, revised_prompt=item.revised_prompt)
+                 for png, item in zip(pngs, answer.data, strict=True)]
+    except (OSError, SQLAlchemyError) as exc:  # a full or failing disk, a locked DB: say so, and what to do
+        log.exception("could not store a generated image")
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ApiError(ErrorCode.BACKEND_ERROR, f"The image was generated but the appliance could not store it "
+                                                f"({reason}); ask for response_format b64_json, or retry later.",
+                       ) from None
     return ImageGenerationResponse(created=answer.created, data=items).model_dump_json().encode()
 
 

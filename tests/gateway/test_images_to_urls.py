@@ -1,0 +1,60 @@
+"""The gateway's step from a worker's base64 images to media URLs, on a real store, including its failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.db.database import open_database
+from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.gateway.routes.images import decode_base64, to_urls
+from appliance.media.store import MediaStore
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4000  # over a megabyte: several base64 slices
+
+
+def worker_answer(*images: bytes) -> bytes:
+    data = [{"url": None, "b64_json": base64.b64encode(image).decode(), "revised_prompt": "a cat"}
+            for image in images]
+    return json.dumps({"created": 1, "data": data}).encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MediaStore:
+    return MediaStore(open_database(f"sqlite:///{tmp_path / 'state.db'}"), tmp_path / "media", 3600)
+
+
+def test_images_become_urls_to_the_same_bytes(store: MediaStore) -> None:
+    answer = json.loads(to_urls(worker_answer(PNG, PNG[::-1]), store, "http://box/v1/media/", "m"))
+    assert answer["created"] == 1 and [item["revised_prompt"] for item in answer["data"]] == ["a cat", "a cat"]
+    assert all(item["b64_json"] is None for item in answer["data"])
+    tokens = [item["url"].removeprefix("http://box/v1/media/") for item in answer["data"]]
+    stored = [store.open(token) for token in tokens]
+    assert [found.path.read_bytes() for found in stored if found] == [PNG, PNG[::-1]]
+
+
+def test_slices_decode_like_one_call() -> None:
+    text = base64.b64encode(PNG + b"x").decode()  # padded
+    assert decode_base64(text) == PNG + b"x"
+
+
+@pytest.mark.parametrize("answer", [b"not json", b'{"created": 1, "data": []}',
+                                    b'{"created": 1, "data": [{"b64_json": "%%%"}]}',
+                                    b'{"created": 1, "data": [{"b64_json": null}]}'])
+def test_an_answer_without_images_is_a_backend_error(store: MediaStore, answer: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        to_urls(answer, store, "http://box/v1/media/", "m")
+    assert caught.value.code == ErrorCode.BACKEND_ERROR
+
+
+def test_a_store_that_cannot_write_is_a_backend_error_that_says_why(store: MediaStore) -> None:
+    shutil.rmtree(store.root)
+    store.root.write_bytes(b"")  # the media directory is now a file: writing into it fails for real
+    with pytest.raises(ApiError) as caught:
+        to_urls(worker_answer(PNG), store, "http://box/v1/media/", "m")
+    assert caught.value.code == ErrorCode.BACKEND_ERROR
+    assert "could not store" in caught.value.message and "b64_json" in caught.value.message
