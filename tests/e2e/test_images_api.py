@@ -71,7 +71,8 @@ SEED_CURL = '''curl -X POST https://scaigrid.scailabs.ai/v1/inference/images/gen
 @pytest.fixture(scope="module")
 def images_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     state = tmp_path_factory.mktemp("images-state")
-    options = {"sizes": [*SEED_SIZES, SMALL], "steps": {"standard": 2, "hd": 3}, "blocked_terms": ["forbidden"]}
+    options = {"sizes": [*SEED_SIZES, SMALL], "steps": {"standard": 2, "hd": 3}, "blocked_terms": ["forbidden"],
+               "max_batch": 2}  # n=3 then takes two pipeline calls
     catalogue = catalogue_subset(tiny_catalogue, ["stability/sd-xl"], state / "models.toml", engine_options=options)
     with start_appliance(catalogue, state) as running:
         yield running
