@@ -29,6 +29,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the appliance's workers run: no spinning between rounds
 
 from appliance.config import load_settings  # noqa: E402
 from appliance.db.database import open_database  # noqa: E402
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-requests", type=int, default=300)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the worker's batching wait")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -122,7 +124,7 @@ def main() -> None:
     catalogue = work / "models.toml"
     catalogue.write_text(tomli_w.dumps({"model": [{
         "slug": SLUG, "modality": "embedding", "engine": "sentence-transformers", "path": str(path),
-        "load": "startup", "engine_options": {"max_batch_size": 64}}]}))
+        "load": "startup", "engine_options": {"max_batch_size": 64, "max_wait_ms": args.max_wait_ms}}]}))
     state = work / "state"
     settings = load_settings(None, state_dir=state)
     _, key = KeyStore(open_database(settings.effective_database_url)).create("bench")
@@ -149,7 +151,8 @@ def main() -> None:
         raw_throughput(model, texts[:64])  # warm-up, both sides
         asyncio.run(appliance_throughput(url, key, texts[:64], args.concurrency))
 
-        print(f"model={args.model} requests={args.requests} concurrency={args.concurrency} cores={os.cpu_count()}")
+        print(f"model={args.model} requests={args.requests} concurrency={args.concurrency} "
+              f"max_wait_ms={args.max_wait_ms} cores={os.cpu_count()}")
         ratios, raws, served, cpus = [], [], [], []
         for round_no in range(1, args.rounds + 1):
             raw = raw_throughput(model, texts)
