@@ -121,14 +121,39 @@ def demo(
     settings = _settings(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = _catalogue(catalogue_path)
     _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo")
-    body = '{"model": "openai/text-embedding-3-small", "input": ["first text", "second text"], "dimensions": 1536}'
-    curl = (f"curl -s http://127.0.0.1:{port}/v1/inference/embed -H {shlex.quote('Authorization: Bearer ' + secret)} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
-        f"API key: {secret}", "Try:", f"  {curl}", "Stop with Ctrl-C.", "",
+        f"API key: {secret}", "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)
+
+
+# One example per modality the demo serves: (modality, route, body, curl options after the body).
+DEMO_EXAMPLES = [
+    ("embedding", "/v1/inference/embed",
+     {"model": "openai/text-embedding-3-small", "input": ["first text", "second text"], "dimensions": 1536}, ""),
+    ("chat", "/v1/inference/chat",
+     {"model": "scailabs/poolnoodle-omni", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32,
+      "stream": True}, " -N"),
+    ("image", "/v1/inference/images/generate",
+     {"model": "openai/dall-e-3", "prompt": "A cozy reading nook", "size": "1024x1024", "n": 1}, ""),
+    ("speech", "/v1/inference/audio/synthesize",
+     {"model": "openai/tts-1", "input": "Hello world", "voice": "alloy", "response_format": "mp3"},
+     " -o hello.mp3"),
+]
+
+
+def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
+    import json
+
+    lines = []
+    for modality, route, body, extra in DEMO_EXAMPLES:
+        entry = catalogue.get(str(body["model"]))
+        if entry is None or entry.modality != modality:
+            continue
+        lines.append(f"  curl -s http://127.0.0.1:{port}{route} -H {shlex.quote('Authorization: Bearer ' + secret)} "
+                     f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}{extra}")
+    return lines
 
 
 @keys_app.command("create")

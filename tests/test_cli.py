@@ -59,7 +59,7 @@ def test_models_check_names_each_problem(tmp_path: Path) -> None:
     assert "gpu_memory_gb 80 exceeds the box's 10" in result.stdout
 
 
-def test_the_demo_prints_a_curl_line_that_works(tiny_catalogue: Path, tmp_path: Path) -> None:
+def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     demo = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--port", str(port), "--state-dir",
@@ -77,13 +77,24 @@ def test_the_demo_prints_a_curl_line_that_works(tiny_catalogue: Path, tmp_path: 
             except queue.Empty:
                 if demo.poll() is not None:
                     break
-        curl = next((line.strip() for line in seen if line.strip().startswith("curl ")), None)
-        assert curl is not None, "".join(seen)[-3000:]
+        curls = [line.strip() for line in seen if line.strip().startswith("curl ")]
+        assert curls, "".join(seen)[-3000:]
         assert any(line.startswith("API key: sgk_") for line in seen)
-        result = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
-        body = json.loads(result.stdout)
-        assert body["status"] == "ok", body
-        assert [len(item["embedding"]) for item in body["data"]["data"]] == [1536, 1536]
+        while not seen[-1].startswith("Stop with Ctrl-C."):  # the banner has one curl line per modality
+            seen.append(lines.get(timeout=30))
+            if seen[-1].strip().startswith("curl "):
+                curls.append(seen[-1].strip())
+        assert len(curls) == 4, curls
+        results = {curl.split()[2].rsplit("/", 1)[-1]: subprocess.run(["bash", "-c", curl], capture_output=True,
+                                                                      text=True, timeout=120, cwd=tmp_path)
+                   for curl in curls}
+        embedded = json.loads(results["embed"].stdout)
+        assert embedded["status"] == "ok", embedded
+        assert [len(item["embedding"]) for item in embedded["data"]["data"]] == [1536, 1536]
+        assert results["chat"].stdout.rstrip().endswith("data: [DONE]")
+        image = json.loads(results["generate"].stdout)["data"]["data"][0]
+        assert subprocess.run(["curl", "-sf", image["url"]], capture_output=True, timeout=60).stdout[:4] == b"\x89PNG"
+        assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0
     finally:
         demo.send_signal(signal.SIGINT)
         try:
