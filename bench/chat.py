@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +31,8 @@ sys.path.insert(0, str(REPO))
 os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 from appliance.config import load_settings  # noqa: E402
-from appliance.db.database import open_database  # noqa: E402
-from appliance.db.keys import KeyStore  # noqa: E402
 from appliance.supervisor.worker import socket_file  # noqa: E402
-from tests.support.appliance import free_port  # noqa: E402
+from tests.support.appliance import start_appliance  # noqa: E402
 
 TINY_SLUG = "scailabs/poolnoodle-omni"
 PROMPT = [{"role": "user", "content": "Tell me a long story about a little model that lived in a box."}]
@@ -131,34 +128,12 @@ def main() -> None:
         catalogue.write_text(tomli_w.dumps({"model": tables}))
     state = work / "state"
     settings = load_settings(None, state_dir=state)
-    _, key = KeyStore(open_database(settings.effective_database_url)).create("bench")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(catalogue),
-                               "--state-dir", str(state), "--port", str(port), "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"))
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                sys.exit(f"the appliance exited; see {work / 'serve.log'}")
-            time.sleep(0.5)
-        else:
-            sys.exit("the appliance did not become ready")
+    with start_appliance(catalogue, state) as running:
+        url, key = running.url, running.create_key()
         print(f"model={args.model} streams={args.streams} tokens={args.tokens} rounds={args.rounds} "
               f"cores={os.cpu_count()}")
         socket = settings.socket_dir / socket_file(args.model)
         asyncio.run(run(url, key, socket, args.model, args.rounds, args.streams, args.tokens))
-    finally:
-        server.terminate()
-        server.wait(60)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import asyncio
 import importlib.util
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +31,8 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the appliance's workers run: no spinning between rounds
 
 from appliance.config import load_settings  # noqa: E402
-from appliance.db.database import open_database  # noqa: E402
-from appliance.db.keys import KeyStore  # noqa: E402
 from appliance.supervisor.worker import socket_file  # noqa: E402
-from tests.support.appliance import free_port  # noqa: E402
+from tests.support.appliance import start_appliance  # noqa: E402
 
 SLUG = "bench/embed"
 WORDS = ("the appliance serves embeddings for a quiet office network where every question about invoices "
@@ -127,25 +124,8 @@ def main() -> None:
         "load": "startup", "engine_options": {"max_batch_size": 64, "max_wait_ms": args.max_wait_ms}}]}))
     state = work / "state"
     settings = load_settings(None, state_dir=state)
-    _, key = KeyStore(open_database(settings.effective_database_url)).create("bench")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(catalogue),
-                               "--state-dir", str(state), "--port", str(port), "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"))
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            sys.exit("the appliance did not become ready")
+    with start_appliance(catalogue, state) as running:
+        url, key = running.url, running.create_key()
         model = SentenceTransformer(str(path), device="cpu")
         texts = sentences(args.requests)
         raw_throughput(model, texts[:64])  # warm-up, both sides
@@ -176,9 +156,6 @@ def main() -> None:
         print(f"gateway added latency ms: p50 {(percentile(via_gateway, .5) - percentile(direct, .5)) * 1e3:.2f} "
               f"p99 {(percentile(via_gateway, .99) - percentile(direct, .99)) * 1e3:.2f} "
               f"(paired differences: p50 {percentile(added, .5) * 1e3:.2f})")
-    finally:
-        server.terminate()
-        server.wait(60)
 
 
 if __name__ == "__main__":
