@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anyio
 import httpx
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
@@ -155,3 +158,19 @@ async def open_stream(request: Request, entry: ModelEntry, path: str, payload: b
             await stack.aclose()
 
     return BackendStream(response, chunks())
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its frames, hence the upstream connection, when it ends.
+
+    Starlette cancels a response whose client went away while it waits to send,
+    which leaves the frame generator suspended at a ``yield``; closed only by the
+    garbage collector, it would keep vLLM generating for nobody.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

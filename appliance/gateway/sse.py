@@ -17,31 +17,15 @@ import aiohttp
 import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from appliance.catalogue import ModelEntry
 from appliance.gateway.errors import ApiError, ErrorCode, is_openai_surface
-from appliance.gateway.relay import backend, backend_error, backend_headers, openai_error_fields, transport_error
+from appliance.gateway.relay import (RelayResponse, backend, backend_error, backend_headers, openai_error_fields,
+                                     transport_error)
 from appliance.supervisor.worker import Worker
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-class RelayResponse(StreamingResponse):
-    """A StreamingResponse that always closes its frames, hence the upstream connection, when it ends.
-
-    Starlette cancels a response whose client went away while it waits to send,
-    which leaves the frame generator suspended at a ``yield``; closed only by the
-    garbage collector, it would keep vLLM generating for nobody.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def error_frame(error: ApiError, openai_shape: bool) -> bytes:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import from_validation_error, ok, ok_raw
-from appliance.gateway.relay import backend, open_stream, resolve_model
+from appliance.gateway.relay import RelayResponse, backend, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
 from appliance.protocol.audio import SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm
 
@@ -100,7 +99,7 @@ async def _speech(request: Request, key: ApiKey) -> Response:
     entry = resolve_model(request, key, body.model, "speech")
     payload = body.model_copy(update={"model": entry.slug}).model_dump_json(exclude_none=True)
     stream = await open_stream(request, entry, "/v1/audio/speech", payload.encode())
-    return StreamingResponse(stream.chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+    return RelayResponse(stream.chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
 
 
 @router.post("/v1/inference/audio/synthesize")
