@@ -38,6 +38,15 @@ class WorkerState(StrEnum):
     STOPPING = "stopping"
 
 
+def engine_group(guard_pid: int) -> int | None:
+    """The process group the guard started the engine in (the engine leads its own session)."""
+    try:
+        children = Path(f"/proc/{guard_pid}/task/{guard_pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
 def socket_name(slug: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", slug)
 
@@ -67,6 +76,7 @@ class Worker:
         self.expected_start_s = 30.0 if entry.engine == "vllm" else 5.0
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self._engine_group: int | None = None  # the engine's process group (its guard's child leads it)
         self._stopping = False
         self._backend_timeout_s = backend_timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -102,6 +112,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._task = None
+        self._sweep_engine_group()
         self.ready.clear()
         self._set_state(WorkerState.STOPPED)
         self.socket_path.unlink(missing_ok=True)
@@ -158,6 +169,7 @@ class Worker:
             try:
                 process = await self._spawn()
                 if await self._wait_healthy(process):
+                    self._engine_group = engine_group(process.pid)
                     healthy_since = time.monotonic()
                     self.expected_start_s = healthy_since - self._started_at
                     self._set_state(WorkerState.READY)
@@ -176,6 +188,7 @@ class Worker:
                 break
             if self.process is not None and self.process.returncode is None:
                 await self._terminate(self.process)
+            self._sweep_engine_group()
             if healthy_since is not None and time.monotonic() - healthy_since > 60:
                 backoff = 1.0  # it ran well for a while: this is a fresh failure
             self.restarts += 1
@@ -185,6 +198,18 @@ class Worker:
             log.warning("%s: %s; restarting in %.0f s", self.entry.slug, self.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _sweep_engine_group(self) -> None:
+        """End what is left of the engine's process group once its guard is gone.
+
+        The guard ends the group itself; only a guard killed outright (SIGKILL)
+        leaves an engine's helper processes (vLLM's engine core) behind. Done as
+        soon as the guard's death is seen, before the group id could be reused.
+        """
+        group, self._engine_group = self._engine_group, None
+        if group is not None and self.process is not None and self.process.returncode is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # Only the appliance's user may reach a worker: its socket skips the gateway's auth.

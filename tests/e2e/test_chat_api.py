@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import openai
+import psutil
 import pytest
 import tomli_w
 
@@ -577,6 +578,21 @@ def test_vllm_killed_mid_stream_ends_the_stream_with_an_error_frame_then_recover
     assert wait_until_answering(client, VLLM)
     # the transformers model was not disturbed
     assert client.post("/v1/inference/chat", json={"model": HF, "messages": HI, "max_tokens": 2}).status_code == 200
+
+
+def test_a_guard_killed_outright_leaves_no_engine_process_behind(client: httpx.Client,
+                                                                  chat_appliance: RunningAppliance) -> None:
+    """SIGKILL the reaper between the gateway and vLLM: the supervisor sweeps vLLM's whole group, then restarts."""
+    wait_until_answering(client, VLLM)
+    server = psutil.Process(vllm_server_pid(chat_appliance))
+    pgid = os.getpgid(server.pid)
+    assert len(group_members(pgid)) > 1  # the API server and its engine core
+    server.parent().kill()
+    deadline = time.monotonic() + 30
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_members(pgid) == []
+    assert wait_until_answering(client, VLLM)
 
 
 def test_stopping_the_appliance_leaves_no_engine_process(chat_appliance: RunningAppliance) -> None:
