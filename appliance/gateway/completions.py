@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
-from appliance.gateway.errors import ApiError, ErrorCode, errors_to_details, ok_raw, request_id_of, validation_error
+from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
 from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.gateway.sse import relay_sse
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest
@@ -70,10 +70,7 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
                 loc += ("role",)
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
             errors.append({**err, "msg": msg, "loc": _client_field(loc)})
-        details = errors_to_details(errors)
-        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-        raise ApiError(ErrorCode.VALIDATION_ERROR, f"{details[0]['field']}: {details[0]['message']}{more}",
-                       details=details) from None
+        raise from_errors(errors) from None
     if isinstance(body, ChatRequest):
         problem = body.tool_problem()
         if problem is not None:

@@ -134,7 +134,12 @@ def errors_to_details(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def from_validation_error(exc: ValidationError | RequestValidationError) -> ApiError:
-    details = errors_to_details(list(exc.errors()))
+    return from_errors(list(exc.errors()))
+
+
+def from_errors(errors: list[dict[str, Any]]) -> ApiError:
+    """A VALIDATION_ERROR for pydantic-style errors: the first in the message, all in ``details``."""
+    details = errors_to_details(errors)
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{first['field']}: {first['message']}{more}", details=details)

@@ -271,13 +271,6 @@ def build_app(entry: ModelEntry) -> Any:
                     "usage": usage()}
             return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for frame in chat_frames():
-                    yield frame
-            finally:
-                generation.cancelled.set()  # the client left: stop generating for nobody
-
         async def chat_frames() -> AsyncIterator[bytes]:
             yield chunk({"role": "assistant", "content": ""})
             if tools_on:  # tool calls are known only at the end: send the whole message then
@@ -305,7 +298,7 @@ def build_app(entry: ModelEntry) -> Any:
                 yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        return ClosingStreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(_cancelling(chat_frames(), generation), media_type="text/event-stream")
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -342,13 +335,6 @@ def build_app(entry: ModelEntry) -> Any:
                     "choices": [choice(piece, reason)]}
             return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for frame in text_frames():
-                    yield frame
-            finally:
-                generation.cancelled.set()  # the client left: stop generating for nobody
-
         async def text_frames() -> AsyncIterator[bytes]:
             if echo:
                 yield chunk(echo)
@@ -360,9 +346,18 @@ def build_app(entry: ModelEntry) -> Any:
             yield chunk(tail, "stop" if text.stopped else generation.finish_reason)
             yield b"data: [DONE]\n\n"
 
-        return ClosingStreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(_cancelling(text_frames(), generation), media_type="text/event-stream")
 
     return app
+
+
+async def _cancelling(frames: AsyncIterator[bytes], generation: Generation) -> AsyncIterator[bytes]:
+    """The frames; once they end, or the client leaves, the generation stops: no tokens for nobody."""
+    try:
+        async for frame in frames:
+            yield frame
+    finally:
+        generation.cancelled.set()
 
 
 async def _until_stopped(tokens: AsyncIterator[int], text: TextStream) -> AsyncIterator[int]:
