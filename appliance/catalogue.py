@@ -6,27 +6,20 @@ and the field, so an operator can fix it without reading a traceback.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
-Engine = Literal["vllm", "transformers", "sentence-transformers", "diffusers", "faster-whisper", "piper", "remote"]
-LoadPolicy = Literal["startup", "on-demand"]
+from appliance.engines.registry import ENGINES, engine_spec
 
-# Which modalities each engine can serve; a remote backend serves whatever it is told.
-ENGINE_MODALITIES: dict[str, set[str]] = {
-    "vllm": {"chat"},
-    "transformers": {"chat"},
-    "sentence-transformers": {"embedding"},
-    "diffusers": {"image"},
-    "faster-whisper": {"transcription"},
-    "piper": {"speech"},
-    "remote": {"chat", "embedding", "image", "transcription", "speech"},
-}
+Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
+Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]
+LoadPolicy = Literal["startup", "on-demand"]
 
 # The API lists transcription and speech models under one modality, "audio".
 API_MODALITY: dict[str, str] = {"transcription": "audio", "speech": "audio"}
@@ -47,7 +40,12 @@ class ModelEntry(BaseModel):
     modality: Modality
     engine: Engine
     path: Path | None = Field(None, description="local weights; required for every engine but remote")
-    url: str | None = Field(None, description="OpenAI-compatible base URL of a remote backend")
+    url: tuple[str, ...] = Field((), description="remote: one or more OpenAI-compatible base URLs (…/v1)")
+    remote_model: str | None = Field(None, description="remote: the model's name there; default the slug")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="remote: environment variable holding the bearer token")
+    replicas: int = Field(1, ge=1, le=64, description="local engines: worker processes behind one model")
+    timeout_s: float | None = Field(None, gt=0, description="longest call to a backend; default the setting")
     python: Path | None = Field(None, description="interpreter of the worker's own environment (vLLM)")
     load: LoadPolicy = "on-demand"
     idle_unload_s: float | None = Field(None, gt=0)
@@ -55,6 +53,24 @@ class ModelEntry(BaseModel):
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _one_url_or_several(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _urls_are_http(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"'{url}' is not an http:// or https:// URL")
+            if parsed.username or parsed.password:
+                raise ValueError(f"'{url}' carries credentials; use api_key_env for the backend's key")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL is listed twice")
+        return tuple(url.rstrip("/") for url in urls)
 
     @field_validator("aliases")
     @classmethod
@@ -65,16 +81,28 @@ class ModelEntry(BaseModel):
 
     @model_validator(mode="after")
     def _engine_fits(self) -> ModelEntry:
-        if self.modality not in ENGINE_MODALITIES[self.engine]:
+        spec = engine_spec(self.engine)
+        if self.modality not in spec.modalities:
             raise ValueError(f"engine '{self.engine}' cannot serve modality '{self.modality}'")
-        if self.engine == "remote":
+        if spec.local:
+            if self.path is None:
+                raise ValueError(f"engine '{self.engine}' needs 'path', the local model directory")
+            remote_only = [name for name in ("url", "remote_model", "api_key_env") if getattr(self, name)]
+            if remote_only:
+                raise ValueError(f"'{remote_only[0]}' is for engine 'remote'; engine '{self.engine}' runs here")
+        else:
             if not self.url:
-                raise ValueError("a remote model needs 'url'")
-        elif self.path is None:
-            raise ValueError(f"engine '{self.engine}' needs 'path', the local model directory")
+                raise ValueError("a remote model needs 'url', one or more OpenAI-compatible base URLs")
+            if self.replicas != 1:
+                raise ValueError("'replicas' is for local engines; list several URLs for a remote model")
         if self.context_window and self.max_output_tokens and self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens is larger than context_window")
         return self
+
+    @property
+    def served_model(self) -> str:
+        """The model's name at its backend: the slug for local workers, ``remote_model`` for a remote."""
+        return self.remote_model or self.slug
 
     @property
     def api_modality(self) -> str:
@@ -133,6 +161,15 @@ def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: 
             raise CatalogueError(
                 f"{where}: model '{name}' (entry {index}): field '{_field_path(first['loc'])}': {first['msg']}"
             ) from None
+        try:
+            engine_spec(entry.engine).options.model_validate(entry.engine_options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CatalogueError(f"{where}: model '{name}' (entry {index}): field "
+                                 f"'{_field_path(('engine_options', *first['loc']))}': {first['msg']}") from None
+        if check_paths and entry.api_key_env and not os.environ.get(entry.api_key_env):
+            raise CatalogueError(f"{where}: model '{entry.slug}' (entry {index}): field 'api_key_env': "
+                                 f"the environment variable {entry.api_key_env} is not set")
         if entry.path is not None and not entry.path.is_absolute() and base_dir is not None:
             entry = entry.model_copy(update={"path": (base_dir / entry.path).resolve()})
         if check_paths and entry.path is not None and not entry.path.exists():

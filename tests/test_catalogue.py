@@ -39,6 +39,9 @@ max_batch_size = 32
     assert catalogue.get("nope") is None
 
 
+REMOTE = 'slug = "acme/llama"\nmodality = "chat"\nengine = "remote"\n'
+
+
 @pytest.mark.parametrize(("body", "expected"), [
     ('slug = "x"\nmodality = "embedding"\nengine = "sentence-transformers"\npath = "missing"',
      "model 'x' (entry 1): field 'path': no such file or directory"),
@@ -49,7 +52,22 @@ max_batch_size = 32
     ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nload = "later"', "field 'load'"),
     ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\ngpu_memory_gb = -1', "field 'gpu_memory_gb'"),
     ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\ncolour = "red"', "field 'colour': Extra inputs"),
-    ('slug = "bad slug!"\nmodality = "chat"\nengine = "vllm"\npath = "."', "field 'slug'"),
+    ('slug = "bad slug!"\nmodality = "chat"\nengine = "vllm"\npath = "."', "field 'slug'"),    (REMOTE, "field '(entry)': Value error, a remote model needs 'url'"),
+    (REMOTE + 'url = "ftp://10.0.0.5/v1"', "field 'url': Value error, 'ftp://10.0.0.5/v1' is not an http:// or https://"),
+    (REMOTE + 'url = ["http://a:8000/v1", "http://a:8000/v1"]', "field 'url': Value error, a URL is listed twice"),
+    (REMOTE + 'url = "http://user:secret@a:8000/v1"', "carries credentials; use api_key_env"),
+    (REMOTE + 'url = "http://a:8000/v1"\nreplicas = 2', "'replicas' is for local engines"),
+    (REMOTE + 'url = "http://a:8000/v1"\napi_key_env = "APPLIANCE_TEST_UNSET_KEY"',
+     "field 'api_key_env': the environment variable APPLIANCE_TEST_UNSET_KEY is not set"),
+    (REMOTE + 'url = "http://a:8000/v1"\n[model.engine_options]\ncolour = "red"',
+     "field 'engine_options.colour': Extra inputs are not permitted"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nreplicas = 0', "field 'replicas'"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nurl = "http://a/v1"', "'url' is for engine 'remote'"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\n[model.engine_options]\nmax_model_length = 10',
+     "field 'engine_options.max_model_length': Extra inputs are not permitted"),
+    ('slug = "x"\nmodality = "image"\nengine = "diffusers"\npath = "."\n[model.engine_options]\nsteps = {ultra = 9}',
+     "field 'engine_options.steps.ultra"),
+    ('slug = "x"\nmodality = "chat"\nengine = "llama.cpp"\npath = "."', "field 'engine'"),
 ])
 def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, body: str, expected: str) -> None:
     path = write(tmp_path, f"[[model]]\n{body}\n")
@@ -57,6 +75,36 @@ def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, b
         load_catalogue(path)
     assert str(caught.value).startswith(str(path))
     assert expected in str(caught.value)
+
+
+def test_a_remote_model_takes_one_url_or_several_and_its_remote_name(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_BACKEND_KEY", "secret")
+    catalogue = load_catalogue(write(tmp_path, f"""
+[[model]]
+{REMOTE}url = ["http://10.0.0.5:8000/v1/", "https://10.0.0.6/v1"]
+remote_model = "meta-llama/Llama-3.1-70B-Instruct"
+api_key_env = "ACME_BACKEND_KEY"
+
+[[model]]
+slug = "acme/embed"
+modality = "embedding"
+engine = "remote"
+url = "http://10.0.0.7:8000/oai/v1"
+"""))
+    llama, embed = catalogue.get("acme/llama"), catalogue.get("acme/embed")
+    assert llama is not None and embed is not None
+    assert llama.url == ("http://10.0.0.5:8000/v1", "https://10.0.0.6/v1")
+    assert llama.served_model == "meta-llama/Llama-3.1-70B-Instruct"
+    assert embed.url == ("http://10.0.0.7:8000/oai/v1",) and embed.served_model == "acme/embed"
+
+
+def test_every_engine_of_the_registry_has_its_options_checked() -> None:
+    from appliance.engines.registry import ENGINES
+
+    for spec in ENGINES.values():
+        assert spec.options.model_config.get("extra") == "forbid", spec.name
+        assert spec.local == (spec.name != "remote")
 
 
 def test_a_name_used_twice_is_refused(tmp_path: Path) -> None:

@@ -1,23 +1,17 @@
-"""The command line and environment that start each engine's worker."""
+"""The command line and environment that start a local engine's worker (the engine registry says which)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.catalogue import ModelEntry
-from appliance.supervisor.vllm_launch import VLLM_MODULE, VllmOptionError, vllm_command, vllm_environment, vllm_python
-
-# The engine worker module each engine runs (engines of later modalities add theirs).
-WORKER_MODULES: dict[str, str] = {
-    "sentence-transformers": "appliance.workers.embeddings",
-    "diffusers": "appliance.workers.images",
-    "faster-whisper": "appliance.workers.transcription",
-    "piper": "appliance.workers.speech",
-    "vllm": VLLM_MODULE,  # vLLM's own OpenAI server, from its own environment (vllm_launch.py)
-    "transformers": "appliance.workers.transformers_chat",
-}
+from appliance.engines.registry import engine_spec
+from appliance.supervisor.vllm_launch import VllmOptionError, vllm_environment, vllm_python
 
 # Nothing is ever fetched at run time: every engine sees the hubs' offline switches.
 OFFLINE_ENV = {
@@ -32,24 +26,25 @@ OFFLINE_ENV = {
 
 
 class LaunchError(ValueError):
-    """This model cannot be started on this box (engine not implemented or not installed)."""
+    """This model cannot be started on this box (a bad option for its engine's launcher)."""
 
 
-def is_supported(entry: ModelEntry) -> bool:
-    return entry.engine in WORKER_MODULES
+def _launcher(reference: str) -> Callable[[ModelEntry, Path], list[str]]:
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 def worker_command(entry: ModelEntry, socket_path: Path) -> list[str]:
-    module = WORKER_MODULES.get(entry.engine)
-    if module is None:
-        raise LaunchError(f"engine '{entry.engine}' has no worker on this appliance yet")
-    if entry.engine == "vllm":
+    spec = engine_spec(entry.engine)
+    if spec.worker_module is None:
+        raise LaunchError(f"engine '{entry.engine}' runs elsewhere; it has no local worker")
+    if spec.launcher is not None:
         try:
-            return vllm_command(entry, socket_path)
+            return _launcher(spec.launcher)(entry, socket_path)
         except VllmOptionError as exc:
             raise LaunchError(f"model '{entry.slug}': {exc}") from None
     python = str(entry.python) if entry.python else sys.executable
-    return [python, "-m", module, "--socket", str(socket_path), "--entry", entry.model_dump_json()]
+    return [python, "-m", spec.worker_module, "--socket", str(socket_path), "--entry", entry.model_dump_json()]
 
 
 def worker_environment(entry: ModelEntry) -> dict[str, str]:
@@ -63,27 +58,17 @@ def worker_environment(entry: ModelEntry) -> dict[str, str]:
     return env
 
 
-# The library each engine imports, for `appliance models check`.
-ENGINE_LIBRARIES: dict[str, str] = {
-    "vllm": "vllm",
-    "transformers": "transformers",
-    "sentence-transformers": "sentence_transformers",
-    "diffusers": "diffusers",
-    "faster-whisper": "faster_whisper",
-    "piper": "piper",
-}
+def worker_python(entry: ModelEntry) -> str:
+    return vllm_python(entry) if entry.engine == "vllm" else str(entry.python) if entry.python else sys.executable
 
 
 def engine_installed(entry: ModelEntry) -> bool:
     """Whether the worker's interpreter can import the entry's engine library (without importing it here)."""
-    library = ENGINE_LIBRARIES.get(entry.engine)
+    library = engine_spec(entry.engine).library
     if library is None:
         return True
-    python = vllm_python(entry) if entry.engine == "vllm" else str(entry.python) if entry.python else sys.executable
     probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({library!r}) is None)"
-    import subprocess
-
     try:
-        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+        return subprocess.run([worker_python(entry), "-c", probe], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False

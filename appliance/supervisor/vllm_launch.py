@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.catalogue import ModelEntry
+from appliance.engines.registry import engine_spec
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+VLLM_MODULE = engine_spec("vllm").worker_module
 REPO_VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 # Options that set an environment variable of vLLM rather than a flag.

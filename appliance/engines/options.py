@@ -1,0 +1,101 @@
+"""The ``engine_options`` each engine accepts, checked when the catalogue loads.
+
+A misspelt option is a catalogue error naming the file, the model and the
+field, never a silent default. A field left out means the engine's own
+default (the worker decides it); these models list names and types only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TorchOptions(Options):
+    device: str | None = Field(None, description="cpu, cuda, cuda:1…; default cuda when present, else cpu")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads of the worker")
+
+
+class TransformersOptions(TorchOptions):
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
+
+
+class SentenceTransformersOptions(TorchOptions):
+    max_batch_size: int | None = Field(None, gt=0, description="inputs encoded together (default 64)")
+    max_wait_ms: float | None = Field(None, ge=0, description="how long a batch waits for more inputs (default 0)")
+    max_tokens_per_input: int | None = Field(None, gt=0, description="longest input; default the model's")
+
+
+class DiffusersOptions(TorchOptions):
+    variant: str | None = Field(None, description='checkpoint variant, e.g. "fp16"')
+    sizes: list[str] | None = Field(None, description="allowed WIDTHxHEIGHT; default the seed's three")
+    steps: dict[Literal["standard", "hd"], int] | None = Field(None, description="denoising steps per quality")
+    guidance: dict[Literal["standard", "hd"], float] | None = None
+    max_batch: int | None = Field(None, gt=0, description="images per pipeline call")
+    max_queue: int | None = Field(None, ge=0, description="requests waiting for the GPU before 429")
+    blocked_terms: list[str] | None = None
+    png_compress_level: int | None = Field(None, ge=0, le=9)
+
+
+class FasterWhisperOptions(Options):
+    device: str | None = None
+    compute_type: str | None = Field(None, description="default float16 on CUDA, int8 on CPU")
+    num_workers: int | None = Field(None, gt=0)
+    cpu_threads: int | None = Field(None, ge=0)
+    beam_size: int | None = Field(None, gt=0)
+    vad_filter: bool | None = None
+    condition_on_previous_text: bool | None = None
+    temperature_fallback: bool | None = None
+    max_new_tokens: int | None = Field(None, gt=0)
+
+
+class PiperOptions(Options):
+    device: str | None = None
+    voices: dict[str, str] | None = Field(None, description='OpenAI voice name → "VOICE" or "VOICE:SPEAKER"')
+    sample_rate: int | None = Field(None, gt=0, description="output sample rate (default 24000)")
+
+
+class VllmOptions(Options):
+    """vLLM's own flags (``max_model_len`` → ``--max-model-len``) plus a few of the appliance's.
+
+    The common flags are listed so that a typo is caught here; any other flag
+    goes into ``extra_args`` verbatim.
+    """
+
+    dtype: str | None = None
+    max_model_len: int | None = Field(None, gt=0)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    tensor_parallel_size: int | None = Field(None, gt=0)
+    pipeline_parallel_size: int | None = Field(None, gt=0)
+    data_parallel_size: int | None = Field(None, gt=0)
+    distributed_executor_backend: Literal["ray", "mp", "uni", "external_launcher"] | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    max_num_seqs: int | None = Field(None, gt=0)
+    max_num_batched_tokens: int | None = Field(None, gt=0)
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    enforce_eager: bool | None = None
+    trust_remote_code: bool | None = None
+    seed: int | None = None
+    swap_space: float | None = Field(None, ge=0)
+    cpu_offload_gb: float | None = Field(None, ge=0)
+    chat_template: str | None = None
+    generation_config: str | None = None
+    tool_call_parser: str | None = Field(None, description="turns on auto tool choice with this parser")
+    tool_strict_level: str | None = None
+    reasoning_parser: str | None = None
+    tokenizer: str | None = None
+    revision: str | None = None
+    # The appliance's own: environment variables of the CPU build.
+    cpu_kvcache_space_gb: float | None = Field(None, gt=0, description="VLLM_CPU_KVCACHE_SPACE, in GiB")
+    cpu_omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND")
+    extra_args: list[str] = Field(default_factory=list, description="any other vLLM flags, verbatim")
+
+
+class RemoteOptions(Options):
+    sizes: list[str] | None = Field(None, description="image models: the sizes the remote offers")

@@ -1,0 +1,52 @@
+"""The engine registry: per engine, what it serves, how it starts, what it imports, which options it takes.
+
+Adding an engine touches this table plus its worker module. Nothing here
+imports an engine library: the gateway and the catalogue read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.engines import options as opts
+
+MODALITIES = ("chat", "embedding", "image", "transcription", "speech")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    modalities: frozenset[str]
+    options: type[opts.Options]
+    # ``python -m MODULE --socket S --entry JSON`` starts the worker; None for an engine that runs elsewhere.
+    worker_module: str | None
+    # What `appliance models check` looks for in the worker's interpreter.
+    library: str | None
+    # First guess at how long a start takes (retry_after while loading); each start refines it.
+    start_hint_s: float = 5.0
+    # A launcher of its own instead of the generic worker command: "module:function(entry, socket) -> argv".
+    launcher: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.worker_module is not None
+
+
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
+    EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.openai.api_server", "vllm",
+               start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command"),
+    EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
+               "appliance.workers.transformers_chat", "transformers"),
+    EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,
+               "appliance.workers.embeddings", "sentence_transformers"),
+    EngineSpec("diffusers", frozenset({"image"}), opts.DiffusersOptions, "appliance.workers.images", "diffusers"),
+    EngineSpec("faster-whisper", frozenset({"transcription"}), opts.FasterWhisperOptions,
+               "appliance.workers.transcription", "faster_whisper"),
+    EngineSpec("piper", frozenset({"speech"}), opts.PiperOptions, "appliance.workers.speech", "piper"),
+    # An OpenAI-compatible server elsewhere (vllm serve with Ray, Ray Serve LLM, another appliance).
+    EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0),
+)}
+
+
+def engine_spec(name: str) -> EngineSpec:
+    return ENGINES[name]
