@@ -52,7 +52,6 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     from appliance.gateway.app import create_gateway
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed call is noise
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
@@ -212,14 +211,32 @@ def models_list(config: ConfigOption = Path("models.toml")) -> None:
     """The models of the catalogue."""
     for entry in _catalogue(config, check_paths=False):
         aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
-        typer.echo(f"{entry.slug:40} {entry.modality:13} {entry.engine:22} {entry.load:10} {entry.path or entry.url}"
+        typer.echo(f"{entry.slug:40} {entry.modality:13} {entry.engine:22} {entry.load:10} {entry.path or ', '.join(entry.url)}"
                    f"{aliases}")
+
+
+@models_app.command("reload")
+def models_reload(config: ConfigOption = Path("models.toml"), state_dir: StateDirOption = None) -> None:
+    """Make the running appliance serve CONFIG as it is now: new models appear, removed ones drain and stop,
+    changed ones restart; requests in flight finish. The same as SIGHUP or `systemctl reload appliance`."""
+    import signal
+
+    from appliance.gateway.app import PID_FILE
+
+    _catalogue(config)  # a broken catalogue is refused here, with its reason, before anything changes
+    pid_file = _settings(config, state_dir).state_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        raise _fail(f"no running appliance found ({pid_file} names none); is it serving this state dir?") from None
+    typer.echo(f"asked the appliance (pid {pid}) to reload {config}; GET /v1/models shows the result")
 
 
 @models_app.command("check")
 def models_check(config: ConfigOption = Path("models.toml"), state_dir: StateDirOption = None) -> None:
     """Validate the catalogue: paths exist, engines installed, sizes sane. Exit 1 on any problem."""
-    from appliance.supervisor.launch import engine_installed, is_supported
+    from appliance.supervisor.launch import engine_installed
 
     settings = _settings(config, state_dir)
     catalogue = _catalogue(config, check_paths=False)
@@ -228,9 +245,7 @@ def models_check(config: ConfigOption = Path("models.toml"), state_dir: StateDir
         issues = []
         if entry.path is not None and not entry.path.exists():
             issues.append(f"path {entry.path} does not exist")
-        if not is_supported(entry):
-            issues.append(f"engine '{entry.engine}' has no worker on this appliance")
-        elif not engine_installed(entry):
+        if not engine_installed(entry):
             issues.append(f"engine '{entry.engine}' is not installed for {entry.python or sys.executable}")
         if settings.gpu_memory_gb is not None and entry.gpu_memory_gb > settings.gpu_memory_gb:
             issues.append(f"gpu_memory_gb {entry.gpu_memory_gb:g} exceeds the box's {settings.gpu_memory_gb:g}")

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     worker_start_timeout_s: float = Field(600.0, gt=0, description="how long a worker may take to become healthy")
     request_wait_s: float = Field(5.0, ge=0, description="how long a request waits for a starting worker before 503")
     backend_timeout_s: float = Field(600.0, gt=0, description="how long one backend call may take before 504")
+    remote_probe_interval_s: float = Field(10.0, gt=0, description="how often remote backends are health-checked")
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")

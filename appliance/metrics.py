@@ -16,10 +16,14 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 WORKER_STATE = Gauge(
-    "appliance_worker_state", "1 for the state each model's worker is in, 0 for the others.",
+    "appliance_worker_state", "How many of each model's worker processes (replicas) are in each state.",
     ["model", "state"], registry=REGISTRY,
 )
 WORKER_RESTARTS = Counter(
     "appliance_worker_restarts_total", "Worker processes restarted after they died or stopped answering.",
     ["model"], registry=REGISTRY,
+)
+BACKEND_UP = Gauge(
+    "appliance_backend_up", "1 while a remote backend of a model passes its health checks.",
+    ["model", "backend"], registry=REGISTRY,
 )

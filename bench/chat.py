@@ -1,6 +1,6 @@
 """Streamed chat through the appliance vs straight at the same vLLM server, interleaved in one run.
 
-    .venv/bin/python bench/chat.py [--rounds 5] [--streams 8] [--tokens 256]
+    .venv/bin/python bench/chat.py [--rounds 5] [--streams 8] [--tokens 256] [--remote]
 
 Starts `appliance serve` with the tiny chat model on vLLM (CPU build), then
 round by round, alternating which side goes first: ``--streams`` concurrent
@@ -11,6 +11,10 @@ time-to-first-token; per round, the ratios appliance/direct and the
 difference in first-token time. Prints the medians with their spread and the
 client's CPU time (aiohttp). ``--catalogue FILE --model SLUG`` measures a
 real model instead.
+
+``--remote`` serves vLLM on a loopback TCP port instead and puts the appliance
+in front of it as a remote backend (``engine = "remote"``): the appliance over
+TCP to vLLM vs straight at vLLM's TCP port.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 from appliance.config import load_settings  # noqa: E402
 from appliance.supervisor.worker import socket_file  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
+from tests.support.vllm import tiny_vllm_entry, vllm_on_tcp  # noqa: E402
 
 TINY_SLUG = "scailabs/poolnoodle-omni"
 PROMPT = [{"role": "user", "content": "Tell me a long story about a little model that lived in a box."}]
@@ -64,14 +69,21 @@ async def side(session: aiohttp.ClientSession, url: str, model: str, streams: in
     return sum(count for count, _ in results) / elapsed, statistics.median(first for _, first in results)
 
 
-async def run(url: str, key: str, socket: Path, model: str, rounds: int, streams: int, tokens: int) -> None:
+async def run(url: str, key: str, direct_to: Path | str, models: dict[str, str], rounds: int, streams: int,
+              tokens: int) -> None:
+    """``direct_to``: vLLM's Unix socket, or its TCP base URL; ``models``: the model's name on each leg."""
     gateway = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"},
                                     connector=aiohttp.TCPConnector(limit=streams * 2))
-    direct = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket), limit=streams * 2))
-    legs = {"appliance": (gateway, f"{url}/v1/inference/chat"), "direct": (direct, "http://vllm/v1/chat/completions")}
+    if isinstance(direct_to, Path):
+        direct = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(direct_to), limit=streams * 2))
+        direct_url = "http://vllm/v1/chat/completions"
+    else:
+        direct = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=streams * 2))
+        direct_url = f"{direct_to}/chat/completions"
+    legs = {"appliance": (gateway, f"{url}/v1/inference/chat"), "direct": (direct, direct_url)}
     try:
         for name, (session, target) in legs.items():  # warm-up, both sides
-            await side(session, target, model, streams, 16, 0)
+            await side(session, target, models[name], streams, 16, 0)
         rate_ratios, ttft_added, rates, ttfts = [], [], {"appliance": [], "direct": []}, {"appliance": [], "direct": []}
         cpu = time.process_time()
         for round_no in range(1, rounds + 1):
@@ -79,7 +91,7 @@ async def run(url: str, key: str, socket: Path, model: str, rounds: int, streams
             result = {}
             for name in order:
                 session, target = legs[name]
-                result[name] = await side(session, target, model, streams, tokens, round_no * 100)
+                result[name] = await side(session, target, models[name], streams, tokens, round_no * 100)
                 rates[name].append(result[name][0])
                 ttfts[name].append(result[name][1])
             rate_ratios.append(result["appliance"][0] / result["direct"][0])
@@ -109,7 +121,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--catalogue", type=Path, help="a models.toml with the model to measure (default: tiny)")
     parser.add_argument("--model", default=TINY_SLUG)
+    parser.add_argument("--remote", action="store_true", help="vLLM on TCP behind the appliance as a remote backend")
     args = parser.parse_args()
+    if args.remote:
+        remote(args)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     catalogue = args.catalogue
@@ -133,7 +149,29 @@ def main() -> None:
         print(f"model={args.model} streams={args.streams} tokens={args.tokens} rounds={args.rounds} "
               f"cores={os.cpu_count()}")
         socket = settings.socket_dir / socket_file(args.model)
-        asyncio.run(run(url, key, socket, args.model, args.rounds, args.streams, args.tokens))
+        asyncio.run(run(url, key, socket, {"appliance": args.model, "direct": args.model}, args.rounds,
+                        args.streams, args.tokens))
+
+
+def remote(args: argparse.Namespace) -> None:
+    """The tiny model on a TCP vLLM, and the appliance in front of it with ``engine = "remote"``."""
+    import tomli_w
+
+    from appliance.tiny_models import build_all
+
+    work = Path(tempfile.mkdtemp(prefix="bench-chat-remote-"))
+    entry = tiny_vllm_entry(build_all(REPO / ".cache" / "tiny-models"))
+    with vllm_on_tcp(entry, TINY_SLUG, work / "vllm.log") as (base_url, _pid):
+        catalogue = work / "models.toml"
+        catalogue.write_text(tomli_w.dumps({"model": [{
+            "slug": "bench/remote-chat", "modality": "chat", "engine": "remote", "url": [base_url],
+            "remote_model": TINY_SLUG}]}))
+        with start_appliance(catalogue, work / "state") as running:
+            print(f"remote: vLLM at {base_url}; streams={args.streams} tokens={args.tokens} rounds={args.rounds} "
+                  f"cores={os.cpu_count()}")
+            asyncio.run(run(running.url, running.create_key(), base_url,
+                            {"appliance": "bench/remote-chat", "direct": TINY_SLUG}, args.rounds, args.streams,
+                            args.tokens))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
-from appliance.gateway.relay import backend, post_json, resolve_model
+from appliance.gateway.relay import post_json, resolve_model
 from appliance.gateway.sse import relay_sse
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest
 from appliance.protocol.sampling import SamplingFields
@@ -41,8 +41,8 @@ class Kind:
     prompt_field: str
 
 
-CHAT = Kind(ChatRequest, "/v1/chat/completions", "messages")
-GENERATE = Kind(CompletionRequest, "/v1/completions", "prompt")
+CHAT = Kind(ChatRequest, "/chat/completions", "messages")
+GENERATE = Kind(CompletionRequest, "/completions", "prompt")
 
 
 def _client_field(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -81,7 +81,7 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
 def engine_payload(body: SamplingFields, entry: ModelEntry) -> bytes:
     """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata."""
     data = body.model_dump(exclude_none=True, exclude={"metadata"})
-    data["model"] = entry.slug
+    data["model"] = entry.served_model
     cap = entry.max_output_tokens
     if cap is not None and isinstance(body, ChatRequest):
         data["max_tokens"] = min(body.max_tokens or cap, cap)
@@ -123,10 +123,9 @@ async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -
     on_error = refine(kind, entry)
     if body.stream:
         return await relay_sse(request, entry, kind.path, payload, on_error)
-    async with backend(request, entry) as worker:
-        try:
-            answer = await post_json(request, worker, kind.path, payload)
-        except ApiError as exc:
-            raise on_error(exc) from None
+    try:
+        answer = await post_json(request, entry, kind.path, payload)
+    except ApiError as exc:
+        raise on_error(exc) from None
     return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
 

@@ -1,28 +1,37 @@
-"""From a route to a model's backend and back: resolve the model, reach its worker, map its failures."""
+"""From a route to a model's backend and back: resolve the model, pick a backend, map its failures.
+
+Every call goes through ``call``: it asks the supervisor for a backend (a local
+replica or a remote server), sends the request through that backend's
+endpoint (the one transport), and when the backend cannot be reached at all
+tries the next healthy one, so a dead backend costs no request.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-import httpx
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from appliance.backends.pool import Backend
+from appliance.backends.transport import TransportError, Unreachable
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import check_model_access
 from appliance.gateway.errors import ApiError, ErrorCode, request_id_of
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
-from appliance.supervisor.worker import Worker
 
 MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
                   "transcription": "a transcription", "speech": "a speech"}
+
+T = TypeVar("T")
 
 
 def resolve_model(request: Request, key: ApiKey, name: str, modality: str) -> ModelEntry:
@@ -41,63 +50,138 @@ def resolve_model(request: Request, key: ApiKey, name: str, modality: str) -> Mo
     return entry
 
 
-@contextlib.asynccontextmanager
-async def backend(request: Request, entry: ModelEntry) -> AsyncIterator[Worker]:
-    """The model's ready worker for the length of one call; MODEL_UNAVAILABLE if it cannot serve now."""
+def is_remote(backend: Backend) -> bool:
+    return backend.backend_id.startswith("remote:")
+
+
+def describe(backend: Backend) -> str:
+    """Who failed, for a person: the local engine, or the remote backend by its id (never its key)."""
+    if is_remote(backend):
+        return f"Backend '{backend.backend_id}' of model '{backend.entry.slug}'"
+    return f"The engine of model '{backend.entry.slug}'"
+
+
+async def call(request: Request, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
+    """``send`` the request to a backend of ``entry``; on to the next one while a backend cannot be reached.
+
+    The backend counts the request in flight for as long as ``send`` runs.
+    """
     supervisor: Supervisor = request.app.state.supervisor
+    tried: list[Backend] = []
+    while True:
+        try:
+            backend = await supervisor.acquire(entry, exclude=tried)
+        except ModelUnavailable as exc:
+            if tried:  # every backend it could reach refused the connection just now
+                last = tried[-1]
+                raise ApiError(ErrorCode.MODEL_UNAVAILABLE, f"{describe(last)} is not reachable right now.",
+                               retry_after=last.retry_after_s()) from None
+            raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
+        request.state.backend = backend.backend_id
+        async with backend.use():
+            try:
+                return await send(backend)
+            except Unreachable as exc:
+                await backend.failed(f"{type(exc).__name__}: {exc}")
+                tried.append(backend)
+            except TransportError as exc:
+                raise await broken(backend, exc) from None
+
+
+async def broken(backend: Backend, exc: BaseException) -> ApiError:
+    """The error a failure in the middle of a call means; a backend that died is taken out of rotation."""
+    if isinstance(exc, TimeoutError):
+        return ApiError(ErrorCode.BACKEND_TIMEOUT, f"{describe(backend)} did not answer in time.", retry_after=5)
+    await backend.failed(f"{type(exc).__name__} while answering")
+    then = "it is out of rotation until it answers its health checks" if is_remote(backend) else \
+        "it is being restarted"
+    return ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} failed while answering ({type(exc).__name__}); "
+                                             f"{then}. Retrying once may help.")
+
+
+def backend_headers(request: Request, content_type: str | None = "application/json") -> dict[str, str]:
+    headers = {"x-request-id": request_id_of(request)}
+    if content_type:
+        headers["content-type"] = content_type
+    return headers
+
+
+@dataclass
+class Answer:
+    body: bytes
+    content_type: str
+
+
+async def post(request: Request, entry: ModelEntry, path: str, data: Callable[[], Any],
+               content_type: str | None = "application/json", json_answer: bool = True) -> Answer:
+    """POST ``data()`` (made anew for each backend tried) and return the whole answer, or raise its ApiError."""
+
+    async def send(backend: Backend) -> Answer:
+        status, headers, body = await backend.endpoint.post_bytes(path, data(), backend_headers(request,
+                                                                                               content_type))
+        if status >= 400:
+            raise backend_error(backend, status, body, headers)
+        media_type = headers.get("content-type", "application/json")
+        return Answer(checked_json(backend, body) if json_answer else body, media_type)
+
+    return await call(request, entry, send)
+
+
+async def post_json(request: Request, entry: ModelEntry, path: str, payload: bytes) -> bytes:
+    """POST a JSON body and return the backend's JSON answer."""
+    return (await post(request, entry, path, lambda: payload)).body
+
+
+def checked_json(backend: Backend, body: bytes) -> bytes:
+    """The answer as the client gets it: a JSON object, named by the frontend slug.
+
+    A local worker is ours, so a glance at its ends suffices; a remote one is
+    parsed in full (a proxy's HTML page, a truncated body) and its own name for
+    the model becomes the slug the client asked for.
+    """
+    entry = backend.entry
+    if not is_remote(backend):
+        if body[:1] == b"{" and body.rstrip()[-1:] == b"}":
+            return body
+        raise not_json(backend)
     try:
-        worker = await supervisor.acquire(entry)
-    except ModelUnavailable as exc:
-        raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
-    request.state.backend = worker.backend_id
-    async with worker.use():
-        yield worker
-
-
-def backend_headers(request: Request) -> dict[str, str]:
-    return {"content-type": "application/json", "x-request-id": request_id_of(request)}
-
-
-async def post_json(request: Request, worker: Worker, path: str, payload: bytes) -> bytes:
-    """POST to the worker and return its JSON body, or raise the ApiError its failure means."""
-    try:
-        async with worker.session.post(f"http://worker{path}", data=payload,
-                                       headers=backend_headers(request)) as response:
-            status, body = response.status, await response.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise transport_error(worker, exc) from None
-    if status >= 400:
-        raise backend_error(worker, status, body)
+        data = json.loads(body)
+    except ValueError:
+        raise not_json(backend) from None
+    if not isinstance(data, dict):
+        raise not_json(backend)
+    if data.get("model") == entry.served_model and entry.served_model != entry.slug:
+        data["model"] = entry.slug
+        return json.dumps(data, separators=(",", ":")).encode()
     return body
 
 
-def transport_error(worker: Worker, exc: httpx.HTTPError | aiohttp.ClientError | TimeoutError) -> ApiError:
-    slug = worker.entry.slug
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        return ApiError(ErrorCode.BACKEND_TIMEOUT, f"Model '{slug}' did not answer in time.", retry_after=5)
-    if isinstance(exc, (httpx.ConnectError, aiohttp.ClientConnectorError)):
-        return ApiError(ErrorCode.MODEL_UNAVAILABLE, f"Model '{slug}' is not reachable right now; it is being "
-                        "restarted.", retry_after=worker.retry_after_s())
-    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed while answering "
-                    f"({type(exc).__name__}); it is being restarted. Retrying once may help.")
+def not_json(backend: Backend) -> ApiError:
+    return ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} answered with something that is not a JSON "
+                                             "object.")
 
 
-def backend_error(worker: Worker, status: int, body: bytes) -> ApiError:
-    """Map an OpenAI-style error answer of a worker onto the contract's codes."""
+def backend_error(backend: Backend, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> ApiError:
+    """Map an OpenAI-style error answer of a backend onto the contract's codes."""
     message, param = openai_error_fields(body)
-    slug = worker.entry.slug
+    who = describe(backend)
     if status in (400, 422):
         field = param or "body"
-        return ApiError(ErrorCode.VALIDATION_ERROR, message or f"Model '{slug}' rejected the request.",
+        return ApiError(ErrorCode.VALIDATION_ERROR, message or f"{who} rejected the request.",
                         details=[{"field": field, "message": message or "rejected by the model"}])
+    if status in (401, 403):  # our credentials at a remote, never the client's
+        return ApiError(ErrorCode.BACKEND_ERROR, f"{who} refused the appliance's credentials (HTTP {status}); "
+                                                 "the operator must check the model's api_key_env.")
     if status == 413:
         return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, message or "The request is too large for this model.")
+    retry = (headers or {}).get("retry-after", "")
+    retry_after = int(retry) if retry.isdigit() else 5  # a remote appliance or vLLM says how long
     if status == 429:
-        return ApiError(ErrorCode.QUOTA_EXCEEDED, message or f"Model '{slug}' is at capacity.", retry_after=5)
+        return ApiError(ErrorCode.BACKEND_RATE_LIMITED, message or f"{who} is at capacity.", retry_after=retry_after)
     if status == 503:
-        return ApiError(ErrorCode.MODEL_UNAVAILABLE, message or f"Model '{slug}' is not ready.", retry_after=5)
+        return ApiError(ErrorCode.MODEL_UNAVAILABLE, message or f"{who} is not ready.", retry_after=retry_after)
     detail = f": {message}" if message else ""
-    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' failed (HTTP {status}){detail}.")
+    return ApiError(ErrorCode.BACKEND_ERROR, f"{who} failed (HTTP {status}){detail}.")
 
 
 def openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
@@ -113,51 +197,67 @@ def openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-class BackendStream:
-    """A worker's streamed answer, held open (worker, connection) until its chunks are consumed or dropped."""
+@dataclass
+class Upstream:
+    """A backend's streamed answer, held open (backend counted in flight, connection) until it is closed."""
 
-    def __init__(self, response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
-        self.response = response
-        self.chunks = chunks
+    backend: Backend
+    response: aiohttp.ClientResponse
+    stack: contextlib.AsyncExitStack
 
     @property
     def media_type(self) -> str | None:
         return self.response.headers.get("content-type")
 
 
-async def open_stream(request: Request, entry: ModelEntry, path: str, payload: bytes,
-                      content_type: str = "application/json") -> BackendStream:
-    """POST to the model's worker and stream its answer back.
+async def open_upstream(request: Request, entry: ModelEntry, path: str, payload: bytes,
+                        on_error: Callable[[ApiError], ApiError] = lambda error: error) -> Upstream:
+    """POST to a backend of ``entry`` and return its answer unread, to be streamed.
 
-    A failure before the first byte raises the ApiError it means (so the client
-    gets a clean error); a failure later cuts the stream, which the client sees
-    as an incomplete body rather than a short answer that looks whole.
+    A failure before the first byte raises the ApiError it means (``on_error``
+    may refine it), so the client gets a clean error answer.
     """
-    stack = contextlib.AsyncExitStack()
-    try:
-        worker = await stack.enter_async_context(backend(request, entry))
-        headers = {**backend_headers(request), "content-type": content_type}
+
+    async def send(backend: Backend) -> Upstream:
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(backend.use())  # stays in flight until the stream ends
         try:
-            response = await stack.enter_async_context(
-                worker.client.stream("POST", path, content=payload, headers=headers))
-            if response.status_code >= 400:
-                raise backend_error(worker, response.status_code, await response.aread())
-        except httpx.HTTPError as exc:
-            raise transport_error(worker, exc) from None
-    except BaseException:
-        await stack.aclose()
-        raise
+            response = await backend.endpoint.post(path, payload, backend_headers(request), stream=True)
+            stack.callback(response.close)  # closes the connection, unless read to its end: vLLM aborts
+            if response.status >= 400:
+                raise backend_error(backend, response.status, await response.read(), response.headers)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return Upstream(backend, response, stack)
+
+    try:
+        return await call(request, entry, send)
+    except ApiError as exc:
+        raise on_error(exc) from None
+
+
+async def open_stream(request: Request, entry: ModelEntry, path: str, payload: bytes) -> tuple[
+        AsyncIterator[bytes], str | None]:
+    """The backend's answer as raw chunks (speech), and its media type.
+
+    A failure after the first byte cuts the stream, which the client sees as an
+    incomplete body rather than a short answer that looks whole.
+    """
+    upstream = await open_upstream(request, entry, path, payload)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in upstream.response.content.iter_any():
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise RuntimeError(f"the worker of '{entry.slug}' broke off its stream ({type(exc).__name__})") from None
+        except TransportError as exc:
+            error = await broken(upstream.backend, exc)
+            raise RuntimeError(f"the stream of '{entry.slug}' broke off: {error.message}") from None
         finally:
-            await stack.aclose()
+            with anyio.CancelScope(shield=True):
+                await upstream.stack.aclose()
 
-    return BackendStream(response, chunks())
+    return chunks(), upstream.media_type
 
 
 class RelayResponse(StreamingResponse):

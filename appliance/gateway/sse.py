@@ -8,21 +8,19 @@ connection, which makes vLLM abort the generation.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from appliance.backends.pool import Backend
+from appliance.backends.transport import TransportError
 from appliance.catalogue import ModelEntry
 from appliance.gateway.errors import ApiError, ErrorCode, is_openai_surface
-from appliance.gateway.relay import (RelayResponse, backend, backend_error, backend_headers, openai_error_fields,
-                                     transport_error)
-from appliance.supervisor.worker import Worker
+from appliance.gateway.relay import RelayResponse, Upstream, broken, describe, open_upstream, openai_error_fields
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -40,40 +38,38 @@ def error_frame(error: ApiError, openai_shape: bool) -> bytes:
 
 async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: bytes,
                     on_error: Callable[[ApiError], ApiError] = lambda error: error) -> StreamingResponse:
-    """POST ``payload`` to the model's worker and answer with its event stream.
+    """POST ``payload`` to a backend of the model and answer with its event stream.
 
-    ``on_error`` may refine an error the worker gives before streaming (e.g. name
-    the field of a rejected request). The worker stays counted in flight until
-    the stream ends.
+    ``on_error`` may refine an error the backend gives before streaming (e.g.
+    name the field of a rejected request). The backend stays counted in flight
+    until the stream ends.
     """
-    stack = contextlib.AsyncExitStack()
-    try:
-        worker = await stack.enter_async_context(backend(request, entry))
-        try:
-            upstream = await worker.session.post(f"http://worker{path}", data=payload,
-                                                 headers=backend_headers(request), timeout=stream_timeout(worker))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise on_error(transport_error(worker, exc)) from None
-        stack.callback(upstream.close)  # closes the connection, unless read to its end: vLLM aborts
-        if upstream.status >= 400:
-            raise on_error(backend_error(worker, upstream.status, await upstream.read()))
-    except BaseException:
-        await stack.aclose()
-        raise
-    frames = _frames(worker, upstream, stack, openai_shape=is_openai_surface(request.url.path))
+    upstream = await open_upstream(request, entry, path, payload, on_error)
+    frames = _frames(upstream, openai_shape=is_openai_surface(request.url.path))
     return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def stream_timeout(worker: Worker) -> aiohttp.ClientTimeout:
-    """No limit on a whole stream (answers may be long); a limit on each wait for the next bytes."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=worker.client.timeout.read)
+def renamer(entry: ModelEntry) -> Callable[[bytes], bytes] | None:
+    """A remote calls the model by its own name; the client's frames carry the slug it asked for."""
+    if entry.served_model == entry.slug:
+        return None
+    theirs, ours = json.dumps(entry.served_model).encode(), json.dumps(entry.slug).encode()
+    pairs = [(b'"model":' + theirs, b'"model":' + ours), (b'"model": ' + theirs, b'"model": ' + ours)]
+
+    def rename(frames: bytes) -> bytes:
+        for old, new in pairs:
+            frames = frames.replace(old, new)
+        return frames
+
+    return rename
 
 
-async def _frames(worker: Worker, upstream: aiohttp.ClientResponse, stack: contextlib.AsyncExitStack,
-                  openai_shape: bool) -> AsyncIterator[bytes]:
+async def _frames(upstream: Upstream, openai_shape: bool) -> AsyncIterator[bytes]:
+    backend = upstream.backend
+    rename = renamer(backend.entry)
     pending = b""
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.response.content.iter_any():
             data = pending + chunk if pending else chunk
             end = data.rfind(b"\n\n") + 2
             if end < 2:  # no whole frame yet
@@ -81,32 +77,24 @@ async def _frames(worker: Worker, upstream: aiohttp.ClientResponse, stack: conte
                 continue
             frames, pending = data[:end], data[end:]
             if b'"error"' in frames:
-                failed = _engine_error(worker, frames)
+                failed = _engine_error(backend, frames)
                 if failed is not None:
                     kept, error = failed
                     yield kept + error_frame(error, openai_shape) + DONE
                     return
-            yield frames
+            yield rename(frames) if rename else frames
             if frames.endswith(DONE):
                 return
-        error = ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{worker.entry.slug}' ended the stream "
-                         "before it was complete.")
+        error = ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} ended the stream before it was complete.")
         yield error_frame(error, openai_shape) + DONE
-    except (aiohttp.ClientError, TimeoutError) as exc:  # the engine died or hung mid-stream
-        yield error_frame(_mid_stream(worker, exc), openai_shape) + DONE
+    except TransportError as exc:  # the engine died or hung mid-stream
+        yield error_frame(await broken(backend, exc), openai_shape) + DONE
     finally:
         with anyio.CancelScope(shield=True):  # even when the client's disconnect cancelled the response
-            await stack.aclose()
+            await upstream.stack.aclose()
 
 
-def _mid_stream(worker: Worker, exc: aiohttp.ClientError | TimeoutError) -> ApiError:
-    if isinstance(exc, TimeoutError):
-        return transport_error(worker, exc)
-    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{worker.entry.slug}' failed while streaming "
-                    f"({type(exc).__name__}); it is being restarted. Retrying once may help.")
-
-
-def _engine_error(worker: Worker, frames: bytes) -> tuple[bytes, ApiError] | None:
+def _engine_error(backend: Backend, frames: bytes) -> tuple[bytes, ApiError] | None:
     """The frames before an error frame the engine sent in-stream, and that error; None if there is none."""
     kept = b""
     for frame in frames.split(b"\n\n")[:-1]:
@@ -114,7 +102,6 @@ def _engine_error(worker: Worker, frames: bytes) -> tuple[bytes, ApiError] | Non
             body = frame.split(b"data: ", 1)[-1]
             message, _param = openai_error_fields(body)
             reason = f": {message}" if message else ""
-            return kept, ApiError(ErrorCode.BACKEND_ERROR,
-                                  f"The engine of model '{worker.entry.slug}' failed while streaming{reason}.")
+            return kept, ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} failed while streaming{reason}.")
         kept += frame + b"\n\n"
     return None

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from appliance.gateway.errors import ApiError, ErrorCode, request_id_of, validation_error
-from appliance.gateway.relay import backend_error, transport_error
-from appliance.supervisor.worker import Worker
+from appliance.catalogue import ModelEntry
+from appliance.gateway.errors import ApiError, ErrorCode, validation_error
+from appliance.gateway.relay import Answer, post
 
 FORM_OVERHEAD = 64 * 1024  # room for the other form fields and the multipart framing
 
@@ -84,17 +84,19 @@ async def read_upload(request: Request, limit: int, field: str = "file") -> Uplo
     return Upload(form, upload)
 
 
-async def forward_upload(request: Request, worker: Worker, path: str, upload: Upload,
-                         fields: dict[str, str | list[str]]) -> httpx.Response:
-    """POST the upload's file and ``fields`` to the worker as multipart; its error answers raise their ApiError."""
+async def forward_upload(request: Request, entry: ModelEntry, path: str, upload: Upload,
+                         fields: dict[str, str | list[str]], json_answer: bool = True) -> Answer:
+    """POST the upload's file and ``fields`` to a backend as multipart; its error answers raise their ApiError."""
     file = upload.file
-    file.file.seek(0)
-    files = {"file": (file.filename or "audio", file.file, file.content_type or "application/octet-stream")}
-    try:
-        response = await worker.client.post(path, data=fields, files=files,
-                                            headers={"x-request-id": request_id_of(request)})
-    except httpx.HTTPError as exc:
-        raise transport_error(worker, exc) from None
-    if response.status_code >= 400:
-        raise backend_error(worker, response.status_code, response.content)
-    return response
+
+    def form() -> aiohttp.FormData:  # made anew for each backend tried: a form can be sent once
+        data = aiohttp.FormData()
+        for name, value in fields.items():
+            for item in value if isinstance(value, list) else [value]:
+                data.add_field(name, item)
+        file.file.seek(0)
+        data.add_field("file", file.file, filename=file.filename or "audio",
+                       content_type=file.content_type or "application/octet-stream")
+        return data
+
+    return await post(request, entry, path, form, content_type=None, json_answer=json_answer)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 
+class BackendInfo(BaseModel):
+    id: str  # as X-Scaigrid-Backend shows it
+    health_status: str  # healthy | loading | restarting | idle | unhealthy
+    in_flight: int
+
+
 class ModelInfo(BaseModel):
     slug: str
     display_name: str
@@ -17,6 +23,7 @@ class ModelInfo(BaseModel):
     health_status: str  # healthy | loading | restarting | idle | unhealthy
     active_backend_count: int
     total_backend_count: int
+    backends: list[BackendInfo]
 
 
 class ModelList(BaseModel):

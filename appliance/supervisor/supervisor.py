@@ -1,15 +1,23 @@
-"""All workers of the catalogue: lazy start, bounded waits, a GPU-memory ledger, idle unloading."""
+"""Every model's backends: local replicas started lazily under a GPU-memory ledger, remote servers probed.
+
+A model is a ``BackendPool``: its local worker processes (``replicas``) or its
+remote URLs. The supervisor starts, evicts and unloads local pools and keeps
+the remote backends' health checks running; the gateway asks it for a backend.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 
+from appliance.backends.pool import Backend, BackendPool
+from appliance.backends.remote import RemoteBackend
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.config import Settings
-from appliance.supervisor.launch import is_supported
+from appliance.engines.registry import engine_spec
 from appliance.supervisor.worker import Worker, WorkerState
 
 log = logging.getLogger("appliance.supervisor")
@@ -26,111 +34,208 @@ class ModelUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class ModelPool(BackendPool):
+    """A model's pool, with what the supervisor needs to know of it."""
+
+    def __init__(self, entry: ModelEntry, backends: list[Worker] | list[RemoteBackend]) -> None:
+        super().__init__(backends)
+        self.entry = entry
+        self.local = engine_spec(entry.engine).local
+        self.last_used = time.monotonic()
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [b for b in self.backends if isinstance(b, Worker)]
+
+    @property
+    def running(self) -> bool:
+        return any(worker.running for worker in self.workers)
+
+    @property
+    def gpu_memory_gb(self) -> float:
+        return self.entry.gpu_memory_gb * len(self.workers)
+
+    @property
+    def idle_since(self) -> float:
+        return max([self.last_used, *(w.last_used for w in self.workers)])
+
+    def all_ready(self) -> bool:
+        return all(w.state == WorkerState.READY for w in self.workers)
+
+    def start(self) -> None:
+        for backend in self.backends:
+            backend.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(backend.aclose() for backend in self.backends))
+
+
 class Supervisor:
     def __init__(self, catalogue: Catalogue, settings: Settings) -> None:
         self.catalogue = catalogue
         self.settings = settings
-        self.workers: dict[str, Worker] = {
-            entry.slug: Worker(entry, settings.socket_dir, settings.worker_start_timeout_s, settings.backend_timeout_s)
-            for entry in catalogue if is_supported(entry)
-        }
+        self.pools: dict[str, ModelPool] = {entry.slug: self._pool(entry) for entry in catalogue}
+        self._draining: dict[ModelPool, asyncio.Task[None]] = {}  # pools of a previous catalogue, finishing
         self._idle_task: asyncio.Task[None] | None = None
 
-    def worker_for(self, entry: ModelEntry) -> Worker | None:
-        return self.workers.get(entry.slug)
+    def _pool(self, entry: ModelEntry) -> ModelPool:
+        timeout = entry.timeout_s or self.settings.backend_timeout_s
+        if engine_spec(entry.engine).local:
+            return ModelPool(entry, [Worker(entry, self.settings.socket_dir, self.settings.worker_start_timeout_s,
+                                            timeout, replica) for replica in range(entry.replicas)])
+        bearer = os.environ.get(entry.api_key_env) if entry.api_key_env else None
+        return ModelPool(entry, [RemoteBackend(entry, url, bearer, timeout, self.settings.remote_probe_interval_s)
+                                 for url in entry.url])
+
+    def pool_for(self, entry: ModelEntry) -> ModelPool:
+        return self.pools[entry.slug]
 
     async def start(self) -> None:
-        """Start the startup models (without waiting for them) and the idle-unload loop."""
-        for worker in self.workers.values():
-            if worker.entry.load == "startup":
-                try:
-                    await self._reserve_memory(worker)
-                except ModelUnavailable as exc:
-                    log.error("%s not started: %s", worker.entry.slug, exc.message)
-                    continue
-                worker.start()
+        """Start the startup models (without waiting for them), the remote probes and the idle-unload loop."""
+        await self._start_pools(list(self.pools.values()))
         self._idle_task = asyncio.get_running_loop().create_task(self._unload_idle())
 
+    async def _start_pools(self, pools: list[ModelPool]) -> None:
+        for pool in pools:
+            if not pool.local:
+                pool.start()
+            elif pool.entry.load == "startup":
+                try:
+                    await self._reserve_memory(pool)
+                except ModelUnavailable as exc:
+                    log.error("%s not started: %s", pool.entry.slug, exc.message)
+                    continue
+                pool.start()
+
+    async def reload(self, catalogue: Catalogue) -> dict[str, list[str]]:
+        """Serve ``catalogue`` from now on: new models appear, removed ones drain and stop, changed ones restart.
+
+        Requests in flight on a removed or changed model finish on its old
+        backends (for at most ``drain_timeout_s``); new requests see the new
+        catalogue at once.
+        """
+        old = {entry.slug: entry for entry in self.catalogue}
+        new = {entry.slug: entry for entry in catalogue}
+        changes = {"added": [slug for slug in new if slug not in old],
+                   "removed": [slug for slug in old if slug not in new],
+                   "changed": [slug for slug in new if slug in old and new[slug] != old[slug]]}
+        for slug in changes["removed"] + changes["changed"]:
+            retired = self.pools.pop(slug)
+            self._draining[retired] = asyncio.get_running_loop().create_task(self._drain(retired))
+        fresh = [self._pool(new[slug]) for slug in changes["added"] + changes["changed"]]
+        self.pools.update((pool.entry.slug, pool) for pool in fresh)
+        self.catalogue = catalogue
+        if changes["changed"]:  # their old workers must give their memory back before the new ones load
+            await asyncio.gather(*(asyncio.shield(task) for task in self._draining.values()))
+        await self._start_pools(fresh)
+        log.info("catalogue reloaded: %s", "; ".join(f"{kind} {', '.join(slugs)}" for kind, slugs in changes.items()
+                                                     if slugs) or "no change")
+        return changes
+
+    async def _drain(self, pool: ModelPool) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while pool.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        log.info("%s: stopping its old backends (%d request(s) still in flight)", pool.entry.slug, pool.in_flight)
+        await pool.aclose()
+        self._draining.pop(pool, None)
+
+    def _startup_pools(self) -> list[ModelPool]:
+        return [p for p in self.pools.values() if p.local and p.entry.load == "startup"]
+
     async def wait_startup_models(self, timeout: float | None = None) -> bool:
-        """True once every startup model is ready."""
-        startup = [w for w in self.workers.values() if w.entry.load == "startup"]
+        """True once every replica of every startup model is ready."""
+        waits = [w.ready.wait() for pool in self._startup_pools() for w in pool.workers]
         try:
-            await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in startup)), timeout)
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
         except TimeoutError:
             return False
         return True
 
     def startup_ready(self) -> bool:
-        return all(w.state == WorkerState.READY for w in self.workers.values() if w.entry.load == "startup")
+        return all(pool.all_ready() for pool in self._startup_pools())
 
-    async def acquire(self, entry: ModelEntry) -> Worker:
-        """The ready worker of ``entry``, starting it if needed; waits at most ``request_wait_s``."""
-        worker = self.workers.get(entry.slug)
-        if worker is None:
-            raise ModelUnavailable(f"Model '{entry.slug}' uses engine '{entry.engine}', which this appliance "
-                                   "cannot run yet.", None)
-        worker.last_used = time.monotonic()
-        if worker.state == WorkerState.READY:
-            return worker
-        if not worker.running:
-            await self._reserve_memory(worker)
-            worker.start()
-        worker.in_flight += 1  # a waiting request keeps a loading model from being evicted or unloaded
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.ready.wait(), self.settings.request_wait_s)
-        finally:
-            worker.in_flight -= 1
-            worker.last_used = time.monotonic()
-        if worker.state == WorkerState.READY:
-            return worker
-        raise ModelUnavailable(self._unavailable_message(worker), worker.retry_after_s())
+    async def acquire(self, entry: ModelEntry, exclude: list[Backend] | None = None) -> Backend:
+        """A backend of ``entry`` that takes requests now, starting local workers if needed.
+
+        Waits at most ``request_wait_s`` for one to come up; with ``exclude``
+        (backends that just failed this request) it does not wait at all.
+        """
+        pool = self.pools.get(entry.slug)
+        if pool is None or pool.entry != entry:  # the catalogue was reloaded while this request waited
+            raise ModelUnavailable(f"Model '{entry.slug}' was just changed or removed on this appliance; "
+                                   "try again.", 1)
+        pool.last_used = time.monotonic()
+        backend = pool.pick(exclude or ())
+        if backend is not None:
+            return backend
+        if pool.local and not all(worker.running for worker in pool.workers):
+            await self._reserve_memory(pool)
+            pool.start()
+        if not exclude:
+            await pool.wait_up(self.settings.request_wait_s)  # counts as in flight: not evicted meanwhile
+            pool.last_used = time.monotonic()
+            backend = pool.pick()
+            if backend is not None:
+                return backend
+        raise ModelUnavailable(self._unavailable_message(pool), pool.retry_after_s())
 
     async def stop(self) -> None:
         if self._idle_task is not None:
             self._idle_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
-        await asyncio.gather(*(worker.aclose() for worker in self.workers.values()))
+        for task in self._draining.values():
+            task.cancel()
+        await asyncio.gather(*(pool.aclose() for pool in [*self.pools.values(), *self._draining]))
 
     # --- internals --------------------------------------------------------
 
     @staticmethod
-    def _unavailable_message(worker: Worker) -> str:
-        slug = worker.entry.slug
-        if worker.state == WorkerState.BACKOFF:
-            return f"Model '{slug}' stopped unexpectedly ({worker.last_error}) and is restarting."
+    def _unavailable_message(pool: ModelPool) -> str:
+        slug = pool.entry.slug
+        if not pool.local:
+            problems = "; ".join(f"{b.backend_id}: {b.last_error}" for b in pool.backends
+                                 if isinstance(b, RemoteBackend) and not b.is_up())
+            return f"Every backend of model '{slug}' is down ({problems}); the appliance keeps probing them."
+        failed = [w for w in pool.workers if w.state == WorkerState.BACKOFF]
+        if failed:
+            return f"Model '{slug}' stopped unexpectedly ({failed[0].last_error}) and is restarting."
         return f"Model '{slug}' is loading; try again shortly."
 
-    async def _reserve_memory(self, worker: Worker) -> None:
-        """Make room for ``worker`` in the GPU-memory ledger, unloading idle on-demand models, or refuse."""
+    async def _reserve_memory(self, pool: ModelPool) -> None:
+        """Make room for ``pool`` in the GPU-memory ledger, unloading idle on-demand models, or refuse."""
         total = self.settings.gpu_memory_gb
-        need = worker.entry.gpu_memory_gb
-        if total is None or need == 0:
+        need = pool.gpu_memory_gb
+        if total is None or need == 0 or pool.running:
             return
+        slug = pool.entry.slug
         if need > total:
-            raise ModelUnavailable(f"Model '{worker.entry.slug}' needs {need:g} GB of GPU memory; "
+            raise ModelUnavailable(f"Model '{slug}' needs {need:g} GB of GPU memory; "
                                    f"this appliance has {total:g} GB.", None)
-        loaded = [w for w in self.workers.values() if w.running and w is not worker]
-        used = sum(w.entry.gpu_memory_gb for w in loaded)
-        evictable = sorted((w for w in loaded if w.entry.load == "on-demand" and w.in_flight == 0),
-                           key=lambda w: w.last_used)
+        loaded = [p for p in [*self.pools.values(), *self._draining] if p.running and p is not pool]
+        used = sum(p.gpu_memory_gb for p in loaded)
+        evictable = sorted((p for p in loaded if p.entry.load == "on-demand" and p.in_flight == 0),
+                           key=lambda p: p.idle_since)
         while used + need > total and evictable:
             victim = evictable.pop(0)
-            log.info("unloading %s to make room for %s", victim.entry.slug, worker.entry.slug)
+            log.info("unloading %s to make room for %s", victim.entry.slug, slug)
             await victim.stop()  # its memory must be free before the next model loads
-            used -= victim.entry.gpu_memory_gb
+            used -= victim.gpu_memory_gb
         if used + need > total:
-            raise ModelUnavailable(f"Model '{worker.entry.slug}' needs {need:g} GB of GPU memory and only "
+            raise ModelUnavailable(f"Model '{slug}' needs {need:g} GB of GPU memory and only "
                                    f"{total - used:g} GB is free while other models are busy.", 30)
 
     async def _unload_idle(self) -> None:
         while True:
             await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
             now = time.monotonic()
-            for worker in self.workers.values():
-                idle_s = worker.entry.idle_unload_s
-                if (idle_s and worker.entry.load == "on-demand" and worker.state == WorkerState.READY
-                        and worker.in_flight == 0 and now - worker.last_used > idle_s):
-                    log.info("unloading %s after %.0f s idle", worker.entry.slug, now - worker.last_used)
-                    await worker.stop()
+            for pool in self.pools.values():
+                idle_s = pool.entry.idle_unload_s
+                if (idle_s and pool.local and pool.entry.load == "on-demand" and pool.all_ready()
+                        and pool.in_flight == 0 and now - pool.idle_since > idle_s):
+                    log.info("unloading %s after %.0f s idle", pool.entry.slug, now - pool.idle_since)
+                    await pool.stop()

@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
 
-import aiohttp
-import httpx
-
+from appliance.backends.transport import Endpoint, TransportError
 from appliance.catalogue import ModelEntry
+from appliance.engines.registry import engine_spec
 from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
 from appliance.supervisor.launch import worker_command, worker_environment
 
@@ -57,12 +56,22 @@ def socket_file(slug: str) -> str:
 
 
 class Worker:
-    """The process serving one model on a Unix socket, and the HTTP client that reaches it."""
+    """One local replica of a model: the process serving it on a Unix socket, and the endpoint that reaches it.
 
-    def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float) -> None:
+    The supervisor owns the process; the gateway sends requests through
+    ``endpoint`` (the transport), like to any other backend.
+    """
+
+    def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float,
+                 replica: int = 0) -> None:
         self.entry = entry
-        self.socket_path = socket_dir / socket_file(entry.slug)
+        # Replica 1 keeps the socket name a model had before replicas existed.
+        name = entry.slug if replica == 0 else f"{entry.slug}#{replica + 1}"
+        self.socket_path = socket_dir / socket_file(name)
         self.backend_id = f"{entry.engine}:{socket_name(entry.slug)}"
+        if entry.replicas > 1:
+            self.backend_id += f"#{replica + 1}"
+        self.endpoint = Endpoint.unix(self.socket_path, timeout_s=entry.timeout_s or backend_timeout_s)
         self.start_timeout_s = start_timeout_s
         self.state = WorkerState.STOPPED
         self.ready = asyncio.Event()
@@ -72,21 +81,13 @@ class Worker:
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.retry_at = 0.0
-        # Refined by each start; feeds retry_after. vLLM takes ~25 s on a CPU, minutes for large models.
-        self.expected_start_s = 30.0 if entry.engine == "vllm" else 5.0
+        # Refined by each start; feeds retry_after.
+        self.expected_start_s = engine_spec(entry.engine).start_hint_s
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._engine_group: int | None = None  # the engine's process group (its guard's child leads it)
         self._stopping = False
-        self._backend_timeout_s = backend_timeout_s
-        self._session: aiohttp.ClientSession | None = None
-        timeout = httpx.Timeout(backend_timeout_s, connect=5.0)
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)), base_url="http://worker", timeout=timeout,
-            # Idle connections close well before any engine server's keep-alive timeout (uvicorn: 5 s).
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0),
-        )
-        self._publish_state()
+        WORKER_STATE.labels(entry.slug, self.state.value).inc()
 
     # --- public -----------------------------------------------------------
 
@@ -117,28 +118,17 @@ class Worker:
         self._set_state(WorkerState.STOPPED)
         self.socket_path.unlink(missing_ok=True)
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The fast client for plain request/response calls (a third of httpx's CPU per call).
+    def is_up(self) -> bool:
+        return self.state == WorkerState.READY
 
-        ``client`` (httpx) stays for streams and uploads.
-        """
-        if self._session is None or self._session.closed:
-            connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=256, keepalive_timeout=2.0)
-            timeout = aiohttp.ClientTimeout(total=self._backend_timeout_s, sock_connect=5.0)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                  skip_auto_headers=("User-Agent",))
-        return self._session
+    async def failed(self, reason: str) -> None:
+        """A request found the socket dead: the watch loop restarts the process; no call may reuse a connection."""
+        log.warning("%s: %s", self.backend_id, reason)
+        await self.endpoint.drop_connections()
 
     async def aclose(self) -> None:
         await self.stop()
-        await self.client.aclose()
-        await self._drop_connections()
-
-    async def _drop_connections(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self.endpoint.aclose()
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Worker]:
@@ -183,7 +173,7 @@ class Worker:
                 self.last_error = f"could not start: {exc}"
                 log.exception("%s: start failed", self.entry.slug)
             self.ready.clear()
-            await self._drop_connections()  # none of them leads anywhere now; new calls must not reuse them
+            await self.endpoint.drop_connections()  # none of them leads anywhere now
             if self._stopping:
                 break
             if self.process is not None and self.process.returncode is None:
@@ -227,10 +217,10 @@ class Worker:
 
     async def _healthy(self) -> bool:
         try:
-            response = await self.client.get("/health", timeout=5.0)
-            return response.status_code == 200
-        except httpx.HTTPError:
+            status, _body = await self.endpoint.probe(self.endpoint.origin + "/health", 5.0)
+        except TransportError:
             return False
+        return status == 200
 
     async def _wait_healthy(self, process: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self.start_timeout_s
@@ -271,9 +261,7 @@ class Worker:
                 await process.wait()
 
     def _set_state(self, state: WorkerState) -> None:
+        if state != self.state:
+            WORKER_STATE.labels(self.entry.slug, self.state.value).dec()
+            WORKER_STATE.labels(self.entry.slug, state.value).inc()
         self.state = state
-        self._publish_state()
-
-    def _publish_state(self) -> None:
-        for state in WorkerState:
-            WORKER_STATE.labels(self.entry.slug, state.value).set(1 if state == self.state else 0)

@@ -15,7 +15,7 @@ from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import from_validation_error, ok, ok_raw
-from appliance.gateway.relay import RelayResponse, backend, open_stream, resolve_model
+from appliance.gateway.relay import RelayResponse, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
 from appliance.protocol.audio import SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm
 
@@ -38,8 +38,8 @@ def _form(fields: dict[str, str | list[str]], default_format: str) -> Transcript
         raise from_validation_error(exc) from None
 
 
-def _worker_fields(form: TranscriptionForm, slug: str) -> dict[str, str | list[str]]:
-    fields: dict[str, str | list[str]] = {"model": slug, "response_format": form.response_format}
+def _worker_fields(form: TranscriptionForm, served_model: str) -> dict[str, str | list[str]]:
+    fields: dict[str, str | list[str]] = {"model": served_model, "response_format": form.response_format}
     if form.language:
         fields["language"] = form.language
     if form.temperature is not None:
@@ -56,11 +56,10 @@ async def _transcribe(request: Request, key: ApiKey, default_format: str) -> tup
     try:
         form = _form(upload.fields(), default_format)
         entry = resolve_model(request, key, form.model, "transcription")
-        async with backend(request, entry) as worker:
-            response = await forward_upload(request, worker, "/v1/audio/transcriptions", upload,
-                                            _worker_fields(form, entry.slug))
-        media_type = response.headers.get("content-type", TRANSCRIPT_MEDIA_TYPES[form.response_format])
-        return response.content, media_type, form
+        fields = _worker_fields(form, entry.served_model)
+        answer = await forward_upload(request, entry, "/audio/transcriptions", upload, fields,
+                                      json_answer=form.response_format not in TEXT_FORMATS)
+        return answer.body, answer.content_type or TRANSCRIPT_MEDIA_TYPES[form.response_format], form
     finally:
         await upload.form.close()
 
@@ -97,9 +96,9 @@ async def openai_transcriptions(request: Request, key: Key) -> Response:
 async def _speech(request: Request, key: ApiKey) -> Response:
     body = await parse_body(request, SpeechRequest)
     entry = resolve_model(request, key, body.model, "speech")
-    payload = body.model_copy(update={"model": entry.slug}).model_dump_json(exclude_none=True)
-    stream = await open_stream(request, entry, "/v1/audio/speech", payload.encode())
-    return RelayResponse(stream.chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+    payload = body.model_copy(update={"model": entry.served_model}).model_dump_json(exclude_none=True)
+    chunks, _media_type = await open_stream(request, entry, "/audio/speech", payload.encode())
+    return RelayResponse(chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
 
 
 @router.post("/v1/inference/audio/synthesize")

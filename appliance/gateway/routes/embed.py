@@ -10,7 +10,7 @@ from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ok_raw
-from appliance.gateway.relay import backend, post_json, resolve_model
+from appliance.gateway.relay import post_json, resolve_model
 from appliance.protocol.embeddings import EmbeddingRequest
 
 router = APIRouter()
@@ -21,9 +21,8 @@ Key = Annotated[ApiKey, Depends(require("models:use"))]
 async def _embed(request: Request, key: ApiKey) -> bytes:
     body = await parse_body(request, EmbeddingRequest)
     entry = resolve_model(request, key, body.model, "embedding")
-    payload = body.model_copy(update={"model": entry.slug}).model_dump_json(exclude_none=True)
-    async with backend(request, entry) as worker:
-        return await post_json(request, worker, "/v1/embeddings", payload.encode())
+    payload = body.model_copy(update={"model": entry.served_model}).model_dump_json(exclude_none=True)
+    return await post_json(request, entry, "/embeddings", payload.encode())
 
 
 @router.post("/v1/inference/embed")

@@ -22,7 +22,8 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     """Every startup model is loaded and healthy."""
     supervisor: Supervisor = request.app.state.supervisor
-    models = {slug: w.state.value for slug, w in supervisor.workers.items() if w.entry.load == "startup"}
+    models = {slug: ",".join(w.state.value for w in pool.workers) for slug, pool in supervisor.pools.items()
+              if pool.local and pool.entry.load == "startup"}
     is_ready = supervisor.startup_ready()
     return JSONResponse({"status": "ready" if is_ready else "starting", "startup_models": models},
                         status_code=200 if is_ready else 503)

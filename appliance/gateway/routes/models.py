@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from appliance.backends.pool import Backend
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ApiError, ErrorCode, ok
-from appliance.protocol.models import ModelInfo, ModelList
-from appliance.supervisor.supervisor import Supervisor
-from appliance.supervisor.worker import WorkerState
+from appliance.protocol.models import BackendInfo, ModelInfo, ModelList
+from appliance.supervisor.supervisor import ModelPool, Supervisor
+from appliance.supervisor.worker import Worker, WorkerState
 
 router = APIRouter()
 
@@ -24,18 +25,25 @@ HEALTH = {
     WorkerState.STOPPED: "idle",
     WorkerState.STOPPING: "idle",
 }
+# The pool's health is its best backend's.
+HEALTH_ORDER = ("healthy", "loading", "restarting", "idle", "unhealthy")
 
 
-def model_info(entry: ModelEntry, supervisor: Supervisor) -> ModelInfo:
-    worker = supervisor.worker_for(entry)
+def backend_health(backend: Backend) -> str:
+    if isinstance(backend, Worker):
+        return HEALTH[backend.state]
+    return "healthy" if backend.is_up() else "unhealthy"
+
+
+def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
+    backends = [BackendInfo(id=b.backend_id, health_status=backend_health(b), in_flight=b.in_flight)
+                for b in pool.backends]
     return ModelInfo(
         slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
         aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
-        max_output_tokens=entry.max_output_tokens,
-        status="active" if worker is not None else "unsupported",
-        health_status=HEALTH[worker.state] if worker is not None else "unhealthy",
-        active_backend_count=1 if worker is not None and worker.state == WorkerState.READY else 0,
-        total_backend_count=1 if worker is not None else 0,
+        max_output_tokens=entry.max_output_tokens, status="active",
+        health_status=min((b.health_status for b in backends), key=HEALTH_ORDER.index, default="unhealthy"),
+        active_backend_count=pool.active_count, total_backend_count=pool.total_count, backends=backends,
     )
 
 
@@ -50,7 +58,7 @@ async def list_models(
 ) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
     supervisor: Supervisor = request.app.state.supervisor
-    infos = sorted((model_info(entry, supervisor) for entry in catalogue), key=lambda info: info.slug)
+    infos = sorted((model_info(entry, supervisor.pool_for(entry)) for entry in catalogue), key=lambda i: i.slug)
     if key.models is not None:
         allowed = set(key.models)
         infos = [i for i in infos if allowed & {i.slug, *i.aliases}]
@@ -73,13 +81,25 @@ async def get_model(request: Request, slug: str,
     entry = catalogue.get(slug)
     if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
         raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{slug}' on this appliance; GET /v1/models lists them.")
-    return ok(model_info(entry, request.app.state.supervisor).model_dump(), request)
+    return ok(model_info(entry, request.app.state.supervisor.pool_for(entry)).model_dump(), request)
 
 
 @router.get("/oai/v1/models")
 async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
     allowed = set(key.models) if key.models is not None else None
-    data = [{"id": entry.slug, "object": "model", "created": 0, "owned_by": "appliance"}
-            for entry in catalogue if allowed is None or allowed & set(entry.names)]
+    data = [openai_model(entry) for entry in catalogue if allowed is None or allowed & set(entry.names)]
     return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/oai/v1/models/{model_id:path}")
+async def openai_model_by_id(request: Request, model_id: str,
+                             key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+    entry = request.app.state.catalogue.get(model_id)
+    if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
+        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{model_id}' on this appliance; GET /models lists them.")
+    return JSONResponse(openai_model(entry))
+
+
+def openai_model(entry: ModelEntry) -> dict[str, object]:
+    return {"id": entry.slug, "object": "model", "created": 0, "owned_by": "appliance"}

@@ -1,0 +1,95 @@
+"""The one HTTP client of the gateway: every backend, local (Unix socket) or remote (HTTP/S), through aiohttp.
+
+An ``Endpoint`` is the base URL of one backend's OpenAI API (``…/v1``) with its
+own connection pool. It moves bytes and raises aiohttp's exceptions; what a
+failure means for the client is the gateway's business (``gateway/relay.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+CONNECT_TIMEOUT_S = 5.0
+# Idle connections close before any engine server's keep-alive timeout (uvicorn's default is 5 s): a
+# server that closed first would race a request onto a dying connection.
+KEEPALIVE_S = 2.0
+MAX_CONNECTIONS = 256
+
+# Transport failures, as raised by the calls below.
+TransportError = (aiohttp.ClientError, TimeoutError)
+# The request never reached the backend (refused, no route, no socket, connect timed out): safe to send
+# to another one.
+Unreachable = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class Endpoint:
+    """One backend's OpenAI API: ``base_url`` (``http://host:port/v1``), over TCP or a Unix socket."""
+
+    def __init__(self, base_url: str, *, socket_path: Path | None = None, bearer: str | None = None,
+                 timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+        self._headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def unix(cls, socket_path: Path, timeout_s: float) -> Endpoint:
+        """A local worker: its OpenAI API under ``/v1`` on a Unix socket."""
+        return cls("http://worker/v1", socket_path=socket_path, timeout_s=timeout_s)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector
+            if self.socket_path is not None:
+                connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=MAX_CONNECTIONS,
+                                                  keepalive_timeout=KEEPALIVE_S)
+            else:
+                connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, skip_auto_headers=("User-Agent",),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=CONNECT_TIMEOUT_S))
+        return self._session
+
+    def stream_timeout(self) -> aiohttp.ClientTimeout:
+        """No limit on a whole stream (answers may be long); a limit on each wait for the next bytes."""
+        return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.timeout_s)
+
+    async def post(self, path: str, data: Any, headers: Mapping[str, str] | None = None, *,
+                   stream: bool = False) -> aiohttp.ClientResponse:
+        """POST to ``base_url + path``; the caller reads and releases the response (``async with``)."""
+        if stream:
+            return await self.session.post(self.base_url + path, data=data, headers=headers,
+                                           timeout=self.stream_timeout())
+        return await self.session.post(self.base_url + path, data=data, headers=headers)  # the session's timeout
+
+    async def post_bytes(self, path: str, data: Any,
+                         headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
+        """POST and read the whole answer: status, headers, body."""
+        async with await self.post(path, data, headers) as response:
+            return response.status, response.headers, await response.read()
+
+    async def probe(self, url: str, timeout_s: float) -> tuple[int, bytes]:
+        """GET ``url`` (absolute, or a path under ``base_url``) with a short timeout: status and body."""
+        target = url if "://" in url else self.base_url + url
+        async with self.session.get(target, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            return response.status, await response.read()
+
+    async def drop_connections(self) -> None:
+        """Close every pooled connection: none of them leads anywhere after the backend died."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def aclose(self) -> None:
+        await self.drop_connections()
+        await asyncio.sleep(0)  # let aiohttp finish closing its transports

@@ -1,0 +1,58 @@
+"""A FAKE OpenAI-compatible backend, for the faults no real engine produces on demand.
+
+Named as a fake on purpose: the real-engine tests cover what real servers do.
+This one answers ``GET …/v1/models`` properly and misbehaves on every POST in
+the way the first path segment names:
+
+- ``/garbage/v1``: HTTP 200 with a body that is not JSON;
+- ``/html/v1``: HTTP 502 with a proxy's HTML error page;
+- ``/unauthorized/v1``: HTTP 401 on the POST (the key it was given is wrong);
+- ``/hang/v1``: never answers (for 60 s);
+- ``/cut/v1``: starts an SSE stream and drops the connection mid-way.
+
+Run: ``python -m tests.support.fake_backend PORT MODEL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiohttp import web
+
+
+def make_app(model: str) -> web.Application:
+    async def models(_request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    async def misbehave(request: web.Request) -> web.StreamResponse:
+        mode = request.match_info["mode"]
+        await request.read()
+        if mode == "garbage":
+            return web.Response(body=b"this is not json", content_type="application/json")
+        if mode == "html":
+            return web.Response(status=502, body=b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                                content_type="text/html")
+        if mode == "unauthorized":
+            return web.json_response({"error": {"message": "Invalid API key sgk_wrong", "type": "auth"}},
+                                     status=401)
+        if mode == "hang":
+            await asyncio.sleep(60)
+            return web.Response(status=204)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+        await response.write(chunk)
+        await asyncio.sleep(0.2)
+        assert request.transport is not None
+        request.transport.abort()  # mid-stream, no [DONE]
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{mode}/v1/models", models)
+    app.router.add_post("/{mode}/v1/{tail:.*}", misbehave)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(make_app(sys.argv[2]), host="127.0.0.1", port=int(sys.argv[1]), print=None)
