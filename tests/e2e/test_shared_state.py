@@ -1,0 +1,66 @@
+"""Two gateways behind one load balancer share their state through one real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import catalogue_subset
+from tests.support.appliance import RunningAppliance, start_appliance
+from tests.support.postgres import postgres_server, why_unavailable
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))]
+
+EMBED = "openai/text-embedding-3-small"
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gateways(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory,
+             database_url: str) -> Iterator[tuple[RunningAppliance, RunningAppliance]]:
+    env = {"APPLIANCE_DATABASE_URL": database_url}
+    states = [tmp_path_factory.mktemp(f"gateway-{name}") for name in "ab"]
+    catalogues = [catalogue_subset(tiny_catalogue, [EMBED], state / "models.toml") for state in states]
+    with start_appliance(catalogues[0], states[0], env=env) as a, start_appliance(catalogues[1], states[1],
+                                                                                    env=env) as b:
+        yield a, b
+
+
+def appliance_cli(database_url: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "APPLIANCE_DATABASE_URL": database_url,
+                                             "APPLIANCE_STATE_DIR": "/nonexistent-state-dir-unused"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def embed(gateway: RunningAppliance, key: str) -> int:
+    with gateway.client(key) as client:
+        return client.post("/v1/inference/embed", json={"model": EMBED, "input": "x"}).status_code
+
+
+def test_a_key_made_once_works_on_both_gateways_and_a_revocation_holds_on_both_at_once(
+        gateways: tuple[RunningAppliance, RunningAppliance], database_url: str) -> None:
+    a, b = gateways
+    key = appliance_cli(database_url, "keys", "create", "shared").strip().splitlines()[-1]
+    assert (embed(a, key), embed(b, key)) == (200, 200)
+    key_id = next(line.split()[0] for line in appliance_cli(database_url, "keys", "list").splitlines()
+                  if " shared " in line)
+    appliance_cli(database_url, "keys", "revoke", key_id)
+    assert (embed(a, key), embed(b, key)) == (401, 401)  # the very next request, on either gateway
+
+
+def test_both_gateways_keep_their_state_in_postgresql_not_in_sqlite(
+        gateways: tuple[RunningAppliance, RunningAppliance]) -> None:
+    for gateway in gateways:
+        assert not (gateway.state_dir / "appliance.db").exists()
