@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from appliance.catalogue import Catalogue
+from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings
 from appliance.db.database import open_database
 from appliance.db.keys import KeyStore
@@ -23,6 +25,8 @@ from appliance.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("appliance.gateway")
 
+PID_FILE = "appliance.pid"  # in the state dir, while serving: where `appliance models reload` sends SIGHUP
+
 
 def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     """The FastAPI app; its lifespan starts the supervisor and stops every worker."""
@@ -31,10 +35,18 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await supervisor.start()
-        waiter = asyncio.get_running_loop().create_task(_announce_ready(supervisor))
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_task(_announce_ready(supervisor))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread, Unix only
+            loop.add_signal_handler(signal.SIGHUP, lambda: app.state.tasks.add(loop.create_task(_on_sighup(app))))
+        pid_file = settings.state_dir / PID_FILE
+        pid_file.write_text(f"{os.getpid()}\n")
         try:
             yield
         finally:
+            pid_file.unlink(missing_ok=True)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
             waiter.cancel()
             notify("STOPPING=1")
             await supervisor.stop()
@@ -46,6 +58,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.supervisor = supervisor
     app.state.keys = KeyStore(open_database(settings.effective_database_url))
     app.state.rate_limiter = RateLimiter()
+    app.state.tasks = set()  # background tasks, referenced until done
     install_error_handlers(app)
     for module in (health, models, embed, images, media, audio, chat):
         app.include_router(module.router)
@@ -55,6 +68,25 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
 def create_gateway(settings: Settings, catalogue: Catalogue) -> ASGIApp:
     """The app wrapped in its outermost layer: what uvicorn serves."""
     return RequestContext(create_app(settings, catalogue), max_body_bytes=settings.max_body_bytes)
+
+
+async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
+    """Re-read the catalogue file and serve it (SIGHUP; ``appliance models reload``, ``systemctl reload``)."""
+    current: Catalogue = app.state.catalogue
+    if current.source is None:
+        raise CatalogueError("this appliance was started without a catalogue file; nothing to reload")
+    catalogue = load_catalogue(current.source)
+    app.state.catalogue = catalogue  # with the supervisor's pools swapped before its first await: no gap
+    return await app.state.supervisor.reload(catalogue)
+
+
+async def _on_sighup(app: FastAPI) -> None:
+    try:
+        await reload_catalogue(app)
+    except CatalogueError as exc:
+        log.error("catalogue not reloaded, the models served stay as they were: %s", exc)
+    finally:
+        app.state.tasks.discard(asyncio.current_task())
 
 
 async def _announce_ready(supervisor: Supervisor) -> None:
