@@ -23,3 +23,8 @@ WORKER_RESTARTS = Counter(
     "appliance_worker_restarts_total", "Worker processes restarted after they died or stopped answering.",
     ["model"], registry=REGISTRY,
 )
+USAGE_UNITS = Counter(
+    "appliance_usage_units_total", "Units used by inference requests, by model and unit (tokens_in, tokens_out, "
+    "images, audio_seconds_in, audio_seconds_out, characters).",
+    ["model", "unit"], registry=REGISTRY,
+)

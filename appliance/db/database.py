@@ -13,7 +13,8 @@ class Base(DeclarativeBase):
 
 
 def open_database(url: str) -> Engine:
-    """An engine on ``url`` with the schema in place; SQLite gets WAL so the CLI and the gateway can share it."""
+    """An engine on ``url`` with the schema migrated to the newest revision; SQLite gets WAL so the CLI and the
+    gateway can share it."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
@@ -26,7 +27,8 @@ def open_database(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    from appliance.db import tables  # noqa: F401  (registers the tables on Base)
+    from appliance.db import media, tables  # noqa: F401  (registers the tables on Base)
+    from appliance.db.migrate import migrate
 
-    Base.metadata.create_all(engine)
+    migrate(engine)
     return engine

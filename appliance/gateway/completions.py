@@ -17,11 +17,14 @@ from typing import Any
 from fastapi import Request, Response
 from pydantic import ValidationError
 
+from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
+from appliance.gateway.metering import reserve
 from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.gateway.sse import relay_sse
+from appliance.gateway.stream_usage import usage_tap, with_engine_usage
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest
 from appliance.protocol.sampling import SamplingFields
 
@@ -78,8 +81,13 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     return body
 
 
-def engine_payload(body: SamplingFields, entry: ModelEntry) -> bytes:
-    """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata."""
+def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = False) -> bytes:
+    """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata.
+
+    ``bounded`` (the key has a token budget): ``max_tokens`` is always set, to the
+    output bound the reservation counted on, so the engine cannot use more. A
+    stream always asks the engine for its usage.
+    """
     data = body.model_dump(exclude_none=True, exclude={"metadata"})
     data["model"] = entry.slug
     cap = entry.max_output_tokens
@@ -87,7 +95,20 @@ def engine_payload(body: SamplingFields, entry: ModelEntry) -> bytes:
         data["max_tokens"] = min(body.max_tokens or cap, cap)
     elif cap is not None and body.max_tokens is not None:
         data["max_tokens"] = min(body.max_tokens, cap)
+    if bounded and "max_tokens" not in data:
+        data["max_tokens"] = output_bound(body.max_tokens, entry)
+    if body.stream:
+        data = with_engine_usage(data)
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def token_bound(body: SamplingFields, entry: ModelEntry) -> int:
+    """The most tokens this request can use (see accounting/units.py)."""
+    if isinstance(body, ChatRequest):
+        messages = [message.model_dump(exclude_none=True) for message in body.messages]
+        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+        return completion_bound(messages, None, tools, body.max_tokens, entry)
+    return completion_bound(None, getattr(body, "prompt", ""), None, body.max_tokens, entry)
 
 
 def refine(kind: Kind, entry: ModelEntry) -> Any:
@@ -119,14 +140,17 @@ async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    payload = engine_payload(body, entry)
+    meter = await reserve(request, key, "tokens", token_bound(body, entry))
+    payload = engine_payload(body, entry, bounded=meter.reservation is not None)
     on_error = refine(kind, entry)
     if body.stream:
-        return await relay_sse(request, entry, kind.path, payload, on_error)
+        asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
+        return await relay_sse(request, entry, kind.path, payload, on_error, tap=usage_tap(request, asked))
     async with backend(request, entry) as worker:
         try:
             answer = await post_json(request, worker, kind.path, payload)
         except ApiError as exc:
             raise on_error(exc) from None
+    apply_usage(meter.units, read_usage(answer))
     return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
 

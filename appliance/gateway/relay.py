@@ -93,7 +93,7 @@ def backend_error(worker: Worker, status: int, body: bytes) -> ApiError:
     if status == 413:
         return ApiError(ErrorCode.PAYLOAD_TOO_LARGE, message or "The request is too large for this model.")
     if status == 429:
-        return ApiError(ErrorCode.QUOTA_EXCEEDED, message or f"Model '{slug}' is at capacity.", retry_after=5)
+        return ApiError(ErrorCode.BACKEND_RATE_LIMITED, message or f"Model '{slug}' is at capacity.", retry_after=5)
     if status == 503:
         return ApiError(ErrorCode.MODEL_UNAVAILABLE, message or f"Model '{slug}' is not ready.", retry_after=5)
     detail = f": {message}" if message else ""

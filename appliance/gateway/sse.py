@@ -39,12 +39,14 @@ def error_frame(error: ApiError, openai_shape: bool) -> bytes:
 
 
 async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: bytes,
-                    on_error: Callable[[ApiError], ApiError] = lambda error: error) -> StreamingResponse:
+                    on_error: Callable[[ApiError], ApiError] = lambda error: error,
+                    tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> StreamingResponse:
     """POST ``payload`` to the model's worker and answer with its event stream.
 
     ``on_error`` may refine an error the worker gives before streaming (e.g. name
-    the field of a rejected request). The worker stays counted in flight until
-    the stream ends.
+    the field of a rejected request); ``tap`` filters the frames on their way
+    out (accounting reads the usage chunk there). The worker stays counted in
+    flight until the stream ends.
     """
     stack = contextlib.AsyncExitStack()
     try:
@@ -61,6 +63,8 @@ async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: byt
         await stack.aclose()
         raise
     frames = _frames(worker, upstream, stack, openai_shape=is_openai_surface(request.url.path))
+    if tap is not None:
+        frames = tap(frames)
     return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 

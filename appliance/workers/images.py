@@ -3,7 +3,7 @@
 One generation runs at a time (a GPU runs one SDXL batch at full speed; two
 would only share it and double the memory), and at most ``max_queue`` more
 wait; beyond that the worker answers 429, which the gateway passes on as
-QUOTA_EXCEEDED with a retry hint. PNG encoding runs off the generation thread,
+BACKEND_RATE_LIMITED with a retry hint. PNG encoding runs off the generation thread,
 so the next generation starts while the last one's images are compressed.
 
 engine_options: ``sizes`` (allowed WIDTHxHEIGHT), ``steps`` ({standard, hd}),

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.audio import TranscriptionForm
+from appliance.protocol.audio import AUDIO_DURATION_HEADER, TranscriptionForm
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 from appliance.workers.transcripts import Result, Segment, Word, render
 from appliance.workers.whisper_languages import LANGUAGES
@@ -151,7 +151,8 @@ def build_app(entry: ModelEntry) -> Any:
         finally:
             await form.close()  # the spooled upload's temporary file goes now, not at garbage collection
         body, media_type = render(result, req.response_format, req.timestamp_granularities)
-        return Response(body, media_type=media_type)
+        # The gateway's accounting reads the audio's length here, whatever the format of the transcript.
+        return Response(body, media_type=media_type, headers={AUDIO_DURATION_HEADER: f"{result.duration:.3f}"})
 
     return app
 

@@ -344,6 +344,11 @@ def build_app(entry: ModelEntry) -> Any:
                     yield chunk(delta)
             tail = text.finish()
             yield chunk(tail, "stop" if text.stopped else generation.finish_reason)
+            if req.stream_options and req.stream_options.include_usage:
+                body = {"id": ident, "object": "text_completion", "created": created, "model": entry.slug,
+                        "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text.ids),
+                                                 "total_tokens": len(prompt) + len(text.ids)}}
+                yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return ClosingStreamingResponse(_cancelling(text_frames(), generation), media_type="text/event-stream")

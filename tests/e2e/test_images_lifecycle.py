@@ -101,7 +101,7 @@ def test_a_full_queue_then_a_crash_mid_generation_then_recovery(
 
         busy = generate(lifecycle_appliance, key)  # max_queue 0: nothing may wait behind the running generation
         assert busy.status_code == 429, busy.text
-        assert busy.json()["error"]["code"] == "QUOTA_EXCEEDED"
+        assert busy.json()["error"]["code"] == "BACKEND_RATE_LIMITED"  # transient: retry after retry_after
         assert busy.json()["error"]["retry_after"] > 0 and int(busy.headers["retry-after"]) > 0
 
         os.kill(worker_pid(lifecycle_appliance), signal.SIGKILL)

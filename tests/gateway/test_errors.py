@@ -14,7 +14,7 @@ def test_every_code_of_the_contract_has_its_status() -> None:
         "AUTH_TOKEN_MISSING": 401, "AUTH_TOKEN_INVALID": 401, "AUTHZ_PERMISSION_DENIED": 403,
         "VALIDATION_ERROR": 422, "MODEL_NOT_FOUND": 404, "MODEL_ACCESS_DENIED": 403, "MODEL_UNAVAILABLE": 503,
         "BACKEND_ERROR": 502, "BACKEND_TIMEOUT": 504, "RATE_LIMITED": 429, "BUDGET_EXCEEDED": 429,
-        "QUOTA_EXCEEDED": 429, "NOT_FOUND": 404, "PAYLOAD_TOO_LARGE": 413, "INTERNAL_ERROR": 500,
+        "QUOTA_EXCEEDED": 429, "BACKEND_RATE_LIMITED": 429, "NOT_FOUND": 404, "PAYLOAD_TOO_LARGE": 413, "INTERNAL_ERROR": 500,
     }
     for code, status in expected.items():
         assert HTTP_STATUS[ErrorCode(code)] == status
@@ -34,6 +34,14 @@ def test_the_openai_surface_gets_openai_shaped_errors() -> None:
     assert response.status_code == 422
     assert response.body == (b'{"error":{"message":"input: bad","type":"invalid_request_error","param":"input",'
                              b'"code":"validation_error"}}')
+
+
+def test_the_openai_surface_tells_the_sdk_not_to_retry_what_cannot_succeed() -> None:
+    budget = error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent", retry_after=60), "/oai/v1/completions", "r")
+    busy = error_response(ApiError(ErrorCode.BACKEND_RATE_LIMITED, "busy", retry_after=5), "/oai/v1/images/x", "r")
+    assert budget.headers["x-should-retry"] == "false"
+    assert "x-should-retry" not in busy.headers and busy.headers["retry-after"] == "5"
+    assert "x-should-retry" not in error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent"), "/v1/x", "r").headers
 
 
 def test_field_paths_read_like_the_request() -> None:

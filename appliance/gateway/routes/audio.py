@@ -6,24 +6,32 @@ client's Accept asks for it; synthesised speech is raw audio, streamed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
+from appliance.accounting.units import SPEECH_CHARS_PER_SECOND, speech_seconds
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import from_validation_error, ok, ok_raw
+from appliance.gateway.metering import Meter, reserve
 from appliance.gateway.relay import RelayResponse, backend, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
-from appliance.protocol.audio import SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm
+from appliance.protocol.audio import (AUDIO_DURATION_HEADER, SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest,
+                                      TranscriptionForm, speech_sample_rate)
 
 router = APIRouter()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 
 TEXT_FORMATS = ("text", "srt", "vtt")
+# The audio's length is known only once the worker decoded it: a transcription reserves this much, so a key with
+# less than a second left is refused, and is charged the real length after.
+TRANSCRIPTION_RESERVE_S = 1.0
 
 
 def _form(fields: dict[str, str | list[str]], default_format: str) -> TranscriptionForm:
@@ -56,9 +64,12 @@ async def _transcribe(request: Request, key: ApiKey, default_format: str) -> tup
     try:
         form = _form(upload.fields(), default_format)
         entry = resolve_model(request, key, form.model, "transcription")
+        meter = await reserve(request, key, "audio_seconds", TRANSCRIPTION_RESERVE_S)
         async with backend(request, entry) as worker:
             response = await forward_upload(request, worker, "/v1/audio/transcriptions", upload,
                                             _worker_fields(form, entry.slug))
+        meter.units.audio_seconds_in = float(response.headers.get(AUDIO_DURATION_HEADER) or 0.0)
+        meter.units.known = True
         media_type = response.headers.get("content-type", TRANSCRIPT_MEDIA_TYPES[form.response_format])
         return response.content, media_type, form
     finally:
@@ -97,9 +108,27 @@ async def openai_transcriptions(request: Request, key: Key) -> Response:
 async def _speech(request: Request, key: ApiKey) -> Response:
     body = await parse_body(request, SpeechRequest)
     entry = resolve_model(request, key, body.model, "speech")
+    meter = await reserve(request, key, "audio_seconds", len(body.input) / SPEECH_CHARS_PER_SECOND / body.speed)
     payload = body.model_copy(update={"model": entry.slug}).model_dump_json(exclude_none=True)
     stream = await open_stream(request, entry, "/v1/audio/speech", payload.encode())
-    return RelayResponse(stream.chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+    counted = _counting(stream.chunks, meter, body, speech_sample_rate(entry.engine_options))
+    return RelayResponse(counted, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+
+
+async def _counting(chunks: AsyncIterator[bytes], meter: Meter, body: SpeechRequest,
+                    sample_rate: int) -> AsyncIterator[bytes]:
+    """The speech bytes, counted into the request's meter as they go (its seconds out, when they end)."""
+    sent = 0
+    meter.units.characters = len(body.input)
+    try:
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        meter.units.known = True
+    finally:
+        meter.units.audio_seconds_out = speech_seconds(body.response_format, sent, sample_rate, len(body.input),
+                                                       body.speed)
 
 
 @router.post("/v1/inference/audio/synthesize")
