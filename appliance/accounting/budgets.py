@@ -37,6 +37,7 @@ class Reservation:
     unit: str
     period_start: str
     amount: float
+    room: float  # what the budget had left for this request (the reservation included)
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,23 @@ class Budgets:
             return None
         period_start, resets_at = period_bounds(budget.period, self.clock())
         self._ensure_row(key.id, unit, period_start)
-        reservation = Reservation("rsv_" + secrets.token_hex(10), key.id, unit, period_start, float(amount))
         with Session(self.engine) as session, session.begin():
             fitted = session.execute(
                 update(BudgetSpendRow)
                 .where(BudgetSpendRow.key_id == key.id, BudgetSpendRow.unit == unit,
                        BudgetSpendRow.period_start == period_start,
-                       BudgetSpendRow.spent + BudgetSpendRow.reserved + reservation.amount <= limit)
-                .values(reserved=BudgetSpendRow.reserved + reservation.amount)
+                       BudgetSpendRow.spent + BudgetSpendRow.reserved + float(amount) <= limit)
+                .values(reserved=BudgetSpendRow.reserved + float(amount))
             ).rowcount
-            if fitted:
-                session.add(ReservationRow(id=reservation.id, key_id=key.id, unit=unit, period_start=period_start,
-                                           amount=reservation.amount,
-                                           expires_at=self.clock() + timedelta(seconds=self.hold_s)))
-                return reservation
             row = session.get(BudgetSpendRow, (key.id, unit, period_start))
             left = max(0.0, limit - row.spent - row.reserved) if row else limit
+            if fitted:
+                reservation = Reservation("rsv_" + secrets.token_hex(10), key.id, unit, period_start, float(amount),
+                                          room=left + float(amount))
+                session.add(ReservationRow(id=reservation.id, key_id=key.id, unit=unit, period_start=period_start,
+                                           amount=float(amount),
+                                           expires_at=self.clock() + timedelta(seconds=self.hold_s)))
+                return reservation
         raise OverBudget(unit, limit, budget.period, resets_at, left)
 
     def settle(self, reservation: Reservation, used: float) -> None:

@@ -20,6 +20,7 @@ import anyio
 from fastapi import Request
 
 from appliance.accounting.budgets import OverBudget, Reservation
+from appliance.accounting.periods import period_bounds
 from appliance.accounting.service import Accounting
 from appliance.accounting.units import Units
 from appliance.db.keys import ApiKey
@@ -62,6 +63,16 @@ async def reserve(request: Request, key: ApiKey, unit: str, amount: float) -> Me
     return meter
 
 
+def over_room(key: ApiKey, meter: Meter, needed: float) -> ApiError:
+    """BUDGET_EXCEEDED for a request whose size showed only once the engine measured it (audio's length)."""
+    reservation = meter.reservation
+    assert reservation is not None and key.budget is not None
+    _start, resets_at = period_bounds(key.budget.period, datetime.now(UTC))
+    left = reservation.room  # what was left for this request
+    limit = key.budget.limits()[reservation.unit]
+    return budget_exceeded(OverBudget(reservation.unit, limit, key.budget.period, resets_at, max(0.0, left)), needed)
+
+
 def budget_exceeded(exc: OverBudget, amount: float) -> ApiError:
     unit = exc.unit.replace("_", " ")
     period = {"day": "daily", "week": "weekly", "month": "monthly", "total": "total"}[exc.period]
@@ -71,8 +82,8 @@ def budget_exceeded(exc: OverBudget, amount: float) -> ApiError:
         when = f"it renews at {exc.resets_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
         retry_after = max(1, int((exc.resets_at - datetime.now(UTC)).total_seconds()))
     return ApiError(ErrorCode.BUDGET_EXCEEDED,
-                    f"This API key's {period} budget of {exc.limit:g} {unit} would be exceeded: {exc.left:g} left, "
-                    f"this request may use up to {amount:g}; {when}.", retry_after=retry_after)
+                    f"This API key's {period} budget of {exc.limit:g} {unit} would be exceeded: {round(exc.left, 3):g} left, "
+                    f"this request may use up to {amount:.10g}; {when}.", retry_after=retry_after)
 
 
 async def settle(app_state: Any, state: dict[str, Any], status: int) -> None:

@@ -12,6 +12,8 @@ Granularity = Literal["segment", "word"]
 
 MAX_SPEECH_INPUT = 4096  # OpenAI's limit of characters per speech request
 AUDIO_DURATION_HEADER = "x-audio-duration"  # seconds of audio a transcription worker heard
+# A form field only the gateway sends: the most seconds the key's budget has room for; longer audio is refused.
+MAX_AUDIO_SECONDS_FIELD = "max_audio_seconds"
 SPEECH_SAMPLE_RATE = 24000  # what OpenAI's voices deliver; clients playing raw pcm assume it
 
 

@@ -17,20 +17,21 @@ from appliance.accounting.units import SPEECH_CHARS_PER_SECOND, speech_seconds
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
-from appliance.gateway.errors import from_validation_error, ok, ok_raw
-from appliance.gateway.metering import Meter, reserve
+from appliance.gateway.errors import ApiError, from_validation_error, ok, ok_raw
+from appliance.gateway.metering import Meter, over_room, reserve
 from appliance.gateway.relay import RelayResponse, backend, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
-from appliance.protocol.audio import (AUDIO_DURATION_HEADER, SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest,
-                                      TranscriptionForm, speech_sample_rate)
+from appliance.protocol.audio import (AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, SPEECH_MEDIA_TYPES,
+                                      TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm, speech_sample_rate)
 
 router = APIRouter()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 
 TEXT_FORMATS = ("text", "srt", "vtt")
-# The audio's length is known only once the worker decoded it: a transcription reserves this much, so a key with
-# less than a second left is refused, and is charged the real length after.
+# The audio's length is known only once the worker decoded it: a transcription reserves this much (a key with
+# less left is refused at once), the worker refuses audio longer than the budget had room for, and the request
+# is charged the real length after.
 TRANSCRIPTION_RESERVE_S = 1.0
 
 
@@ -65,15 +66,28 @@ async def _transcribe(request: Request, key: ApiKey, default_format: str) -> tup
         form = _form(upload.fields(), default_format)
         entry = resolve_model(request, key, form.model, "transcription")
         meter = await reserve(request, key, "audio_seconds", TRANSCRIPTION_RESERVE_S)
+        fields = _worker_fields(form, entry.slug)
+        if meter.reservation is not None:  # the worker refuses audio longer than the budget has room for
+            fields[MAX_AUDIO_SECONDS_FIELD] = f"{meter.reservation.room:.3f}"
         async with backend(request, entry) as worker:
-            response = await forward_upload(request, worker, "/v1/audio/transcriptions", upload,
-                                            _worker_fields(form, entry.slug))
+            try:
+                response = await forward_upload(request, worker, "/v1/audio/transcriptions", upload, fields)
+            except ApiError as exc:
+                if exc.details and exc.details[0]["field"] == MAX_AUDIO_SECONDS_FIELD:
+                    raise over_room(key, meter, _seconds_in(exc.message)) from None
+                raise
         meter.units.audio_seconds_in = float(response.headers.get(AUDIO_DURATION_HEADER) or 0.0)
         meter.units.known = True
         media_type = response.headers.get("content-type", TRANSCRIPT_MEDIA_TYPES[form.response_format])
         return response.content, media_type, form
     finally:
         await upload.form.close()
+
+
+def _seconds_in(message: str) -> float:
+    """The audio's length in the worker's refusal ("the audio is 2.000 s long; …")."""
+    words = message.split("the audio is ", 1)[-1].split()
+    return float(words[0]) if words and words[0].replace(".", "", 1).isdigit() else 0.0
 
 
 def _raw_media_type(request: Request, response_format: str) -> str | None:
