@@ -113,7 +113,7 @@ def demo(
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
     from appliance.db.database import open_database
-    from appliance.db.keys import KeyStore
+    from appliance.db.keys import PERMISSIONS, KeyStore
     from appliance.tiny_models import build_all
 
     state = (state_dir or Path(".cache/demo")).resolve()
@@ -123,7 +123,8 @@ def demo(
     catalogue_path = build_all(models_dir)
     settings = _settings(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = _catalogue(catalogue_path)
-    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo")
+    # The operator's key: it may also make keys (with budgets) over the API and read everyone's usage.
+    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
@@ -146,14 +147,20 @@ DEMO_EXAMPLES = [
 ]
 
 
+# A key with a 100-token daily budget: spend it with the chat line, then see /v1/accounting/usage/summary.
+KEY_EXAMPLE = ("", "/v1/api-keys", {"name": "budgeted", "budget": {"period": "day", "tokens": 100}}, "")
+
+
 def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
     import json
 
     lines = []
-    for modality, route, body, extra in DEMO_EXAMPLES:
+    def served(modality: str, body: dict[str, object]) -> bool:
         entry = catalogue.get(str(body["model"]))
-        if entry is None or entry.modality != modality:
-            continue
+        return entry is not None and entry.modality == modality
+
+    examples = [example for example in DEMO_EXAMPLES if served(example[0], example[2])]
+    for _modality, route, body, extra in [*examples, KEY_EXAMPLE]:
         lines.append(f"  curl -s http://127.0.0.1:{port}{route} -H {shlex.quote('Authorization: Bearer ' + secret)} "
                      f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}{extra}")
     return lines

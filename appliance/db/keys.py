@@ -113,10 +113,11 @@ class KeyStore:
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError("the rate limit must be a positive number of requests per minute")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
         row = ApiKeyRow(
             id="key_" + secrets.token_hex(8), name=name, key_hash=hash_key(secret), prefix=secret[:8],
             permissions=perms, models=list(models) if models else None, rate_limit=rate_limit,
-            created_at=datetime.now(UTC), revoked_at=None, expires_at=expires_at, created_by=created_by,
+            created_at=now, updated_at=now, revoked_at=None, expires_at=expires_at, created_by=created_by,
             **_budget_columns(budget),
         )
         with Session(self.engine) as session, session.begin():
@@ -151,6 +152,7 @@ class KeyStore:
                 return None
             for column, value in values.items():
                 setattr(row, column, value)
+            row.updated_at = datetime.now(UTC)
             session.flush()
             return _to_key(row)
 
@@ -159,7 +161,7 @@ class KeyStore:
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
+                .values(revoked_at=datetime.now(UTC), updated_at=datetime.now(UTC))
             )
             return result.rowcount > 0
 
@@ -186,13 +188,19 @@ class KeyStore:
 
 
 class _ChangeWatch:
-    """Tells whether any connection committed to a SQLite DB since the last look (PRAGMA data_version)."""
+    """Tells whether the keys of a SQLite DB changed since the last look.
+
+    PRAGMA data_version (free) says whether anything was committed; usage rows
+    are, several times a second, so only then is the key table itself asked
+    for its count and latest change.
+    """
 
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
         self._connection = (sqlite3.connect(database, check_same_thread=False)
                             if database and database != ":memory:" else None)
         self._version: int | None = None
+        self._keys: tuple[object, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -202,5 +210,9 @@ class _ChangeWatch:
         if self._connection is None:
             return True  # other databases: no cheap signal, so always ask
         version = self._connection.execute("PRAGMA data_version").fetchone()[0]
-        changed, self._version = version != self._version, version
+        if version == self._version:
+            return False
+        self._version = version
+        keys = tuple(self._connection.execute("SELECT count(*), max(updated_at) FROM api_keys").fetchone())
+        changed, self._keys = keys != self._keys, keys
         return changed

@@ -23,7 +23,9 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # Since revision 0002: the key that created this one over HTTP (None: the CLI), and its budget.
+    # Since revision 0002: the last change (the gateway's key cache watches it), the key that created this one over
+    # HTTP (None: the CLI), and its budget.
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)  # day | week | month | total
     budget_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -270,3 +270,18 @@ def test_bad_usage_queries_are_validation_errors_naming_the_field(admin: httpx.C
     answer = admin.get(path, params=params)
     assert answer.status_code == 422, answer.text
     assert [d["field"] for d in answer.json()["error"]["details"]] == [field]
+
+
+def test_a_clean_stop_writes_every_usage_row(appliance: RunningAppliance, admin: httpx.Client) -> None:
+    """Last in the module: it stops the appliance."""
+    from appliance.accounting.store import UsageFilter, UsageStore
+    from appliance.db.database import open_database
+
+    key_id, client = budgeted(appliance, admin, tokens=100_000)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: chat(client), range(8)))
+    assert all(a.status_code == 200 for a in answers)
+    assert appliance.stop() == 0  # SIGTERM right after the answers: rows may still be queued
+    store = UsageStore(open_database(f"sqlite:///{appliance.state_dir / 'appliance.db'}"))
+    rows, _next = store.page(UsageFilter(key_id=key_id), limit=100)
+    assert sorted(r.request_id for r in rows) == sorted(a.headers["x-scaigrid-request-id"] for a in answers)

@@ -17,6 +17,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:  # SQLite cannot ALTER much; batch mode copies the table
+        batch.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("created_by", sa.String(32), nullable=True))
         batch.add_column(sa.Column("budget_period", sa.String(8), nullable=True))
         batch.add_column(sa.Column("budget_tokens", sa.Integer(), nullable=True))
@@ -72,5 +73,6 @@ def downgrade() -> None:
     op.drop_table("usage")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_index("ix_api_keys_created_by")
-        for column in ("budget_audio_seconds", "budget_images", "budget_tokens", "budget_period", "created_by"):
+        for column in ("budget_audio_seconds", "budget_images", "budget_tokens", "budget_period", "created_by",
+                       "updated_at"):
             batch.drop_column(column)
