@@ -21,11 +21,11 @@ from appliance.accounting.units import apply_usage, completion_bound, output_bou
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
-from appliance.gateway.metering import reserve
+from appliance.gateway.metering import budgeted, reserve
 from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.gateway.sse import relay_sse
 from appliance.gateway.stream_usage import usage_tap, with_engine_usage
-from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest
+from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
 
 log = logging.getLogger("appliance.gateway.chat")
@@ -102,13 +102,41 @@ def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = Fals
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def token_bound(body: SamplingFields, entry: ModelEntry) -> int:
-    """The most tokens this request can use (see accounting/units.py)."""
+async def token_bound(request: Request, body: SamplingFields, entry: ModelEntry) -> int:
+    """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
+    /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
+    prompt = body.prompt if isinstance(body, CompletionRequest) else None
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        return completion_bound(None, prompt, None, body.max_tokens, entry)  # token ids: already exact
+    counted = await _engine_count(request, body, entry)
+    if counted is not None:
+        total = counted + output_bound(body.max_tokens, entry)
+        return min(total, entry.context_window) if entry.context_window else total
     if isinstance(body, ChatRequest):
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
         tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
         return completion_bound(messages, None, tools, body.max_tokens, entry)
-    return completion_bound(None, getattr(body, "prompt", ""), None, body.max_tokens, entry)
+    return completion_bound(None, prompt, None, body.max_tokens, entry)
+
+
+async def _engine_count(request: Request, body: SamplingFields, entry: ModelEntry) -> int | None:
+    if isinstance(body, ChatRequest):
+        ask = TokenizeRequest(model=entry.slug, messages=body.messages, tools=body.tools)
+    elif isinstance(body, CompletionRequest) and isinstance(body.prompt, str | list):
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(texts) != 1:
+            return None
+        ask = TokenizeRequest(model=entry.slug, prompt=str(texts[0]))
+    else:
+        return None
+    async with backend(request, entry) as worker:
+        try:
+            answer = await post_json(request, worker, "/tokenize", ask.model_dump_json(exclude_none=True).encode())
+            return TokenizeResponse.model_validate_json(answer).count
+        except (ApiError, ValidationError) as exc:
+            if isinstance(exc, ApiError) and exc.code in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_TIMEOUT):
+                raise
+            return None  # an engine without /tokenize (a remote server), or a prompt it refuses: the byte bound
 
 
 def refine(kind: Kind, entry: ModelEntry) -> Any:
@@ -140,7 +168,7 @@ async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    meter = await reserve(request, key, "tokens", token_bound(body, entry))
+    meter = await reserve(request, key, "tokens", await token_bound(request, body, entry) if budgeted(key) else 0)
     payload = engine_payload(body, entry, bounded=meter.reservation is not None)
     on_error = refine(kind, entry)
     if body.stream:

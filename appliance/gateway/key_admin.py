@@ -121,9 +121,9 @@ async def patch(request: Request, caller: ApiKey, key_id: str, body: KeyPatch) -
     key = await find(request, caller, key_id)
     if key.revoked_at is not None:
         raise validation_error("key_id", f"the key '{key_id}' is revoked and cannot be changed; create a new one")
-    changes: dict[str, Any] = {}
-    for field in body.model_fields_set:
-        changes[field] = getattr(body, field)
+    changes: dict[str, Any] = {field: getattr(body, field) for field in body.model_fields_set}
+    if "name" in changes and changes["name"] is None:
+        raise validation_error("name", "a key keeps a name; send a new one or leave the field out")
     if key.id == caller.id and not is_admin(caller) and changes.keys() & {"rate_limit", "budget", "models"}:
         raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, "An API key cannot change its own limits; ask the key "
                                                           "that made it, or an admin:access key.")

@@ -39,6 +39,11 @@ class Meter:
     settled: bool = False
 
 
+def budgeted(key: ApiKey, unit: str = "tokens") -> bool:
+    """Whether the key has a budget in ``unit`` (what to reserve is worth working out only then)."""
+    return key.budget is not None and unit in key.budget.limits()
+
+
 def is_inference(path: str) -> bool:
     return path.startswith(INFERENCE_PATHS)
 
@@ -53,7 +58,7 @@ def meter_of(request: Request) -> Meter:
 async def reserve(request: Request, key: ApiKey, unit: str, amount: float) -> Meter:
     """Hold ``amount`` of the key's budget in ``unit`` (nothing when it has none); BUDGET_EXCEEDED if it won't fit."""
     meter = meter_of(request)
-    if key.budget is None or unit not in key.budget.limits():
+    if not budgeted(key, unit):
         return meter
     accounting: Accounting = request.app.state.accounting
     try:

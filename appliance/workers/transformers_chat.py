@@ -27,7 +27,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.chat import ChatRequest, CompletionRequest
+from appliance.protocol.chat import ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 
 log = logging.getLogger("appliance.worker.transformers")
@@ -229,6 +229,18 @@ def build_app(entry: ModelEntry) -> Any:
                 raise WorkerError(500, "The model failed while generating.", error_type="server_error")
         finally:
             generation.cancelled.set()  # the client left or a stop string matched: free the engine
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Response:
+        """vLLM's endpoint: the gateway counts a prompt with it before reserving a token budget."""
+        req = TokenizeRequest.model_validate_json(await request.body())
+        if req.messages is not None:
+            tools = [tool.model_dump(exclude_none=True) for tool in req.tools or []] or None
+            ids = engine.render([message.model_dump(exclude_none=True) for message in req.messages], tools)
+        else:
+            ids = engine.encode(req.prompt or "")
+        answer = TokenizeResponse(count=len(ids), max_model_len=engine.context_window)
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

@@ -170,5 +170,12 @@ def test_bad_key_requests_are_validation_errors_naming_the_field(manager: httpx.
     error_of(manager.post("/v1/api-keys", json={"name": "bad", **body}), 422, "VALIDATION_ERROR", field)
 
 
+def test_a_patch_without_sense_is_a_validation_error(manager: httpx.Client) -> None:
+    key = created(manager.post("/v1/api-keys", json={"name": "patched badly"}))
+    for body, field in (({"name": None}, "name"), ({"budget": {"period": "day", "images": 0}}, "budget.images"),
+                        ({"colour": "red"}, "colour")):
+        error_of(manager.patch(f"/v1/api-keys/{key['id']}", json=body), 422, "VALIDATION_ERROR", field)
+
+
 def test_an_unknown_key_id_is_not_found(manager: httpx.Client) -> None:
     error_of(manager.get("/v1/api-keys/key_0000000000000000"), 404, "NOT_FOUND")
