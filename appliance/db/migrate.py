@@ -2,24 +2,26 @@
 
 A DB made by release 0.1 (``create_all``, no ``alembic_version`` table) holds
 exactly revision 0001's schema: it is stamped at 0001 and upgraded from there,
-so its keys are kept.
+so its keys are kept. Alembic itself is imported only when there is work to
+do: a DB at ``HEAD`` costs one query.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"
+HEAD = "0002"  # the newest revision in migrations/versions (a test keeps the two equal)
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -27,6 +29,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision, as Alembic reads it from the migration scripts."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -34,14 +39,18 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        try:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DBAPIError:  # no alembic_version table: a new DB, or one of release 0.1
+            return None
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the DB to the head revision (nothing to do, the common case, costs one query)."""
-    head = head_revision()
-    if current_revision(engine) == head:
+    """Bring the DB to the head revision."""
+    if current_revision(engine) == HEAD:
         return
+    from alembic import command
+
     try:
         with engine.begin() as connection:
             config = alembic_config(connection)
@@ -50,5 +59,5 @@ def migrate(engine: Engine) -> None:
                 command.stamp(config, FIRST_REVISION)  # release 0.1's create_all schema is revision 0001
             command.upgrade(config, "head")
     except Exception:
-        if current_revision(engine) != head:  # not a second process (the CLI, a gateway) migrating at once
+        if current_revision(engine) != HEAD:  # not a second process (the CLI, a gateway) migrating at once
             raise

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from appliance.db.database import Base, open_database
 from appliance.db.keys import KeyStore
-from appliance.db.migrate import current_revision, head_revision
+from appliance.db.migrate import HEAD, current_revision, head_revision
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # The secret of the one key in release-0.1.sql (a DB made by `create_all` of release 0.1, dumped with sqlite3).
@@ -22,6 +22,10 @@ def release_01_db(path: Path) -> str:
     with sqlite3.connect(path) as connection:
         connection.executescript((FIXTURES / "release-0.1.sql").read_text())
     return f"sqlite:///{path}"
+
+
+def test_the_head_the_gateway_checks_is_the_newest_migration() -> None:
+    assert head_revision() == HEAD
 
 
 def test_a_fresh_db_is_at_the_head_revision_and_matches_the_tables(tmp_path: Path) -> None:
