@@ -17,6 +17,8 @@ from appliance.config import Settings, load_settings
 
 app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+GROUPS = ("model", "key", "backend")
+SUMMARY_PERIODS = ("hour", "day", "week", "month", "total")
 models_app = typer.Typer(help="The models catalogue.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
@@ -52,6 +54,7 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     from appliance.gateway.app import create_gateway
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
@@ -109,7 +112,7 @@ def demo(
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
     from appliance.db.database import open_database
-    from appliance.db.keys import KeyStore
+    from appliance.db.keys import PERMISSIONS, KeyStore
     from appliance.tiny_models import build_all
 
     state = (state_dir or Path(".cache/demo")).resolve()
@@ -119,7 +122,8 @@ def demo(
     catalogue_path = build_all(models_dir)
     settings = _settings(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = _catalogue(catalogue_path)
-    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo")
+    # The operator's key: it may also make keys (with budgets) over the API and read everyone's usage.
+    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
@@ -142,14 +146,20 @@ DEMO_EXAMPLES = [
 ]
 
 
+# A key with a 100-token daily budget: spend it with the chat line, then see /v1/accounting/usage/summary.
+KEY_EXAMPLE = ("", "/v1/api-keys", {"name": "budgeted", "budget": {"period": "day", "tokens": 100}}, "")
+
+
 def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
     import json
 
     lines = []
-    for modality, route, body, extra in DEMO_EXAMPLES:
+    def served(modality: str, body: dict[str, object]) -> bool:
         entry = catalogue.get(str(body["model"]))
-        if entry is None or entry.modality != modality:
-            continue
+        return entry is not None and entry.modality == modality
+
+    examples = [example for example in DEMO_EXAMPLES if served(example[0], example[2])]
+    for _modality, route, body, extra in [*examples, KEY_EXAMPLE]:
         lines.append(f"  curl -s http://127.0.0.1:{port}{route} -H {shlex.quote('Authorization: Bearer ' + secret)} "
                      f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}{extra}")
     return lines
@@ -162,21 +172,46 @@ def keys_create(
                           help="repeatable; default models:list and models:use")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="repeatable; default every model")] = None,
     rate_limit: Annotated[int | None, typer.Option(help="requests per minute; default no limit")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="tokens per budget period")] = None,
+    budget_images: Annotated[int | None, typer.Option(help="images per budget period")] = None,
+    budget_audio_seconds: Annotated[float | None, typer.Option(help="audio seconds per budget period")] = None,
+    budget_period: Annotated[str, typer.Option(help="day, week, month or total")] = "day",
+    expires: Annotated[str | None, typer.Option(help="ISO 8601 time the key stops working; default never")] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Create a key; the secret is printed once, alone on the last line."""
+    from datetime import UTC, datetime
+
     from appliance.db.database import open_database
-    from appliance.db.keys import KeyStore
+    from appliance.db.keys import Budget, KeyStore
 
     store = KeyStore(open_database(_settings(None, state_dir).effective_database_url))
     try:
-        key, secret = store.create(name, permission, model, rate_limit)
+        budget = None
+        if budget_tokens is not None or budget_images is not None or budget_audio_seconds is not None:
+            budget = Budget(budget_period, budget_tokens, budget_images, budget_audio_seconds)
+        expires_at = datetime.fromisoformat(expires) if expires else None
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise ValueError(f"--expires {expires} is in the past")
+        key, secret = store.create(name, permission, model, rate_limit, expires_at, budget)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"created {key.id} ({key.name}): permissions {', '.join(key.permissions)}; "
                f"models {', '.join(key.models) if key.models else 'all'}; "
-               f"rate limit {f'{key.rate_limit}/min' if key.rate_limit else 'none'}. The key is shown only now:")
+               f"rate limit {f'{key.rate_limit}/min' if key.rate_limit else 'none'}; "
+               f"budget {_budget_text(key.budget)}. The key is shown only now:")
     typer.echo(secret)
+
+
+def _budget_text(budget: object) -> str:
+    from appliance.db.keys import Budget
+
+    if not isinstance(budget, Budget):
+        return "none"
+    limits = ", ".join(f"{value:g} {unit.replace('_', ' ')}" for unit, value in budget.limits().items())
+    return f"{limits} per {budget.period}" if budget.period != "total" else f"{limits} in total"
 
 
 @keys_app.command("list")
@@ -190,7 +225,8 @@ def keys_list(state_dir: StateDirOption = None) -> None:
         status = "revoked" if key.revoked_at else "active"
         typer.echo(f"{key.id}  {key.prefix}…  {status:8} {key.name}  [{', '.join(key.permissions)}]"
                    f"  models={','.join(key.models) if key.models else 'all'}"
-                   f"  rate_limit={key.rate_limit or '-'}  created={key.created_at:%Y-%m-%d %H:%M}")
+                   f"  rate_limit={key.rate_limit or '-'}  budget={_budget_text(key.budget)}"
+                   f"  created={key.created_at:%Y-%m-%d %H:%M}")
 
 
 @keys_app.command("revoke")
@@ -204,6 +240,38 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, key_�
     if not store.revoke(key_id):
         raise _fail(f"no active key with id {key_id}")
     typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def usage(
+    group_by: Annotated[str, typer.Option(help="model, key or backend")] = "model",
+    period: Annotated[str, typer.Option(help="hour, day, week, month or total: from the start of the current one")]
+    = "day",
+    key: Annotated[str | None, typer.Option(help="only this key's usage (its id, key_…)")] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Usage summed by model, key or backend: the numbers of GET /v1/accounting/usage/summary."""
+    from datetime import UTC, datetime
+
+    from appliance.accounting.periods import period_start
+    from appliance.accounting.store import UsageFilter, UsageStore
+    from appliance.db.database import open_database
+
+    if group_by not in GROUPS:
+        raise _fail(f"--group-by must be one of {', '.join(GROUPS)}")
+    if period not in SUMMARY_PERIODS:
+        raise _fail(f"--period must be one of {', '.join(SUMMARY_PERIODS)}")
+    store = UsageStore(open_database(_settings(None, state_dir).effective_database_url))
+    start = period_start(period, datetime.now(UTC))
+    rows = store.summary(UsageFilter(start=start, key_id=key), group_by)
+    since = f"since {start:%Y-%m-%d %H:%M} UTC" if start else "in total"
+    typer.echo(f"usage by {group_by}, {since}")
+    typer.echo(f"{group_by:40} {'requests':>8} {'in tok':>9} {'out tok':>9} {'total tok':>10} {'images':>7} "
+               f"{'audio s':>9} {'chars':>8}")
+    for row in rows:
+        typer.echo(f"{str(row['group_key'] or '-'):40} {row['request_count']:>8} {row['input_tokens']:>9} "
+                   f"{row['output_tokens']:>9} {row['total_tokens']:>10} {row['images']:>7} "
+                   f"{row['audio_seconds']:>9.1f} {row['characters']:>8}")
 
 
 @models_app.command("list")

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
+    budget_reservation_hold_s: float = Field(
+        3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
 
     @property
     def socket_dir(self) -> Path:

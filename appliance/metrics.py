@@ -27,3 +27,8 @@ BACKEND_UP = Gauge(
     "appliance_backend_up", "1 while a remote backend of a model passes its health checks.",
     ["model", "backend"], registry=REGISTRY,
 )
+USAGE_UNITS = Counter(
+    "appliance_usage_units_total", "Units used by inference requests, by model and unit (tokens_in, tokens_out, "
+    "images, audio_seconds_in, audio_seconds_out, characters).",
+    ["model", "unit"], registry=REGISTRY,
+)

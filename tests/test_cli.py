@@ -80,11 +80,11 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         curls = [line.strip() for line in seen if line.strip().startswith("curl ")]
         assert curls, "".join(seen)[-3000:]
         assert any(line.startswith("API key: sgk_") for line in seen)
-        while not seen[-1].startswith("Stop with Ctrl-C."):  # the banner has one curl line per modality
+        while not seen[-1].startswith("Stop with Ctrl-C."):  # one curl line per modality, one for a budgeted key
             seen.append(lines.get(timeout=30))
             if seen[-1].strip().startswith("curl "):
                 curls.append(seen[-1].strip())
-        assert len(curls) == 4, curls
+        assert len(curls) == 5, curls
         results = {curl.split()[2].rsplit("/", 1)[-1]: subprocess.run(["bash", "-c", curl], capture_output=True,
                                                                       text=True, timeout=120, cwd=tmp_path)
                    for curl in curls}
@@ -95,6 +95,8 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         image = json.loads(results["generate"].stdout)["data"]["data"][0]
         assert subprocess.run(["curl", "-sf", image["url"]], capture_output=True, timeout=60).stdout[:4] == b"\x89PNG"
         assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0
+        budgeted = json.loads(results["api-keys"].stdout)["data"]
+        assert budgeted["key"].startswith("sgk_") and budgeted["budget"]["tokens"] == 100
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -65,17 +65,18 @@ class Endpoint:
         return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.timeout_s)
 
     async def post(self, path: str, data: Any, headers: Mapping[str, str] | None = None, *,
-                   stream: bool = False) -> aiohttp.ClientResponse:
-        """POST to ``base_url + path``; the caller reads and releases the response (``async with``)."""
+                   stream: bool = False, at_root: bool = False) -> aiohttp.ClientResponse:
+        """POST to ``base_url + path`` (``origin + path`` with ``at_root``: vLLM's /tokenize); the caller reads
+        and releases the response (``async with``)."""
+        url = (self.origin if at_root else self.base_url) + path
         if stream:
-            return await self.session.post(self.base_url + path, data=data, headers=headers,
-                                           timeout=self.stream_timeout())
-        return await self.session.post(self.base_url + path, data=data, headers=headers)  # the session's timeout
+            return await self.session.post(url, data=data, headers=headers, timeout=self.stream_timeout())
+        return await self.session.post(url, data=data, headers=headers)  # the session's timeout
 
-    async def post_bytes(self, path: str, data: Any,
-                         headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
+    async def post_bytes(self, path: str, data: Any, headers: Mapping[str, str] | None = None,
+                         at_root: bool = False) -> tuple[int, Mapping[str, str], bytes]:
         """POST and read the whole answer: status, headers, body."""
-        async with await self.post(path, data, headers) as response:
+        async with await self.post(path, data, headers, at_root=at_root) as response:
             return response.status, response.headers, await response.read()
 
     async def probe(self, url: str, timeout_s: float) -> tuple[int, bytes]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase
-
-
-SCHEMA_LOCK = 0x5CA16121  # any constant: the advisory lock that serialises schema set-up on PostgreSQL
 
 
 class Base(DeclarativeBase):
@@ -16,7 +13,8 @@ class Base(DeclarativeBase):
 
 
 def open_database(url: str) -> Engine:
-    """An engine on ``url`` with the schema in place; SQLite gets WAL so the CLI and the gateway can share it."""
+    """An engine on ``url`` with the schema migrated to the newest revision; SQLite gets WAL so the CLI and the
+    gateway can share it."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {},
@@ -30,11 +28,8 @@ def open_database(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    from appliance.db import tables  # noqa: F401  (registers the tables on Base)
+    from appliance.db import media, tables  # noqa: F401  (registers the tables on Base)
+    from appliance.db.migrate import migrate
 
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            # Gateways sharing one database start together: one at a time sets up the schema.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCK})
-        Base.metadata.create_all(connection)
+    migrate(engine)
     return engine

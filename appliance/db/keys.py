@@ -11,11 +11,37 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from appliance.accounting.periods import PERIODS, UNITS
 from appliance.db.tables import ApiKeyRow
 
 PERMISSIONS = ("models:list", "models:use", "api_keys:manage", "admin:access")
 DEFAULT_PERMISSIONS = ("models:list", "models:use")
 KEY_PREFIX = "sgk_"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A key's limits over one period; a unit left None is not limited."""
+
+    period: str
+    tokens: int | None = None
+    images: int | None = None
+    audio_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.period not in PERIODS:
+            raise ValueError(f"unknown budget period {self.period!r}; known: {', '.join(PERIODS)}")
+        limits = self.limits()
+        if not limits:
+            raise ValueError(f"a budget needs a limit in at least one unit ({', '.join(UNITS)})")
+        for unit, limit in limits.items():
+            if limit <= 0:
+                raise ValueError(f"the {unit} budget must be a positive number")
+
+    def limits(self) -> dict[str, float]:
+        """unit → limit, for the units this budget limits."""
+        values = {"tokens": self.tokens, "images": self.images, "audio_seconds": self.audio_seconds}
+        return {unit: value for unit, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -31,6 +57,8 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
     expires_at: datetime | None
+    budget: Budget | None = None
+    created_by: str | None = None  # the key that made this one over HTTP; None: made by the CLI
 
     def active(self, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)
@@ -52,8 +80,22 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
         id=row.id, name=row.name, prefix=row.prefix, permissions=tuple(row.permissions),
         models=tuple(row.models) if row.models is not None else None, rate_limit=row.rate_limit,
         created_at=_aware(row.created_at), revoked_at=row.revoked_at and _aware(row.revoked_at),
-        expires_at=row.expires_at and _aware(row.expires_at),
+        expires_at=row.expires_at and _aware(row.expires_at), created_by=row.created_by,
+        budget=Budget(row.budget_period, row.budget_tokens, row.budget_images, row.budget_audio_seconds)
+        if row.budget_period else None,
     )
+
+
+def check_permissions(permissions: list[str]) -> None:
+    unknown = [p for p in permissions if p not in PERMISSIONS]
+    if unknown:
+        raise ValueError(f"unknown permission {unknown[0]!r}; known: {', '.join(PERMISSIONS)}")
+
+
+def _budget_columns(budget: Budget | None) -> dict[str, object]:
+    return {"budget_period": budget.period if budget else None, "budget_tokens": budget.tokens if budget else None,
+            "budget_images": budget.images if budget else None,
+            "budget_audio_seconds": budget.audio_seconds if budget else None}
 
 
 class KeyStore:
@@ -63,19 +105,20 @@ class KeyStore:
         self._changes = _ChangeWatch(engine)
 
     def create(self, name: str, permissions: list[str] | None = None, models: list[str] | None = None,
-               rate_limit: int | None = None, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+               rate_limit: int | None = None, expires_at: datetime | None = None, budget: Budget | None = None,
+               created_by: str | None = None) -> tuple[ApiKey, str]:
         """A new key; returns its record and the secret, which is not kept."""
         perms = list(permissions) if permissions else list(DEFAULT_PERMISSIONS)
-        unknown = [p for p in perms if p not in PERMISSIONS]
-        if unknown:
-            raise ValueError(f"unknown permission {unknown[0]!r}; known: {', '.join(PERMISSIONS)}")
+        check_permissions(perms)
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError("the rate limit must be a positive number of requests per minute")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
         row = ApiKeyRow(
             id="key_" + secrets.token_hex(8), name=name, key_hash=hash_key(secret), prefix=secret[:8],
             permissions=perms, models=list(models) if models else None, rate_limit=rate_limit,
-            created_at=datetime.now(UTC), revoked_at=None, expires_at=expires_at,
+            created_at=now, updated_at=now, revoked_at=None, expires_at=expires_at, created_by=created_by,
+            **_budget_columns(budget),
         )
         with Session(self.engine) as session, session.begin():
             session.add(row)
@@ -83,16 +126,42 @@ class KeyStore:
             key = _to_key(row)
         return key, secret
 
-    def list(self) -> list[ApiKey]:
+    def list(self, created_by: str | None = None) -> list[ApiKey]:
+        """Every key, oldest first; with ``created_by``, the keys that key made and the key itself."""
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        if created_by is not None:
+            query = query.where((ApiKeyRow.created_by == created_by) | (ApiKeyRow.id == created_by))
         with Session(self.engine) as session:
-            return [_to_key(row) for row in session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))]
+            return [_to_key(row) for row in session.scalars(query)]
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with Session(self.engine) as session:
+            row = session.get(ApiKeyRow, key_id)
+            return _to_key(row) if row is not None else None
+
+    def update(self, key_id: str, **changes: object) -> ApiKey | None:
+        """Change ``name``, ``models``, ``rate_limit``, ``expires_at`` or ``budget`` of a key; None if unknown."""
+        values = dict(changes)
+        if "budget" in values:
+            values.update(_budget_columns(values.pop("budget")))  # type: ignore[arg-type]
+        if "models" in values:
+            values["models"] = list(values["models"]) if values["models"] else None  # type: ignore[call-overload]
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ApiKeyRow, key_id)
+            if row is None:
+                return None
+            for column, value in values.items():
+                setattr(row, column, value)
+            row.updated_at = datetime.now(UTC)
+            session.flush()
+            return _to_key(row)
 
     def revoke(self, key_id: str) -> bool:
         """Revoke at once; False when no active key has that id."""
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
+                .values(revoked_at=datetime.now(UTC), updated_at=datetime.now(UTC))
             )
             return result.rowcount > 0
 
@@ -119,13 +188,19 @@ class KeyStore:
 
 
 class _ChangeWatch:
-    """Tells whether any connection committed to a SQLite DB since the last look (PRAGMA data_version)."""
+    """Tells whether the keys of a SQLite DB changed since the last look.
+
+    PRAGMA data_version (free) says whether anything was committed; usage rows
+    are, several times a second, so only then is the key table itself asked
+    for its count and latest change.
+    """
 
     def __init__(self, engine: Engine) -> None:
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
         self._connection = (sqlite3.connect(database, check_same_thread=False)
                             if database and database != ":memory:" else None)
         self._version: int | None = None
+        self._keys: tuple[object, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -135,5 +210,9 @@ class _ChangeWatch:
         if self._connection is None:
             return True  # other databases: no cheap signal, so always ask
         version = self._connection.execute("PRAGMA data_version").fetchone()[0]
-        changed, self._version = version != self._version, version
+        if version == self._version:
+            return False
+        self._version = version
+        keys = tuple(self._connection.execute("SELECT count(*), max(updated_at) FROM api_keys").fetchone())
+        changed, self._keys = keys != self._keys, keys
         return changed

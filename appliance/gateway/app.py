@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from appliance.accounting.service import Accounting
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings
 from appliance.db.database import open_database
@@ -19,7 +20,7 @@ from appliance.db.keys import KeyStore
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.routes import audio, chat, embed, health, images, media, models
+from appliance.gateway.routes import accounting, audio, chat, embed, health, images, keys, media, models
 from appliance.gateway.systemd import notify
 from appliance.supervisor.supervisor import Supervisor
 
@@ -32,8 +33,12 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     """The FastAPI app; its lifespan starts the supervisor and stops every worker."""
     supervisor = Supervisor(catalogue, settings)
 
+    database = open_database(settings.effective_database_url)
+    usage = Accounting(database, reservation_hold_s=settings.budget_reservation_hold_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        usage.start()
         await supervisor.start()
         loop = asyncio.get_running_loop()
         waiter = loop.create_task(_announce_ready(supervisor))
@@ -51,16 +56,18 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
             notify("STOPPING=1")
             await supervisor.stop()
             log.info("all workers stopped")
+            await usage.stop()  # after the last request: every usage row is written
 
     app = FastAPI(title="Inference appliance", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.supervisor = supervisor
-    app.state.keys = KeyStore(open_database(settings.effective_database_url))
+    app.state.keys = KeyStore(database)
+    app.state.accounting = usage
     app.state.rate_limiter = RateLimiter()
     app.state.tasks = set()  # background tasks, referenced until done
     install_error_handlers(app)
-    for module in (health, models, embed, images, media, audio, chat):
+    for module in (health, models, embed, images, media, audio, chat, keys, accounting):
         app.include_router(module.router)
     return app
 

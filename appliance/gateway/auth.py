@@ -24,8 +24,8 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-def require(permission: str) -> Callable[[Request], Coroutine[Any, Any, ApiKey]]:
-    """A dependency: the request's key, verified, holding ``permission``, within its rate limit."""
+def require(permission: str | None) -> Callable[[Request], Coroutine[Any, Any, ApiKey]]:
+    """A dependency: the request's key, verified, holding ``permission`` (None: any), within its rate limit."""
 
     async def dependency(request: Request) -> ApiKey:
         token = bearer_token(request)
@@ -42,11 +42,14 @@ def require(permission: str) -> Callable[[Request], Coroutine[Any, Any, ApiKey]]
                 raise ApiError(ErrorCode.RATE_LIMITED,
                                f"This key may make {key.rate_limit} requests a minute; wait before retrying.",
                                retry_after=decision.retry_after())
-        if permission not in key.permissions:
+        if permission is not None and permission not in key.permissions:
             raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"This API key lacks the permission '{permission}'.")
         return key
 
     return dependency
+
+
+authenticated = require(None)  # any valid key: e.g. to read its own usage
 
 
 def check_model_access(key: ApiKey, entry: ModelEntry) -> None:

@@ -17,12 +17,15 @@ from typing import Any
 from fastapi import Request, Response
 from pydantic import ValidationError
 
+from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
+from appliance.gateway.metering import budgeted, reserve
 from appliance.gateway.relay import post_json, resolve_model
 from appliance.gateway.sse import relay_sse
-from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest
+from appliance.gateway.stream_usage import usage_tap, with_engine_usage
+from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
 
 log = logging.getLogger("appliance.gateway.chat")
@@ -78,8 +81,13 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     return body
 
 
-def engine_payload(body: SamplingFields, entry: ModelEntry) -> bytes:
-    """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata."""
+def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = False) -> bytes:
+    """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata.
+
+    ``bounded`` (the key has a token budget): ``max_tokens`` is always set, to the
+    output bound the reservation counted on, so the engine cannot use more. A
+    stream always asks the engine for its usage.
+    """
     data = body.model_dump(exclude_none=True, exclude={"metadata"})
     data["model"] = entry.served_model
     cap = entry.max_output_tokens
@@ -87,7 +95,48 @@ def engine_payload(body: SamplingFields, entry: ModelEntry) -> bytes:
         data["max_tokens"] = min(body.max_tokens or cap, cap)
     elif cap is not None and body.max_tokens is not None:
         data["max_tokens"] = min(body.max_tokens, cap)
+    if bounded and "max_tokens" not in data:
+        data["max_tokens"] = output_bound(body.max_tokens, entry)
+    if body.stream:
+        data = with_engine_usage(data)
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+async def token_bound(request: Request, body: SamplingFields, entry: ModelEntry) -> int:
+    """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
+    /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
+    prompt = body.prompt if isinstance(body, CompletionRequest) else None
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        return completion_bound(None, prompt, None, body.max_tokens, entry)  # token ids: already exact
+    counted = await _engine_count(request, body, entry)
+    if counted is not None:
+        total = counted + output_bound(body.max_tokens, entry)
+        return min(total, entry.context_window) if entry.context_window else total
+    if isinstance(body, ChatRequest):
+        messages = [message.model_dump(exclude_none=True) for message in body.messages]
+        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+        return completion_bound(messages, None, tools, body.max_tokens, entry)
+    return completion_bound(None, prompt, None, body.max_tokens, entry)
+
+
+async def _engine_count(request: Request, body: SamplingFields, entry: ModelEntry) -> int | None:
+    if isinstance(body, ChatRequest):
+        ask = TokenizeRequest(model=entry.served_model, messages=body.messages, tools=body.tools)
+    elif isinstance(body, CompletionRequest) and isinstance(body.prompt, str | list):
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(texts) != 1:
+            return None
+        ask = TokenizeRequest(model=entry.served_model, prompt=str(texts[0]))
+    else:
+        return None
+    try:
+        answer = await post_json(request, entry, "/tokenize", ask.model_dump_json(exclude_none=True).encode(),
+                                 at_root=True)  # vLLM serves it beside /v1, not under it
+        return TokenizeResponse.model_validate_json(answer).count
+    except (ApiError, ValidationError) as exc:
+        if isinstance(exc, ApiError) and exc.code in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_TIMEOUT):
+            raise
+        return None  # an engine without /tokenize (a remote server), or a prompt it refuses: the byte bound
 
 
 def refine(kind: Kind, entry: ModelEntry) -> Any:
@@ -119,13 +168,16 @@ async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    payload = engine_payload(body, entry)
+    meter = await reserve(request, key, "tokens", await token_bound(request, body, entry) if budgeted(key) else 0)
+    payload = engine_payload(body, entry, bounded=meter.reservation is not None)
     on_error = refine(kind, entry)
     if body.stream:
-        return await relay_sse(request, entry, kind.path, payload, on_error)
+        asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
+        return await relay_sse(request, entry, kind.path, payload, on_error, tap=usage_tap(request, asked))
     try:
         answer = await post_json(request, entry, kind.path, payload)
     except ApiError as exc:
         raise on_error(exc) from None
+    apply_usage(meter.units, read_usage(answer))
     return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
 

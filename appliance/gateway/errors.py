@@ -57,6 +57,14 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
+# Codes a retry cannot help (the docs' retry guidance): on /oai/v1 they carry ``x-should-retry: false``, which
+# stops the openai SDK's automatic retries of every 429 and 5xx.
+NOT_RETRYABLE = frozenset({
+    ErrorCode.AUTH_TOKEN_MISSING, ErrorCode.AUTH_TOKEN_INVALID, ErrorCode.AUTHZ_PERMISSION_DENIED,
+    ErrorCode.VALIDATION_ERROR, ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_ACCESS_DENIED,
+    ErrorCode.BUDGET_EXCEEDED, ErrorCode.QUOTA_EXCEEDED,
+})
+
 # OpenAI's error "type" for each code, for the /oai/v1 surface.
 OPENAI_TYPE: dict[int, str] = {
     401: "authentication_error",
@@ -175,6 +183,8 @@ def error_response(exc: ApiError, path: str, request_id: str) -> JSONResponse:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if is_openai_surface(path):
+        if exc.code in NOT_RETRYABLE:
+            headers["x-should-retry"] = "false"
         status = exc.status_code
         param = exc.details[0]["field"] if exc.details else None
         body: dict[str, Any] = {"error": {"message": exc.message, "type": OPENAI_TYPE.get(status, "api_error"),
@@ -189,10 +199,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        request.state.error_code = exc.code.value
         return error_response(exc, request.url.path, request_id_of(request))
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, (RequestValidationError, ValidationError))
+        request.state.error_code = ErrorCode.VALIDATION_ERROR.value
         return error_response(from_validation_error(exc), request.url.path, request_id_of(request))
 
     async def on_http(request: Request, exc: Exception) -> Response:
@@ -208,6 +220,7 @@ def install_error_handlers(app: FastAPI) -> None:
             err = ApiError(ErrorCode.VALIDATION_ERROR, str(exc.detail))
         else:
             err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request.")
+        request.state.error_code = err.code.value
         return error_response(err, request.url.path, request_id_of(request))
 
     app.add_exception_handler(ApiError, on_api_error)

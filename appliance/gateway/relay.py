@@ -110,26 +110,28 @@ def backend_headers(request: Request, content_type: str | None = "application/js
 class Answer:
     body: bytes
     content_type: str
+    headers: Mapping[str, str]
 
 
 async def post(request: Request, entry: ModelEntry, path: str, data: Callable[[], Any],
-               content_type: str | None = "application/json", json_answer: bool = True) -> Answer:
+               content_type: str | None = "application/json", json_answer: bool = True,
+               at_root: bool = False) -> Answer:
     """POST ``data()`` (made anew for each backend tried) and return the whole answer, or raise its ApiError."""
 
     async def send(backend: Backend) -> Answer:
-        status, headers, body = await backend.endpoint.post_bytes(path, data(), backend_headers(request,
-                                                                                               content_type))
+        status, headers, body = await backend.endpoint.post_bytes(path, data(), backend_headers(request, content_type),
+                                                                  at_root=at_root)
         if status >= 400:
             raise backend_error(backend, status, body, headers)
         media_type = headers.get("content-type", "application/json")
-        return Answer(checked_json(backend, body) if json_answer else body, media_type)
+        return Answer(checked_json(backend, body) if json_answer else body, media_type, headers)
 
     return await call(request, entry, send)
 
 
-async def post_json(request: Request, entry: ModelEntry, path: str, payload: bytes) -> bytes:
+async def post_json(request: Request, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
     """POST a JSON body and return the backend's JSON answer."""
-    return (await post(request, entry, path, lambda: payload)).body
+    return (await post(request, entry, path, lambda: payload, at_root=at_root)).body
 
 
 def checked_json(backend: Backend, body: bytes) -> bytes:

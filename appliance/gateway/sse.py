@@ -37,15 +37,19 @@ def error_frame(error: ApiError, openai_shape: bool) -> bytes:
 
 
 async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: bytes,
-                    on_error: Callable[[ApiError], ApiError] = lambda error: error) -> StreamingResponse:
+                    on_error: Callable[[ApiError], ApiError] = lambda error: error,
+                    tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> StreamingResponse:
     """POST ``payload`` to a backend of the model and answer with its event stream.
 
     ``on_error`` may refine an error the backend gives before streaming (e.g.
-    name the field of a rejected request). The backend stays counted in flight
-    until the stream ends.
+    name the field of a rejected request); ``tap`` filters the frames on their
+    way out (accounting reads the usage chunk there). The backend stays counted
+    in flight until the stream ends.
     """
     upstream = await open_upstream(request, entry, path, payload, on_error)
     frames = _frames(upstream, openai_shape=is_openai_surface(request.url.path))
+    if tap is not None:
+        frames = tap(frames)
     return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from appliance.db.database import Base
 from appliance.db.media import MediaRow
 from appliance.media import tokens
 
@@ -61,8 +60,7 @@ class MediaStore:
         self.root = root
         self.ttl_s = ttl_s
         self.clock = clock
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        Base.metadata.create_all(engine, tables=[MediaRow.__table__])  # type: ignore[list-item]
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # the media table comes with the DB's migrations
 
     def put(self, data: bytes, content_type: str = "image/png", ttl_s: float | None = None) -> StoredMedia:
         """Store ``data`` durably and return its new token, valid for ``ttl_s`` (default: the store's TTL)."""

@@ -11,6 +11,15 @@ SpeechFormat = Literal["mp3", "wav", "opus", "flac", "aac", "pcm"]
 Granularity = Literal["segment", "word"]
 
 MAX_SPEECH_INPUT = 4096  # OpenAI's limit of characters per speech request
+AUDIO_DURATION_HEADER = "x-audio-duration"  # seconds of audio a transcription worker heard
+# A form field only the gateway sends: the most seconds the key's budget has room for; longer audio is refused.
+MAX_AUDIO_SECONDS_FIELD = "max_audio_seconds"
+SPEECH_SAMPLE_RATE = 24000  # what OpenAI's voices deliver; clients playing raw pcm assume it
+
+
+def speech_sample_rate(engine_options: dict[str, object]) -> int:
+    """The rate a speech model's audio is sent at (``engine_options.sample_rate``)."""
+    return int(engine_options.get("sample_rate", SPEECH_SAMPLE_RATE))  # type: ignore[call-overload]
 
 # The Content-Type of each synthesised format (what OpenAI answers).
 SPEECH_MEDIA_TYPES: dict[str, str] = {

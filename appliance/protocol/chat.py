@@ -163,6 +163,24 @@ class CompletionRequest(SamplingFields):
     stream_options: StreamOptions | None = None
 
 
+class TokenizeRequest(BaseModel):
+    """vLLM's POST /tokenize: count a chat's prompt (chat template included) or a raw prompt's tokens."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[Message] | None = None
+    tools: list[Tool] | None = None
+    prompt: str | None = None
+
+
+class TokenizeResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # vLLM also sends the tokens themselves
+
+    count: int
+    max_model_len: int | None = None
+
+
 # --- responses (what the engines answer; relayed as they come) -------------
 
 

@@ -21,13 +21,12 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.audio import SPEECH_MEDIA_TYPES, SpeechRequest
+from appliance.protocol.audio import SPEECH_MEDIA_TYPES, SpeechRequest, speech_sample_rate
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 
 log = logging.getLogger("appliance.worker.speech")
 
 OPENAI_VOICES = ("alloy", "echo", "fable", "onyx", "nova", "shimmer")
-OUTPUT_RATE = 24000  # what OpenAI's voices deliver; clients playing raw pcm assume it
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def build_app(entry: ModelEntry) -> Any:
     speakers = {name: dict(voice.config.speaker_id_map) if voice.config.num_speakers > 1 else {}
                 for name, voice in voices.items()}
     table = voice_table(speakers, dict(options.get("voices", {})))
-    out_rate = int(options.get("sample_rate", OUTPUT_RATE))
+    out_rate = speech_sample_rate(options)
     log.info("loaded voices %s (%s); %d voice names", ", ".join(voices), "cuda" if use_cuda else "cpu", len(table))
     # espeak-ng (Piper's phonemiser) is not thread-safe: one engine thread, sentences of requests interleave.
     engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")

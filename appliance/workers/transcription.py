@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.audio import TranscriptionForm
+from appliance.protocol.audio import AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, TranscriptionForm
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 from appliance.workers.transcripts import Result, Segment, Word, render
 from appliance.workers.whisper_languages import LANGUAGES
@@ -107,8 +107,12 @@ def build_app(entry: ModelEntry) -> Any:
             raise WorkerError(400, f"language: model '{entry.slug}' transcribes English only; "
                                    f"'{language}' is not available.", "language")
 
-    def transcribe(file: BinaryIO, req: TranscriptionForm) -> Result:
+    def transcribe(file: BinaryIO, req: TranscriptionForm, max_seconds: float | None) -> Result:
         audio = decode(file)
+        seconds = audio.size / SAMPLE_RATE
+        if max_seconds is not None and seconds > max_seconds:  # before the work: the budget could not pay for it
+            raise WorkerError(400, f"{MAX_AUDIO_SECONDS_FIELD}: the audio is {seconds:.3f} s long; the budget has room "
+                                   f"for {max_seconds:.3f} s.", MAX_AUDIO_SECONDS_FIELD)
         words = "word" in req.timestamp_granularities
         kwargs = dict(defaults)
         if req.temperature:  # 0 or unset: the fallback ladder, as OpenAI does
@@ -147,11 +151,15 @@ def build_app(entry: ModelEntry) -> Any:
                 raise WorkerError(400, "file: the file is empty.", "file")
             req = form_fields(form)
             check_language(req.language)
-            result = await asyncio.get_running_loop().run_in_executor(engine, transcribe, upload.file, req)
+            cap = form.get(MAX_AUDIO_SECONDS_FIELD)
+            max_seconds = float(cap) if isinstance(cap, str) and cap else None
+            result = await asyncio.get_running_loop().run_in_executor(engine, transcribe, upload.file, req,
+                                                                      max_seconds)
         finally:
             await form.close()  # the spooled upload's temporary file goes now, not at garbage collection
         body, media_type = render(result, req.response_format, req.timestamp_granularities)
-        return Response(body, media_type=media_type)
+        # The gateway's accounting reads the audio's length here, whatever the format of the transcript.
+        return Response(body, media_type=media_type, headers={AUDIO_DURATION_HEADER: f"{result.duration:.3f}"})
 
     return app
 

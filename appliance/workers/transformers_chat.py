@@ -27,7 +27,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.chat import ChatRequest, CompletionRequest
+from appliance.protocol.chat import ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 
 log = logging.getLogger("appliance.worker.transformers")
@@ -230,6 +230,18 @@ def build_app(entry: ModelEntry) -> Any:
         finally:
             generation.cancelled.set()  # the client left or a stop string matched: free the engine
 
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Response:
+        """vLLM's endpoint: the gateway counts a prompt with it before reserving a token budget."""
+        req = TokenizeRequest.model_validate_json(await request.body())
+        if req.messages is not None:
+            tools = [tool.model_dump(exclude_none=True) for tool in req.tools or []] or None
+            ids = engine.render([message.model_dump(exclude_none=True) for message in req.messages], tools)
+        else:
+            ids = engine.encode(req.prompt or "")
+        answer = TokenizeResponse(count=len(ids), max_model_len=engine.context_window)
+        return Response(answer.model_dump_json(), media_type="application/json")
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         req = ChatRequest.model_validate_json(await request.body())
@@ -344,6 +356,11 @@ def build_app(entry: ModelEntry) -> Any:
                     yield chunk(delta)
             tail = text.finish()
             yield chunk(tail, "stop" if text.stopped else generation.finish_reason)
+            if req.stream_options and req.stream_options.include_usage:
+                body = {"id": ident, "object": "text_completion", "created": created, "model": entry.slug,
+                        "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text.ids),
+                                                 "total_tokens": len(prompt) + len(text.ids)}}
+                yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return ClosingStreamingResponse(_cancelling(text_frames(), generation), media_type="text/event-stream")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance.accounting.store import UsageStore
 from appliance.db.database import open_database
-from appliance.db.keys import KeyStore, hash_key
+from appliance.db.keys import Budget, KeyStore, hash_key
 
 
 @pytest.fixture
@@ -54,3 +55,22 @@ def test_a_revocation_by_another_process_is_seen_on_the_next_verify(tmp_path: Pa
     assert gateway.verify(secret) == key  # remembered
     cli.revoke(key.id)
     assert gateway.verify(secret) is None
+
+
+def test_a_change_by_another_process_is_seen_and_usage_writes_keep_the_cache(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    gateway, cli = KeyStore(open_database(url)), KeyStore(open_database(url))
+    key, secret = cli.create("ci", budget=Budget("day", tokens=100))
+    assert gateway.verify(secret) == key
+    UsageStore(gateway.engine).add_many([usage_row(key.id)])  # a commit, but not to the keys
+    assert not gateway._changes.changed()
+    cli.update(key.id, rate_limit=9, budget=Budget("week", images=2))
+    seen = gateway.verify(secret)
+    assert seen is not None and seen.rate_limit == 9 and seen.budget == Budget("week", images=2)
+
+
+def usage_row(key_id: str) -> dict[str, object]:
+    return {"id": "usage_1", "created_at": datetime.now(UTC), "request_id": "req_1", "key_id": key_id,
+            "model": "m", "backend_id": "b", "route": "/v1/inference/chat", "status_code": 200, "error_code": None,
+            "latency_ms": 1.0, "tokens_in": 1, "tokens_out": 1, "images": 0, "image_size": None,
+            "audio_seconds_in": 0.0, "audio_seconds_out": 0.0, "characters": 0}

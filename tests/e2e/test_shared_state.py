@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import catalogue_subset
@@ -58,6 +61,34 @@ def test_a_key_made_once_works_on_both_gateways_and_a_revocation_holds_on_both_a
                   if " shared " in line)
     appliance_cli(database_url, "keys", "revoke", key_id)
     assert (embed(a, key), embed(b, key)) == (401, 401)  # the very next request, on either gateway
+
+
+def test_a_budget_holds_across_both_gateways_under_concurrency(
+        gateways: tuple[RunningAppliance, RunningAppliance], database_url: str) -> None:
+    a, b = gateways
+    key = appliance_cli(database_url, "keys", "create", "budgeted", "--budget-tokens", "60",
+                        "--budget-period", "day").strip().splitlines()[-1]
+    texts = ["one two three four five six"] * 40  # each a few tokens: the budget covers some, not all
+
+    def one(i: int) -> httpx.Response:  # every other request through the other gateway
+        with (a, b)[i % 2].client(key) as client:
+            return client.post("/v1/inference/embed", json={"model": EMBED, "input": texts[i]})
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(len(texts))))
+    served = [r.json()["data"]["usage"]["total_tokens"] for r in answers if r.status_code == 200]
+    refused = [r.json()["error"]["code"] for r in answers if r.status_code != 200]
+    assert served and refused and set(refused) == {"BUDGET_EXCEEDED"}
+    assert sum(served) <= 60  # both gateways reserve in the one database: no overshoot
+    with b.client(key) as client:
+        deadline = time.monotonic() + 10
+        while True:  # each gateway writes its usage rows a moment after answering
+            rows = client.get("/v1/accounting/usage/summary", params={"group_by": "key", "period": "day"})
+            summary = rows.json()["data"]["rows"]
+            if (summary and summary[0]["request_count"] == len(texts)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert summary[0]["request_count"] == len(texts) and summary[0]["total_tokens"] == sum(served)
 
 
 def test_both_gateways_keep_their_state_in_postgresql_not_in_sqlite(

@@ -36,6 +36,14 @@ def test_the_openai_surface_gets_openai_shaped_errors() -> None:
                              b'"code":"validation_error"}}')
 
 
+def test_the_openai_surface_tells_the_sdk_not_to_retry_what_cannot_succeed() -> None:
+    budget = error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent", retry_after=60), "/oai/v1/completions", "r")
+    busy = error_response(ApiError(ErrorCode.BACKEND_RATE_LIMITED, "busy", retry_after=5), "/oai/v1/images/x", "r")
+    assert budget.headers["x-should-retry"] == "false"
+    assert "x-should-retry" not in busy.headers and busy.headers["retry-after"] == "5"
+    assert "x-should-retry" not in error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent"), "/v1/x", "r").headers
+
+
 def test_field_paths_read_like_the_request() -> None:
     assert field_path(("body", "messages", 0, "role")) == "messages[0].role"
     assert field_path(("body",)) == "body"

@@ -6,24 +6,33 @@ client's Accept asks for it; synthesised speech is raw audio, streamed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
+from appliance.accounting.units import SPEECH_CHARS_PER_SECOND, speech_seconds
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
-from appliance.gateway.errors import from_validation_error, ok, ok_raw
+from appliance.gateway.errors import ApiError, from_validation_error, ok, ok_raw
+from appliance.gateway.metering import Meter, over_room, reserve
 from appliance.gateway.relay import RelayResponse, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
-from appliance.protocol.audio import SPEECH_MEDIA_TYPES, TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm
+from appliance.protocol.audio import (AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, SPEECH_MEDIA_TYPES,
+                                      TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm, speech_sample_rate)
 
 router = APIRouter()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 
 TEXT_FORMATS = ("text", "srt", "vtt")
+# The audio's length is known only once the worker decoded it: a transcription reserves this much (a key with
+# less left is refused at once), the worker refuses audio longer than the budget had room for, and the request
+# is charged the real length after.
+TRANSCRIPTION_RESERVE_S = 1.0
 
 
 def _form(fields: dict[str, str | list[str]], default_format: str) -> TranscriptionForm:
@@ -56,12 +65,28 @@ async def _transcribe(request: Request, key: ApiKey, default_format: str) -> tup
     try:
         form = _form(upload.fields(), default_format)
         entry = resolve_model(request, key, form.model, "transcription")
+        meter = await reserve(request, key, "audio_seconds", TRANSCRIPTION_RESERVE_S)
         fields = _worker_fields(form, entry.served_model)
-        answer = await forward_upload(request, entry, "/audio/transcriptions", upload, fields,
-                                      json_answer=form.response_format not in TEXT_FORMATS)
+        if meter.reservation is not None:  # the worker refuses audio longer than the budget has room for
+            fields[MAX_AUDIO_SECONDS_FIELD] = f"{meter.reservation.room:.3f}"
+        try:
+            answer = await forward_upload(request, entry, "/audio/transcriptions", upload, fields,
+                                          json_answer=form.response_format not in TEXT_FORMATS)
+        except ApiError as exc:
+            if exc.details and exc.details[0]["field"] == MAX_AUDIO_SECONDS_FIELD:
+                raise over_room(key, meter, _seconds_in(exc.message)) from None
+            raise
+        meter.units.audio_seconds_in = float(answer.headers.get(AUDIO_DURATION_HEADER) or 0.0)
+        meter.units.known = True
         return answer.body, answer.content_type or TRANSCRIPT_MEDIA_TYPES[form.response_format], form
     finally:
         await upload.form.close()
+
+
+def _seconds_in(message: str) -> float:
+    """The audio's length in the worker's refusal ("the audio is 2.000 s long; …")."""
+    words = message.split("the audio is ", 1)[-1].split()
+    return float(words[0]) if words and words[0].replace(".", "", 1).isdigit() else 0.0
 
 
 def _raw_media_type(request: Request, response_format: str) -> str | None:
@@ -96,9 +121,27 @@ async def openai_transcriptions(request: Request, key: Key) -> Response:
 async def _speech(request: Request, key: ApiKey) -> Response:
     body = await parse_body(request, SpeechRequest)
     entry = resolve_model(request, key, body.model, "speech")
+    meter = await reserve(request, key, "audio_seconds", len(body.input) / SPEECH_CHARS_PER_SECOND / body.speed)
     payload = body.model_copy(update={"model": entry.served_model}).model_dump_json(exclude_none=True)
     chunks, _media_type = await open_stream(request, entry, "/audio/speech", payload.encode())
-    return RelayResponse(chunks, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+    counted = _counting(chunks, meter, body, speech_sample_rate(entry.engine_options))
+    return RelayResponse(counted, media_type=SPEECH_MEDIA_TYPES[body.response_format])
+
+
+async def _counting(chunks: AsyncIterator[bytes], meter: Meter, body: SpeechRequest,
+                    sample_rate: int) -> AsyncIterator[bytes]:
+    """The speech bytes, counted into the request's meter as they go (its seconds out, when they end)."""
+    sent = 0
+    meter.units.characters = len(body.input)
+    try:
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        meter.units.known = True
+    finally:
+        meter.units.audio_seconds_out = speech_seconds(body.response_format, sent, sample_rate, len(body.input),
+                                                       body.speed)
 
 
 @router.post("/v1/inference/audio/synthesize")

@@ -20,6 +20,7 @@ from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ApiError, ErrorCode, ok_raw, validation_error
 from appliance.gateway.media import media_base_url, media_store
+from appliance.gateway.metering import reserve
 from appliance.gateway.relay import post_json, resolve_model
 from appliance.media.store import MediaStore
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
@@ -78,9 +79,11 @@ async def _generate(request: Request, key: ApiKey) -> bytes:
     body = await parse_body(request, ImageGenerationRequest)
     entry = resolve_model(request, key, body.model, "image")
     size = choose_size(entry, body.size, body.model)
+    meter = await reserve(request, key, "images", body.n)
     payload = body.model_copy(update={"model": entry.served_model, "size": size, "response_format": "b64_json"})
     answer = await post_json(request, entry, "/images/generations",
                              payload.model_dump_json(exclude_none=True).encode())
+    meter.units.images, meter.units.image_size, meter.units.known = body.n, size, True
     if body.response_format == "b64_json":
         return answer
     # Decoding and writing megabytes of PNG off the event loop keeps other requests flowing meanwhile.

@@ -1,0 +1,79 @@
+"""Usage rows: written in batches, listed with a cursor, summed by model, key or backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.orm import Session
+
+from appliance.db.tables import UsageRow
+
+GROUP_COLUMNS = {"model": UsageRow.model, "key": UsageRow.key_id, "backend": UsageRow.backend_id}
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    model: str | None = None
+    backend_id: str | None = None
+    key_id: str | None = None  # None: every key's (admin:access)
+
+    def clauses(self) -> list[object]:
+        out: list[object] = []
+        if self.start is not None:
+            out.append(UsageRow.created_at >= self.start)
+        if self.end is not None:
+            out.append(UsageRow.created_at < self.end)
+        if self.model is not None:
+            out.append(UsageRow.model == self.model)
+        if self.backend_id is not None:
+            out.append(UsageRow.backend_id == self.backend_id)
+        if self.key_id is not None:
+            out.append(UsageRow.key_id == self.key_id)
+        return out
+
+
+class UsageStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add_many(self, rows: Iterable[dict[str, object]]) -> None:
+        rows = list(rows)
+        if rows:
+            with Session(self.engine) as session, session.begin():
+                session.execute(insert(UsageRow), rows)
+
+    def page(self, where: UsageFilter, limit: int, cursor: int | None = None) -> tuple[list[UsageRow], int | None]:
+        """Newest first; the cursor of the next page (None on the last)."""
+        query = select(UsageRow).where(*where.clauses()).order_by(UsageRow.seq.desc()).limit(limit + 1)  # type: ignore[arg-type]
+        if cursor is not None:
+            query = query.where(UsageRow.seq < cursor)
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            session.expunge_all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, rows[-1].seq if more else None
+
+    def summary(self, where: UsageFilter, group_by: str) -> list[dict[str, object]]:
+        """One row per group: request count and the sums of every unit."""
+        group = GROUP_COLUMNS[group_by]
+        query = (select(group, func.count(), func.sum(UsageRow.tokens_in), func.sum(UsageRow.tokens_out),
+                        func.sum(UsageRow.images), func.sum(UsageRow.audio_seconds_in),
+                        func.sum(UsageRow.audio_seconds_out), func.sum(UsageRow.characters))
+                 .where(*where.clauses()).group_by(group).order_by(group))  # type: ignore[arg-type]
+        out = []
+        with Session(self.engine) as session:
+            for key, count, tokens_in, tokens_out, images, seconds_in, seconds_out, characters in session.execute(query):
+                tokens_in, tokens_out = int(tokens_in or 0), int(tokens_out or 0)
+                seconds_in, seconds_out = float(seconds_in or 0), float(seconds_out or 0)
+                out.append({"group_key": key, "request_count": int(count), "input_tokens": tokens_in,
+                            "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out,
+                            "images": int(images or 0), "audio_seconds_in": round(seconds_in, 3),
+                            "audio_seconds_out": round(seconds_out, 3),
+                            "audio_seconds": round(seconds_in + seconds_out, 3), "characters": int(characters or 0)})
+        return out

@@ -1,0 +1,145 @@
+"""Keys over HTTP: who may see, make and change which keys.
+
+- A key with ``api_keys:manage`` sees the keys it created, and itself; one that
+  also holds ``admin:access`` sees every key (those made by the CLI included).
+- A key grants only what it holds: permissions it lacks are refused, and a key
+  limited to some models makes keys limited to (some of) those.
+- No key changes its own limits (rate, budget, models) unless it holds
+  ``admin:access``; it may revoke itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from appliance.accounting.budgets import Budgets
+from appliance.db.keys import DEFAULT_PERMISSIONS, ApiKey, Budget, KeyStore
+from appliance.gateway.errors import ApiError, ErrorCode, validation_error
+from appliance.protocol.keys import BudgetIn, BudgetOut, KeyCreate, KeyCreated, KeyOut, KeyPatch, Spent
+
+
+def _store(request: Request) -> KeyStore:
+    return request.app.state.keys
+
+
+def _budgets(request: Request) -> Budgets:
+    return request.app.state.accounting.budgets
+
+
+def is_admin(key: ApiKey) -> bool:
+    return "admin:access" in key.permissions
+
+
+def visible(caller: ApiKey, key: ApiKey) -> bool:
+    return is_admin(caller) or key.id == caller.id or key.created_by == caller.id
+
+
+def to_budget(budget: BudgetIn | None) -> Budget | None:
+    if budget is None:
+        return None
+    return Budget(budget.period, budget.tokens, budget.images,
+                  float(budget.audio_seconds) if budget.audio_seconds is not None else None)
+
+
+def key_out(key: ApiKey, budgets: Budgets) -> KeyOut:
+    budget = None
+    if key.budget is not None:
+        spend = budgets.spend(key)
+        budget = BudgetOut(
+            period=key.budget.period, tokens=key.budget.tokens, images=key.budget.images,  # type: ignore[arg-type]
+            audio_seconds=key.budget.audio_seconds, period_resets_at=spend[0].resets_at if spend else None,
+            spend=[Spent(unit=s.unit, limit=s.limit, spent=round(s.spent, 3), reserved=round(s.reserved, 3),
+                         remaining=round(max(0.0, s.limit - s.spent - s.reserved), 3)) for s in spend])
+    status = "revoked" if key.revoked_at else "active" if key.active() else "expired"
+    return KeyOut(id=key.id, name=key.name, prefix=key.prefix, permissions=list(key.permissions),
+                  models=list(key.models) if key.models is not None else None, rate_limit=key.rate_limit,
+                  budget=budget, created_at=key.created_at, created_by=key.created_by, expires_at=key.expires_at,
+                  revoked_at=key.revoked_at, status=status)  # type: ignore[arg-type]
+
+
+def _check_grant(caller: ApiKey, permissions: list[str], models: list[str] | None) -> list[str] | None:
+    """The models of the new key; refuses permissions or models the caller does not hold itself."""
+    lacking = [p for p in permissions if p not in caller.permissions]
+    if lacking:
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"permissions: this API key cannot grant '{lacking[0]}', "
+                                                          "which it does not hold itself.")
+    if caller.models is None:
+        return models
+    if models is None:
+        return list(caller.models)
+    outside = [m for m in models if m not in caller.models]
+    if outside:
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"models: this API key cannot grant the model "
+                                                          f"'{outside[0]}', which it may not use itself.")
+    return models
+
+
+def _check_expiry(expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise validation_error("expires_at", "the time is in the past; give a future ISO 8601 time")
+
+
+async def create(request: Request, caller: ApiKey, body: KeyCreate) -> KeyCreated:
+    permissions = list(body.permissions) if body.permissions else list(DEFAULT_PERMISSIONS)
+    models = _check_grant(caller, permissions, body.models)
+    _check_expiry(body.expires_at)
+    key, secret = await asyncio.to_thread(
+        _store(request).create, body.name, permissions, models, body.rate_limit, body.expires_at,
+        to_budget(body.budget), caller.id)
+    out = await asyncio.to_thread(key_out, key, _budgets(request))
+    return KeyCreated(**out.model_dump(), key=secret)
+
+
+async def find(request: Request, caller: ApiKey, key_id: str) -> ApiKey:
+    """The key with ``key_id`` if the caller may see it; NOT_FOUND otherwise (another's key is not confirmed)."""
+    key = await asyncio.to_thread(_store(request).get, key_id)
+    if key is None or not visible(caller, key):
+        raise ApiError(ErrorCode.NOT_FOUND, f"No API key '{key_id}' among the keys this key manages.")
+    return key
+
+
+async def show(request: Request, caller: ApiKey, key_id: str) -> KeyOut:
+    key = await find(request, caller, key_id)
+    return await asyncio.to_thread(key_out, key, _budgets(request))
+
+
+async def listing(request: Request, caller: ApiKey, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
+    keys = await asyncio.to_thread(_store(request).list, None if is_admin(caller) else caller.id)
+    if cursor:
+        ids = [key.id for key in keys]
+        keys = keys[ids.index(cursor) + 1:] if cursor in ids else []
+    page = keys[:limit]
+    budgets = _budgets(request)
+    return await asyncio.to_thread(lambda: [key_out(key, budgets) for key in page]), len(keys) > limit
+
+
+async def patch(request: Request, caller: ApiKey, key_id: str, body: KeyPatch) -> KeyOut:
+    key = await find(request, caller, key_id)
+    if key.revoked_at is not None:
+        raise validation_error("key_id", f"the key '{key_id}' is revoked and cannot be changed; create a new one")
+    changes: dict[str, Any] = {field: getattr(body, field) for field in body.model_fields_set}
+    if "name" in changes and changes["name"] is None:
+        raise validation_error("name", "a key keeps a name; send a new one or leave the field out")
+    if key.id == caller.id and not is_admin(caller) and changes.keys() & {"rate_limit", "budget", "models"}:
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, "An API key cannot change its own limits; ask the key "
+                                                          "that made it, or an admin:access key.")
+    if "models" in changes:
+        changes["models"] = _check_grant(caller, [], changes["models"])
+    if "budget" in changes:
+        changes["budget"] = to_budget(changes["budget"])
+    if "expires_at" in changes:
+        _check_expiry(changes["expires_at"])
+    updated = await asyncio.to_thread(_store(request).update, key_id, **changes)
+    assert updated is not None
+    return await asyncio.to_thread(key_out, updated, _budgets(request))
+
+
+async def revoke(request: Request, caller: ApiKey, key_id: str) -> KeyOut:
+    key = await find(request, caller, key_id)
+    if key.revoked_at is None:
+        await asyncio.to_thread(_store(request).revoke, key_id)
+    return await show(request, caller, key_id)

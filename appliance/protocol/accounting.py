@@ -1,0 +1,94 @@
+"""/v1/accounting/usage and /v1/accounting/usage/summary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+GroupBy = Literal["model", "key", "backend"]
+SummaryPeriod = Literal["hour", "day", "week", "month", "total"]
+
+
+class UsageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    model: str | None = None
+    backend_id: str | None = None
+    key_id: str | None = Field(None, description="admin:access only; other keys see their own usage")
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: int | None = Field(None, ge=1)
+
+
+class SummaryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    period: SummaryPeriod = "day"
+    group_by: GroupBy = "model"
+    start: AwareDatetime | None = Field(None, description="default: the start of the current period")
+    end: AwareDatetime | None = None
+    model: str | None = None
+    backend_id: str | None = None
+    key_id: str | None = None
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """Aware and in UTC: rows are stored in UTC (SQLite keeps no zone), queries may come in any zone."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class UsageItem(BaseModel):
+    id: str
+    created_at: datetime
+    request_id: str
+    key_id: str | None
+    model: str | None
+    backend_id: str | None
+    route: str
+    status_code: int
+    error_code: str | None
+    latency_ms: float
+    tokens_in: int
+    tokens_out: int
+    images: int
+    image_size: str | None
+    audio_seconds_in: float
+    audio_seconds_out: float
+    characters: int
+
+    @field_validator("created_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime | None:
+        return utc(value)
+
+
+class UsagePage(BaseModel):
+    items: list[UsageItem]
+    next_cursor: str | None
+    has_more: bool
+
+
+class SummaryRow(BaseModel):
+    group_key: str | None
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    images: int
+    audio_seconds_in: float
+    audio_seconds_out: float
+    audio_seconds: float
+    characters: int
+
+
+class UsageSummary(BaseModel):
+    period: SummaryPeriod
+    group_by: GroupBy
+    start: datetime | None
+    end: datetime | None
+    rows: list[SummaryRow]
