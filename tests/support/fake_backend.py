@@ -8,7 +8,8 @@ the way the first path segment names:
 - ``/html/v1``: HTTP 502 with a proxy's HTML error page;
 - ``/unauthorized/v1``: HTTP 401 on the POST (the key it was given is wrong);
 - ``/hang/v1``: never answers (for 60 s);
-- ``/cut/v1``: starts an SSE stream and drops the connection mid-way.
+- ``/cut/v1``: starts an SSE stream and drops the connection mid-way;
+- ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``).
 
 Run: ``python -m tests.support.fake_backend PORT MODEL``.
 """
@@ -36,6 +37,11 @@ def make_app(model: str) -> web.Application:
         if mode == "unauthorized":
             return web.json_response({"error": {"message": "Invalid API key sgk_wrong", "type": "auth"}},
                                      status=401)
+        if mode.startswith("status-"):
+            status = int(mode.removeprefix("status-"))
+            param = "messages" if status in (400, 422) else None
+            return web.json_response({"error": {"message": f"the fake says {status}", "type": "fake", "param": param}},
+                                     status=status, headers={"Retry-After": "7"})
         if mode == "hang":
             await asyncio.sleep(60)
             return web.Response(status=204)
