@@ -19,7 +19,7 @@ from appliance.catalogue import ModelEntry
 
 TEMPLATE_TOKENS_PER_REQUEST = 64  # a default system prompt, the generation prompt
 TEMPLATE_TOKENS_PER_MESSAGE = 16  # role markers and separators around each message
-EMBED_TOKENS_PER_INPUT = 8  # [CLS] / [SEP] / BOS / EOS
+SPECIAL_TOKENS_PER_TEXT = 8  # [CLS] / [SEP] / BOS / EOS around a text
 DEFAULT_OUTPUT_TOKENS = 4096  # when neither the request nor the catalogue bounds the completion
 SPEECH_CHARS_PER_SECOND = 15.0  # about a fast reader's pace: the estimate for compressed speech formats
 PCM_BYTES_PER_SAMPLE = 2  # 16-bit mono
@@ -73,14 +73,14 @@ def completion_bound(messages: list[Any] | None, prompt: Any, tools: Any, max_to
     elif isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
         prompt_tokens = len(prompt)  # already tokens
     else:
-        prompt_tokens = text_bytes(prompt) + EMBED_TOKENS_PER_INPUT
+        prompt_tokens = text_bytes(prompt) + SPECIAL_TOKENS_PER_TEXT
     total = prompt_tokens + output_bound(max_tokens, entry)
     return min(total, entry.context_window) if entry.context_window else total
 
 
 def embed_bound(inputs: str | list[str], entry: ModelEntry) -> int:
     texts = [inputs] if isinstance(inputs, str) else inputs
-    per_input = [text_bytes(text) + EMBED_TOKENS_PER_INPUT for text in texts]
+    per_input = [text_bytes(text) + SPECIAL_TOKENS_PER_TEXT for text in texts]
     if entry.context_window:  # the embed worker refuses an input over its window
         per_input = [min(count, entry.context_window) for count in per_input]
     return sum(per_input)
