@@ -114,3 +114,32 @@ def test_speech_is_synthesised_lazily_sentence_by_sentence(tiny_catalogue: Path)
     rest = list(pieces)
     assert calls == 3 and len([p for p in rest if p]) >= 2
     assert np.frombuffer(first + b"".join(rest), dtype="<i2").size > 0
+
+
+@pytest.mark.parametrize("text", ["...!!!", "  .  ", "\u200b"])
+def test_text_that_yields_no_audio_is_refused_before_any_byte(tiny_catalogue: Path, text: str) -> None:
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(tiny_catalogue.parent / "piper-tiny" / "tiny-en.onnx")
+    for fmt in ("mp3", "wav", "pcm"):
+        req = SpeechRequest(model="m", input=text, voice="v", response_format=fmt)
+        with pytest.raises(WorkerError) as raised:
+            next(synthesize_chunks(voice, req, 0, 24000))
+        assert raised.value.status_code == 400 and raised.value.param == "input"
+
+
+def test_the_phonemisers_refusal_is_an_error_about_input(tiny_catalogue: Path) -> None:
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(tiny_catalogue.parent / "piper-tiny" / "tiny-en.onnx")
+    req = SpeechRequest.model_construct(model="m", input="a\u0000b", voice="v", response_format="pcm", speed=1.0)
+    with pytest.raises(WorkerError) as raised:
+        next(synthesize_chunks(voice, req, 0, 24000))
+    assert raised.value.status_code == 400 and raised.value.param == "input"
+
+
+@pytest.mark.parametrize("text", ["\u0000\u0000", "hi\u0007there", "\x1b[31mred"])
+def test_speech_input_with_control_characters_is_refused_by_the_contract(text: str) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        SpeechRequest(model="m", input=text, voice="v")
+    assert SpeechRequest(model="m", input="line one\nline two\ttab", voice="v").input
