@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
+from appliance.gateway.body import json_body
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
 from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.gateway.sse import relay_sse
@@ -57,8 +58,6 @@ def _client_field(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     """The validated request; every mistake a VALIDATION_ERROR naming its field (``messages[2].role``)."""
-    if not raw.strip():
-        raise validation_error("body", "the request needs a JSON body")
     try:
         body = kind.request_model.model_validate_json(raw)
     except ValidationError as exc:
@@ -114,7 +113,7 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
 
 async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -> Response:
     """Answer one chat or generate request, streamed or whole."""
-    body = parse_request(await request.body(), kind)
+    body = parse_request(await json_body(request), kind)
     entry = resolve_model(request, key, body.model, "chat")
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,

@@ -350,8 +350,11 @@ def test_unknown_model_and_missing_fields(client: httpx.Client) -> None:
     assert response.status_code == 404 and response.json()["error"]["code"] == "MODEL_NOT_FOUND"
     response = client.post("/v1/inference/generate", json={"model": VLLM})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "prompt"
-    response = client.post("/v1/inference/chat", content=b"{not json")
+    response = client.post("/v1/inference/chat", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "VALIDATION_ERROR"
+    as_text = client.post("/v1/inference/chat", content=b'{"model": "x", "messages": []}',
+                          headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 422 and as_text.json()["error"]["details"][0]["field"] == "content-type"
 
 
 def test_metadata_is_kept_in_the_log_not_sent_to_the_engine(client: httpx.Client,

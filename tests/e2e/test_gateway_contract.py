@@ -171,6 +171,25 @@ def test_a_bad_body_is_a_validation_error_naming_the_field(embed_appliance: Runn
     assert field in [detail["field"] for detail in error["details"]], error
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("path", ["/v1/inference/embed", "/oai/v1/embeddings"])
+def test_a_json_route_needs_a_json_content_type(embed_appliance: RunningAppliance, key: str, path: str,
+                                                content_type: str | None) -> None:
+    body = b'{"model": "openai/text-embedding-3-small", "input": "hello"}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    with embed_appliance.client(key) as client:
+        response = client.post(path, content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        if path.startswith("/oai/"):
+            assert response.json()["error"]["param"] == "content-type"
+        else:
+            error = assert_error(response, 422, "VALIDATION_ERROR")
+            assert error["details"][0]["field"] == "content-type" and "application/json" in error["message"]
+        labelled = client.post(path, content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+        assert labelled.status_code == 200, labelled.text
+
+
 def test_a_body_over_the_limit_is_payload_too_large(embed_appliance: RunningAppliance, key: str) -> None:
     huge = b'{"model": "x", "input": "' + b"a" * (33 * 1024 * 1024) + b'"}'
     with embed_appliance.client(key) as client:
@@ -180,7 +199,8 @@ def test_a_body_over_the_limit_is_payload_too_large(embed_appliance: RunningAppl
             for _ in range(34):
                 yield b"a" * (1024 * 1024)
 
-        assert_error(client.post("/v1/inference/embed", content=chunks()), 413, "PAYLOAD_TOO_LARGE")
+        assert_error(client.post("/v1/inference/embed", content=chunks(), headers={"Content-Type": "application/json"}),
+                     413, "PAYLOAD_TOO_LARGE")
 
 
 def test_models_are_listed_with_filters_and_pagination(embed_appliance: RunningAppliance, key: str) -> None:
