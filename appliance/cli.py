@@ -14,6 +14,7 @@ import typer
 
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings, load_settings
+from appliance.state_dir import prepare_state_dir
 
 app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
@@ -53,7 +54,8 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed call is noise
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for warning in prepare_state_dir(settings.state_dir):
+        logging.getLogger("appliance").warning("%s", warning)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 
 import httpx
 import pytest
 
+from appliance.config import Settings
 from tests.support.appliance import RunningAppliance, cli
 
 EMBED = "openai/text-embedding-3-small"
@@ -234,3 +236,18 @@ def test_health_ready_and_metrics_need_no_key(embed_appliance: RunningAppliance,
            'status="200"}' in metrics
     assert "appliance_request_duration_seconds_bucket" in metrics
     assert 'appliance_worker_state{model="openai/text-embedding-3-small",state="ready"} 1.0' in metrics
+
+
+def test_what_the_appliance_keeps_only_its_user_may_read(embed_appliance: RunningAppliance, key: str) -> None:
+    state = embed_appliance.state_dir
+    harness_files = {embed_appliance.log_path, embed_appliance.catalogue}  # written by this test's harness
+    socket_dir = Settings(state_dir=state).socket_dir
+    kept = [p for p in [*state.rglob("*"), socket_dir] if p not in harness_files]
+    assert {p.name for p in kept} >= {"appliance.db", "appliance.db-wal", "appliance.db-shm"}
+    for path in kept:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_dir():
+            assert mode == 0o700, (path, oct(mode))
+        elif not path.is_socket():  # a socket is reached through its 0700 directory
+            assert mode & 0o077 == 0, (path, oct(mode))
+    assert any(p.is_socket() for p in socket_dir.iterdir())
