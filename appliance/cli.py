@@ -51,6 +51,7 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     import uvicorn
 
     from appliance.gateway.app import create_gateway
+    from appliance.gateway.http_limits import BoundedHttpProtocol
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed call is noise
@@ -58,7 +59,7 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
         logging.getLogger("appliance").warning("%s", warning)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
     server = uvicorn.Server(config)
 
     async def run() -> None:
