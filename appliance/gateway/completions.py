@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,6 @@ log = logging.getLogger("appliance.gateway.chat")
 
 # Discriminator tags pydantic puts into an error's location; a client knows only the field names.
 _TAGS = set(ROLES) | {"text", "image_url"}
-_TYPE_NAMES = re.compile(r"^(str|int|float|bool|none|constrained-\w+|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
 @dataclass(frozen=True)
@@ -46,16 +44,6 @@ CHAT = Kind(ChatRequest, "/v1/chat/completions", "messages")
 GENERATE = Kind(CompletionRequest, "/v1/completions", "prompt")
 
 
-def _client_field(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    kept: list[Any] = []
-    for index, part in enumerate(loc):
-        is_tag = part in _TAGS and index > 0 and isinstance(loc[index - 1], int)
-        if isinstance(part, str) and (is_tag or _TYPE_NAMES.match(part)):
-            continue
-        kept.append(part)
-    return tuple(kept)
-
-
 def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     """The validated request; every mistake a VALIDATION_ERROR naming its field (``messages[2].role``)."""
     try:
@@ -68,8 +56,8 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
                 err = {**err, "msg": f"role must be one of {', '.join(ROLES)}"}
                 loc += ("role",)
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            errors.append({**err, "msg": msg, "loc": _client_field(loc)})
-        raise from_errors(errors) from None
+            errors.append({**err, "msg": msg, "loc": loc})
+        raise from_errors(errors, _TAGS) from None
     if isinstance(body, ChatRequest):
         problem = body.tool_problem()
         if problem is not None:

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 
 from appliance.catalogue import ModelEntry
 from appliance.protocol.audio import TranscriptionForm
+from appliance.protocol.fields import field_path
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 from appliance.workers.transcripts import Result, Segment, Word, render
 from appliance.workers.whisper_languages import LANGUAGES
@@ -64,7 +65,7 @@ def form_fields(form: Any) -> TranscriptionForm:
         return TranscriptionForm.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or "body"
+        param = field_path(first["loc"])
         raise WorkerError(400, f"{param}: {first['msg']}", param) from None
 
 
