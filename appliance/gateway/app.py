@@ -16,6 +16,7 @@ from appliance.db.database import open_database
 from appliance.db.keys import KeyStore
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
+from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.routes import audio, chat, embed, health, images, media, models
 from appliance.gateway.systemd import notify
@@ -47,6 +48,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.keys = KeyStore(open_database(settings.effective_database_url))
     app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, models, embed, images, media, audio, chat):
         app.include_router(module.router)
     return app

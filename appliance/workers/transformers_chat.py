@@ -309,6 +309,11 @@ def build_app(entry: ModelEntry) -> Any:
             prompt = engine.encode(str(req.prompt[0]))
         elif isinstance(req.prompt, list):
             prompt = [int(token) for token in req.prompt]
+            vocabulary = engine.model.get_input_embeddings().num_embeddings
+            unknown = next((token for token in prompt if token >= vocabulary), None)
+            if unknown is not None:  # the embedding lookup would fail mid-generation
+                raise WorkerError(400, f"prompt: token id {unknown} is not in the model's vocabulary "
+                                       f"(0 to {vocabulary - 1}).", "prompt")
         else:
             prompt = engine.encode(req.prompt)
         sampling = sampling_of(req, len(prompt), 16, "prompt")  # 16: OpenAI's default for completions

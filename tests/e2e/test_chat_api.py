@@ -435,6 +435,11 @@ def test_the_transformers_worker_refuses_what_it_cannot_do_as_validation_errors(
     auto = client.post("/v1/inference/chat", json={"model": HF, "messages": HI, "tools": [WEATHER],
                                                    "max_tokens": 5, "seed": 1})
     assert auto.status_code == 200 and auto.json()["data"]["choices"][0]["message"]["content"]
+    for model in (HF, VLLM):  # token ids outside the vocabulary are the client's mistake, on either engine
+        for ids in ([237, 34070, 5], [1, -488]):
+            bad_ids = client.post("/v1/inference/generate", json={"model": model, "prompt": ids, "max_tokens": 2})
+            assert bad_ids.status_code == 422, bad_ids.text
+            assert bad_ids.json()["error"]["details"][0]["field"] == "prompt"
 
 
 # --- concurrency, disconnects, crashes --------------------------------------------------------

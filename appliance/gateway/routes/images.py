@@ -20,6 +20,7 @@ from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ApiError, ErrorCode, ok_raw, validation_error
 from appliance.gateway.media import media_base_url, media_store
+from appliance.gateway.openapi import INFERENCE, Envelope, documented, json_ok, json_request
 from appliance.gateway.relay import backend, post_json, resolve_model
 from appliance.media.store import MediaFull, MediaStore
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
@@ -93,12 +94,16 @@ async def _generate(request: Request, key: ApiKey) -> bytes:
     return await asyncio.to_thread(to_urls, answer, media_store(request.app), media_base_url(request), entry.slug)
 
 
-@router.post("/v1/inference/images/generate")
+@router.post("/v1/inference/images/generate", **documented(
+    body=json_request(ImageGenerationRequest), ok=json_ok(Envelope[ImageGenerationResponse], "the images"),
+    errors=INFERENCE))
 async def generate(request: Request, key: Key) -> Response:
     return ok_raw(await _generate(request, key), request)
 
 
-@router.post("/oai/v1/images/generations")
+@router.post("/oai/v1/images/generations", **documented(
+    body=json_request(ImageGenerationRequest), ok=json_ok(ImageGenerationResponse, "the images"),
+    errors=INFERENCE, openai=True))
 async def openai_generations(request: Request, key: Key) -> Response:
     return Response(await _generate(request, key), media_type="application/json")
 

@@ -11,7 +11,8 @@ from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ApiError, ErrorCode, ok
-from appliance.protocol.models import ModelInfo, ModelList
+from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
+from appliance.protocol.models import ModelInfo, ModelList, OpenAIModel, OpenAIModelList
 from appliance.supervisor.supervisor import Supervisor
 from appliance.supervisor.worker import WorkerState
 
@@ -39,7 +40,7 @@ def model_info(entry: ModelEntry, supervisor: Supervisor) -> ModelInfo:
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", **documented(ok=json_ok(Envelope[ModelList], "a page of models"), errors=KEYED))
 async def list_models(
     request: Request,
     key: Annotated[ApiKey, Depends(require("models:list"))],
@@ -66,7 +67,8 @@ async def list_models(
     return ok(listing.model_dump(), request)
 
 
-@router.get("/v1/models/{slug:path}")
+@router.get("/v1/models/{slug:path}", **documented(
+    ok=json_ok(Envelope[ModelInfo], "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND)))
 async def get_model(request: Request, slug: str,
                     key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
@@ -76,10 +78,10 @@ async def get_model(request: Request, slug: str,
     return ok(model_info(entry, request.app.state.supervisor).model_dump(), request)
 
 
-@router.get("/oai/v1/models")
+@router.get("/oai/v1/models", **documented(
+    ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
 async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
     allowed = set(key.models) if key.models is not None else None
-    data = [{"id": entry.slug, "object": "model", "created": 0, "owned_by": "appliance"}
-            for entry in catalogue if allowed is None or allowed & set(entry.names)]
-    return JSONResponse({"object": "list", "data": data})
+    data = [OpenAIModel(id=entry.slug) for entry in catalogue if allowed is None or allowed & set(entry.names)]
+    return JSONResponse(OpenAIModelList(data=data).model_dump())
