@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.audio import TranscriptionForm
+from appliance.protocol.audio import TranscriptionForm, TranscriptionSegment, TranscriptionWord
 from appliance.protocol.fields import field_path
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
-from appliance.workers.transcripts import Result, Segment, Word, render
+from appliance.workers.transcripts import Result, render
 from appliance.workers.whisper_languages import LANGUAGES
 
 log = logging.getLogger("appliance.worker.transcription")
@@ -121,16 +121,18 @@ def build_app(entry: ModelEntry) -> Any:
         def clamp(value: float) -> float:  # an untrained model may place a timestamp past the end
             return round(min(max(float(value), 0.0), duration), 3)
 
-        out = []
+        out: list[TranscriptionSegment] = []
+        heard: list[TranscriptionWord] = []
         for s in segments:
             start, end = clamp(s.start), clamp(s.end)
-            out.append(Segment(
+            out.append(TranscriptionSegment(
                 id=len(out), seek=int(s.seek), start=start, end=max(start, end), text=s.text,
                 tokens=list(s.tokens), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
-                words=[Word(w.word, clamp(w.start), max(clamp(w.start), clamp(w.end))) for w in (s.words or [])],
-            ))
-        return Result(language=LANGUAGES.get(info.language, info.language), duration=duration, segments=out)
+                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob)))
+            heard += [TranscriptionWord(word=w.word, start=clamp(w.start), end=max(clamp(w.start), clamp(w.end)))
+                      for w in (s.words or [])]
+        return Result(language=LANGUAGES.get(info.language, info.language), duration=duration, segments=out,
+                      words=heard)
 
     app = create_worker_app(entry)
 

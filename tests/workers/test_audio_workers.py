@@ -9,25 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.protocol.audio import SpeechRequest, TranscriptionForm
+from appliance.protocol.audio import SpeechRequest, TranscriptionForm, TranscriptionSegment, TranscriptionWord
 from appliance.workers.audio_encoding import FORMATS, StreamEncoder, wav_header
 from appliance.workers.speech import VoiceChoice, synthesize_chunks, voice_table
-from appliance.workers.transcripts import Result, Segment, Word, render, to_srt, to_vtt
+from appliance.workers.transcripts import Result, render, to_srt, to_vtt
 from appliance.workers.transcription import decode
 from appliance.workers.server import WorkerError
 from tests.support.audio import audio_file, decode as decode_audio, decode_pcm, tone
 
 
-def _segment(index: int, start: float, end: float, text: str, words: list[Word] | None = None) -> Segment:
-    return Segment(id=index, seek=0, start=start, end=end, text=text, tokens=[1, 2], temperature=0.0,
-                   avg_logprob=-0.5, compression_ratio=1.2, no_speech_prob=0.01, words=words or [])
+def _segment(index: int, start: float, end: float, text: str) -> TranscriptionSegment:
+    return TranscriptionSegment(id=index, seek=0, start=start, end=end, text=text, tokens=[1, 2], temperature=0.0,
+                                avg_logprob=-0.5, compression_ratio=1.2, no_speech_prob=0.01)
 
 
 RESULT = Result(language="english", duration=3725.5, segments=[
-    _segment(0, 0.0, 1.5, " Hello there.", [Word(" Hello", 0.0, 0.7), Word(" there.", 0.7, 1.5)]),
+    _segment(0, 0.0, 1.5, " Hello there."),
     _segment(1, 1.5, 1.6, "  "),  # no text: no cue
     _segment(2, 3661.25, 3725.5, " An hour later."),
-])
+], words=[TranscriptionWord(word=" Hello", start=0.0, end=0.7), TranscriptionWord(word=" there.", start=0.7, end=1.5)])
 
 
 def test_srt_numbers_cues_and_uses_comma_millis() -> None:
