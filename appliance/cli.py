@@ -210,6 +210,44 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, key_â€
     typer.echo(f"revoked {key_id}")
 
 
+@app.command()
+def logs(
+    model: Annotated[str, typer.Argument(help="the model's slug (or an alias, with --config)")],
+    config: ConfigOption = Path("models.toml"),
+    state_dir: StateDirOption = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="how many of the last lines")] = 200,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing what the engine writes")] = False,
+) -> None:
+    """Show what a model's engine printed (STATE/logs/MODEL.log)."""
+    import time
+
+    from appliance.supervisor.engine_logs import log_path, tail
+
+    settings = _settings(config if config.exists() else None, state_dir)
+    slug = model
+    if config.exists():
+        entry = _catalogue(config, check_paths=False).get(model)
+        slug = entry.slug if entry is not None else model
+    directory = settings.state_dir / "logs"
+    path = log_path(directory, slug)
+    if not path.exists():
+        known = sorted(p.name.removesuffix(".log") for p in directory.glob("*.log")) if directory.is_dir() else []
+        raise _fail(f"no log for model '{model}' in {directory}" + (f"; logs: {', '.join(known)}" if known else
+                                                                    " (no model has started with this state dir)"))
+    for line in tail(path, lines):
+        typer.echo(line)
+    if follow:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
+
+
 @models_app.command("list")
 def models_list(config: ConfigOption = Path("models.toml")) -> None:
     """The models of the catalogue."""

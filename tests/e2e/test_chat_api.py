@@ -23,6 +23,7 @@ import pytest
 import tomli_w
 
 from appliance.config import Settings
+from appliance.supervisor.vllm_launch import VLLM_MODULE
 from appliance.supervisor.worker import socket_file
 from tests.support.appliance import RunningAppliance, start_appliance
 
@@ -512,7 +513,7 @@ def vllm_server_pid(appliance: RunningAppliance) -> int:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[1:3] == [b"-m", b"vllm.entrypoints.openai.api_server"] and socket.encode() in argv:
+            if argv[1:3] == [b"-m", VLLM_MODULE.encode()] and socket.encode() in argv:
                 return int(entry.name)  # the server itself, not the reaper whose argv also names it
     raise AssertionError("no vLLM server process found")
 
