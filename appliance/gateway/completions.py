@@ -91,6 +91,8 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
             message = f"too long for the model's context window{window}: {error.message}"
         elif given in ("body", "") and "max_tokens" in text:
             field, message = "max_tokens", error.message
+        elif given in ("body", "") and "out of vocabulary" in text:  # vLLM: a prompt's token id
+            field, message = kind.prompt_field, error.message
         else:
             field, message = given, error.message
         return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field,
