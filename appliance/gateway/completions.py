@@ -55,8 +55,7 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
             if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
                 err = {**err, "msg": f"role must be one of {', '.join(ROLES)}"}
                 loc += ("role",)
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            errors.append({**err, "msg": msg, "loc": loc})
+            errors.append({**err, "loc": loc})
         raise from_errors(errors, _TAGS) from None
     if isinstance(body, ChatRequest):
         problem = body.tool_problem()

@@ -116,8 +116,8 @@ def errors_to_details(errors: list[dict[str, Any]], tags: Collection[str] = ()) 
             message = "the body is not valid JSON"
         elif err.get("type") == "missing":
             message = "this field is required"
-        else:
-            message = err.get("msg", "invalid value")
+        else:  # a validator's own sentence, without pydantic's "Value error, " in front of it
+            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if (field, message) not in seen:
             seen.add((field, message))
             details.append({"field": field, "message": message})

@@ -143,3 +143,14 @@ def test_speech_input_with_control_characters_is_refused_by_the_contract(text: s
     with pytest.raises(ValueError, match="control character"):
         SpeechRequest(model="m", input=text, voice="v")
     assert SpeechRequest(model="m", input="line one\nline two\ttab", voice="v").input
+
+
+def test_a_validators_sentence_reaches_the_client_without_pydantics_prefix() -> None:
+    from pydantic import ValidationError
+
+    from appliance.gateway.errors import from_validation_error
+
+    with pytest.raises(ValidationError) as raised:
+        SpeechRequest(model="m", input="\u0000", voice="v")
+    error = from_validation_error(raised.value)
+    assert error.message == "input: the text holds the control character U+0000; remove it"
