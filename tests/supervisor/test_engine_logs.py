@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +60,38 @@ def test_tail_reads_the_last_lines(tmp_path: Path) -> None:
     assert tail(path, 3) == ["line 49997", "line 49998", "line 49999"]
     assert tail(path, 0) == []
     assert len(tail(path, 100_000)) == 50_000
+
+
+def test_under_systemd_the_lines_also_go_to_the_journal_tagged_with_the_model(
+        directory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake journald: the real one cannot run in a test; this one only records its stream socket's bytes.
+    address = tmp_path / "journal.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(address))
+    server.listen(1)
+    monkeypatch.setattr(engine_logs, "JOURNAL_SOCKET", str(address))
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    handle = engine_log("openai/tts-1")
+    assert handle is not None
+    handle.write(b"loading voice\nready\n")
+    handle.close()  # the engine's end of the pipe closes: the copy ends
+    connection, _ = server.accept()
+    received = b""
+    connection.settimeout(30)
+    while chunk := connection.recv(65536):
+        received += chunk
+    connection.close()
+    server.close()
+    assert received == b"appliance/openai/tts-1\n\n6\n0\n0\n0\n0\nloading voice\nready\n"
+    assert log_path(directory, "openai/tts-1").read_bytes() == b"loading voice\nready\n"
+
+
+def test_without_a_reachable_journal_the_file_still_gets_everything(
+        directory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_logs, "JOURNAL_SOCKET", str(tmp_path / "no-such.sock"))
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    handle = engine_log("m")
+    assert handle is not None
+    handle.write(b"line\n")
+    handle.flush()
+    assert log_path(directory, "m").read_bytes() == b"line\n"
