@@ -141,7 +141,9 @@ class Catalogue:
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(entry)"
+    from appliance.protocol.fields import field_path
+
+    return field_path(loc, empty="(entry)")
 
 
 def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: Path | None = None,

@@ -14,6 +14,7 @@ import typer
 
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings, load_settings
+from appliance.state_dir import prepare_state_dir
 
 app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
@@ -52,13 +53,15 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     import uvicorn
 
     from appliance.gateway.app import create_gateway
+    from appliance.gateway.http_limits import BoundedHttpProtocol
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for warning in prepare_state_dir(settings.state_dir):
+        logging.getLogger("appliance").warning("%s", warning)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
     server = uvicorn.Server(config)
 
     async def run() -> None:
@@ -272,6 +275,41 @@ def usage(
         typer.echo(f"{str(row['group_key'] or '-'):40} {row['request_count']:>8} {row['input_tokens']:>9} "
                    f"{row['output_tokens']:>9} {row['total_tokens']:>10} {row['images']:>7} "
                    f"{row['audio_seconds']:>9.1f} {row['characters']:>8}")
+def logs(
+    model: Annotated[str, typer.Argument(help="the model's slug (or an alias, with --config)")],
+    config: ConfigOption = Path("models.toml"),
+    state_dir: StateDirOption = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="how many of the last lines")] = 200,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing what the engine writes")] = False,
+) -> None:
+    """Show what a model's engine printed (STATE/logs/MODEL.log)."""
+    import time
+
+    from appliance.supervisor.engine_logs import log_path, tail
+
+    settings = _settings(config if config.exists() else None, state_dir)
+    slug = model
+    if config.exists():
+        entry = _catalogue(config, check_paths=False).get(model)
+        slug = entry.slug if entry is not None else model
+    directory = settings.state_dir / "logs"
+    path = log_path(directory, slug)
+    if not path.exists():
+        known = sorted(p.name.removesuffix(".log") for p in directory.glob("*.log")) if directory.is_dir() else []
+        raise _fail(f"no log for model '{model}' in {directory}" + (f"; logs: {', '.join(known)}" if known else
+                                                                    " (no model has started with this state dir)"))
+    for line in tail(path, lines):
+        typer.echo(line)
+    if follow:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
 
 
 @models_app.command("list")

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
+    max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
+                                        "files go, then new images wait; unset = a tenth of the state dir's disk")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
     budget_reservation_hold_s: float = Field(
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")

@@ -57,6 +57,11 @@ def repo() -> Path:
     return REPO
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="fuzz the served OpenAPI with thousands of requests instead of a few hundred")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts real engines; part of the default run")
 

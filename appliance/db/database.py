@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase
 
+from appliance.state_dir import make_private_dir, make_private_file, tighten_if_exists
+
 
 class Base(DeclarativeBase):
     pass
@@ -15,8 +17,8 @@ class Base(DeclarativeBase):
 def open_database(url: str) -> Engine:
     """An engine on ``url`` with the schema migrated to the newest revision; SQLite gets WAL so the CLI and the
     gateway can share it."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        _private_sqlite_files(Path(url.removeprefix("sqlite:///")))
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {},
                            pool_pre_ping=not url.startswith("sqlite"))  # a restarted server drops connections
     if url.startswith("sqlite"):
@@ -33,3 +35,11 @@ def open_database(url: str) -> Engine:
 
     migrate(engine)
     return engine
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The DB holds key hashes: 0600 before SQLite opens it, so its -wal and -shm (which copy its mode) are too."""
+    make_private_dir(path.parent)
+    make_private_file(path)
+    for companion in ("-wal", "-shm", "-journal"):
+        tighten_if_exists(path.with_name(path.name + companion))

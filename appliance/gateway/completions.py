@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
+from appliance.gateway.body import json_body
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
 from appliance.gateway.metering import budgeted, reserve
 from appliance.gateway.relay import post_json, resolve_model
@@ -32,7 +32,6 @@ log = logging.getLogger("appliance.gateway.chat")
 
 # Discriminator tags pydantic puts into an error's location; a client knows only the field names.
 _TAGS = set(ROLES) | {"text", "image_url"}
-_TYPE_NAMES = re.compile(r"^(str|int|float|bool|none|constrained-\w+|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
 @dataclass(frozen=True)
@@ -48,20 +47,8 @@ CHAT = Kind(ChatRequest, "/chat/completions", "messages")
 GENERATE = Kind(CompletionRequest, "/completions", "prompt")
 
 
-def _client_field(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    kept: list[Any] = []
-    for index, part in enumerate(loc):
-        is_tag = part in _TAGS and index > 0 and isinstance(loc[index - 1], int)
-        if isinstance(part, str) and (is_tag or _TYPE_NAMES.match(part)):
-            continue
-        kept.append(part)
-    return tuple(kept)
-
-
 def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     """The validated request; every mistake a VALIDATION_ERROR naming its field (``messages[2].role``)."""
-    if not raw.strip():
-        raise validation_error("body", "the request needs a JSON body")
     try:
         body = kind.request_model.model_validate_json(raw)
     except ValidationError as exc:
@@ -71,9 +58,8 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
             if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
                 err = {**err, "msg": f"role must be one of {', '.join(ROLES)}"}
                 loc += ("role",)
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            errors.append({**err, "msg": msg, "loc": _client_field(loc)})
-        raise from_errors(errors) from None
+            errors.append({**err, "loc": loc})
+        raise from_errors(errors, _TAGS) from None
     if isinstance(body, ChatRequest):
         problem = body.tool_problem()
         if problem is not None:
@@ -153,6 +139,8 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
             message = f"too long for the model's context window{window}: {error.message}"
         elif given in ("body", "") and "max_tokens" in text:
             field, message = "max_tokens", error.message
+        elif given in ("body", "") and "out of vocabulary" in text:  # vLLM: a prompt's token id
+            field, message = kind.prompt_field, error.message
         else:
             field, message = given, error.message
         return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field,
@@ -163,7 +151,7 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
 
 async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -> Response:
     """Answer one chat or generate request, streamed or whole."""
-    body = parse_request(await request.body(), kind)
+    body = parse_request(await json_body(request), kind)
     entry = resolve_model(request, key, body.model, "chat")
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,

@@ -7,6 +7,7 @@ in OpenAI's own shape (``{"error": {...}}``), so the official SDK understands it
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
 
@@ -15,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+
+from appliance.protocol.fields import field_path
 
 
 class ErrorCode(StrEnum):
@@ -112,31 +115,17 @@ def validation_error(field: str, message: str) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("body", "messages", 0, "role")`` → ``messages[0].role``."""
-    parts = [part for part in loc if part not in ("body", "query", "path", "form")]
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in str(part) or "function-" in str(part):
-            continue  # pydantic's union-branch tags say nothing to a client
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "body"
-
-
-def errors_to_details(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+def errors_to_details(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> list[dict[str, str]]:
     details: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for err in errors:
-        field = field_path(err.get("loc", ()))
+        field = field_path(err.get("loc", ()), tags)
         if err.get("type") == "json_invalid":
             message = "the body is not valid JSON"
         elif err.get("type") == "missing":
             message = "this field is required"
-        else:
-            message = err.get("msg", "invalid value")
+        else:  # a validator's own sentence, without pydantic's "Value error, " in front of it
+            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if (field, message) not in seen:
             seen.add((field, message))
             details.append({"field": field, "message": message})
@@ -147,9 +136,9 @@ def from_validation_error(exc: ValidationError | RequestValidationError) -> ApiE
     return from_errors(list(exc.errors()))
 
 
-def from_errors(errors: list[dict[str, Any]]) -> ApiError:
+def from_errors(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> ApiError:
     """A VALIDATION_ERROR for pydantic-style errors: the first in the message, all in ``details``."""
-    details = errors_to_details(errors)
+    details = errors_to_details(errors, tags)
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{first['field']}: {first['message']}{more}", details=details)

@@ -10,24 +10,53 @@ hashed, and looked up.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from appliance.db.media import MediaRow
 from appliance.media import tokens
+from appliance.state_dir import PRIVATE_FILE_MODE, make_private_dir
 
 # Files with no row (a crash between the file and its row) are removed once this old; a put takes far less.
 ORPHAN_GRACE_S = 3600.0
 TMP_PREFIX = ".tmp-"
 EXTENSIONS = {"image/png": ".png", "application/jsonl": ".jsonl", "application/json": ".json"}
+DEFAULT_SHARE_OF_DISK = 10  # unset max_media_bytes: a tenth of the state dir's filesystem
+FULL_RETRY_S = 60  # when nothing is due to expire, a guess at when room may come back
+
+
+class MediaFull(Exception):
+    """No room for new media until files expire; ``retry_after`` says when some will have."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _filesystem_of(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def default_max_bytes(root: Path) -> int:
+    return shutil.disk_usage(_filesystem_of(root)).total // DEFAULT_SHARE_OF_DISK
+
+
+def default_min_free_bytes(root: Path) -> int:
+    """Free space media never take: what the state DB needs to keep committing (5 % of the disk, at most 1 GiB)."""
+    return min(shutil.disk_usage(_filesystem_of(root)).total // 20, 1 << 30)
 
 
 @dataclass(frozen=True)
@@ -55,15 +84,54 @@ def _to_datetime(unix: float) -> datetime:
 class MediaStore:
     """Put bytes in, get a token back; open a token while it is valid; sweep what expired."""
 
-    def __init__(self, engine: Engine, root: Path, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, root: Path, ttl_s: float, clock: Callable[[], float] = time.time,
+                 max_bytes: int | None = None, min_free_bytes: int | None = None) -> None:
         self.engine = engine
         self.root = root
         self.ttl_s = ttl_s
         self.clock = clock
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # the media table comes with the DB's migrations
+        make_private_dir(root)  # the media table comes with the DB's migrations
+        self.max_bytes = default_max_bytes(root) if max_bytes is None else max_bytes
+        self.min_free_bytes = default_min_free_bytes(root) if min_free_bytes is None else min_free_bytes
+        self._room = threading.Lock()  # puts run in threads: a check and its write go together
 
     def put(self, data: bytes, content_type: str = "image/png", ttl_s: float | None = None) -> StoredMedia:
         """Store ``data`` durably and return its new token, valid for ``ttl_s`` (default: the store's TTL)."""
+        return self.put_all([data], content_type, ttl_s)[0]
+
+    def put_all(self, blobs: list[bytes], content_type: str = "image/png",
+                ttl_s: float | None = None) -> list[StoredMedia]:
+        """Store every blob or none: MediaFull when they do not fit under ``max_bytes`` even after a sweep."""
+        with self._room:
+            self._make_room(sum(len(blob) for blob in blobs))
+            return [self._put_one(blob, content_type, ttl_s) for blob in blobs]
+
+    def used_bytes(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.coalesce(func.sum(MediaRow.size), 0))) or 0)
+
+    def _make_room(self, need: int) -> None:
+        if self._fits(need):
+            return
+        self.sweep()  # what expired goes first
+        if self._fits(need):
+            return
+        retry_after = self._next_expiry_in()
+        raise MediaFull(f"the media store is full ({self.used_bytes()} of {self.max_bytes} bytes in use, "
+                        f"{need} more needed); files expire and make room within {retry_after} s", retry_after)
+
+    def _fits(self, need: int) -> bool:
+        free = shutil.disk_usage(self.root).free
+        return self.used_bytes() + need <= self.max_bytes and free - need >= self.min_free_bytes
+
+    def _next_expiry_in(self) -> int:
+        with Session(self.engine) as session:
+            soonest = session.scalar(select(func.min(MediaRow.expires_at)))
+        if soonest is None:
+            return FULL_RETRY_S
+        return max(1, math.ceil(_to_unix(soonest) - self.clock()))
+
+    def _put_one(self, data: bytes, content_type: str, ttl_s: float | None) -> StoredMedia:
         token = tokens.new_token()
         digest = tokens.digest(token)
         filename = digest + EXTENSIONS.get(content_type, ".bin")
@@ -126,7 +194,7 @@ class MediaStore:
     def _write_atomically(self, target: Path, data: bytes) -> None:
         tmp = self.root / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            with tmp.open("xb") as fh:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE), "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -123,4 +124,7 @@ class SpeechRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the text to speak is empty")
+        control = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+        if control is not None:  # NUL and friends: the phonemiser refuses them, a person never means them
+            raise ValueError(f"the text holds the control character U+{ord(control):04X}; remove it")
         return value

@@ -157,7 +157,7 @@ class CompletionRequest(SamplingFields):
 
     prompt: (Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
                                                              Field(min_length=1)]
-             | Annotated[list[int], Field(min_length=1)])
+             | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)])
     echo: bool | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     stream_options: StreamOptions | None = None

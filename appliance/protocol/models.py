@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 
@@ -30,3 +32,17 @@ class ModelList(BaseModel):
     items: list[ModelInfo]
     next_cursor: str | None
     has_more: bool
+
+
+class OpenAIModel(BaseModel):
+    """One model of ``/oai/v1/models``, in OpenAI's shape."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "appliance"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]

@@ -19,6 +19,7 @@ from appliance.backends.transport import Endpoint, TransportError
 from appliance.catalogue import ModelEntry
 from appliance.engines.registry import engine_spec
 from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
+from appliance.supervisor.engine_logs import engine_log
 from appliance.supervisor.launch import worker_command, worker_environment
 
 log = logging.getLogger("appliance.supervisor")
@@ -211,6 +212,7 @@ class Worker:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "appliance.supervisor.reaper", str(os.getpid()), "--", *command,
             env=worker_environment(self.entry), stdin=asyncio.subprocess.DEVNULL,
+            stdout=engine_log(self.entry.slug), stderr=asyncio.subprocess.STDOUT,  # STATE/logs/<model>.log
         )
         log.info("%s: started worker (guard pid %s)", self.entry.slug, self.process.pid)
         return self.process

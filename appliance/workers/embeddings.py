@@ -100,6 +100,7 @@ def shape_vectors(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
 
 
 def encode_item(index: int, vector: np.ndarray, encoding_format: str) -> dict[str, Any]:
+    """One ``protocol.embeddings.Embedding``, as a dict orjson serialises with the vector still a numpy array."""
     if encoding_format == "base64":
         payload: Any = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
     else:

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import logging
 import re
 import time
@@ -32,7 +31,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.images import ImageGenerationRequest, allowed_sizes
+from appliance.protocol.images import ImageData, ImageGenerationRequest, ImageGenerationResponse, allowed_sizes
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
 
 log = logging.getLogger("appliance.worker.images")
@@ -163,11 +162,9 @@ def build_app(entry: ModelEntry) -> Any:
             log.info("generated %d image(s) in %.2f s", len(images), time.perf_counter() - started)
         encoded = await asyncio.gather(*(loop.run_in_executor(encoder, encode_png, image, compress_level)
                                          for image in images))
-        body = {
-            "created": int(time.time()),
-            "data": [{"url": None, "b64_json": b64, "revised_prompt": req.prompt} for b64 in encoded],
-        }
-        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        body = ImageGenerationResponse(created=int(time.time()),
+                                       data=[ImageData(b64_json=b64, revised_prompt=req.prompt) for b64 in encoded])
+        return Response(body.model_dump_json(), media_type="application/json")
 
     return app
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from appliance.catalogue import ModelEntry
+from appliance.protocol.fields import field_path
 
 log = logging.getLogger("appliance.worker")
 
@@ -48,7 +49,7 @@ def create_worker_app(entry: ModelEntry) -> FastAPI:
     async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
         first: dict[str, Any] = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if p != "body")
+        param = field_path(first["loc"])
         return openai_error(400, f"{param}: {first['msg']}", param)
 
     app.add_exception_handler(RequestValidationError, _invalid)

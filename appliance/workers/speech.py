@@ -97,18 +97,36 @@ def synthesize_chunks(voice: Any, req: SpeechRequest, speaker_id: int | None, ou
 
     config = SynthesisConfig(speaker_id=speaker_id, length_scale=voice.config.length_scale / req.speed)
     encoder = StreamEncoder(req.response_format, voice.config.sample_rate, out_rate)
+    spoken = False
     try:
         slice_len = max(voice.config.sample_rate // 4, 1)
-        for chunk in voice.synthesize(req.input, config):
+        for chunk in _sentences(voice, req.input, config):
             samples = chunk.audio_int16_array
+            spoken = spoken or len(samples) > 0
             # Encoded a quarter second at a time, so the first bytes leave before the sentence is all encoded.
             for start in range(0, len(samples), slice_len):
                 piece = encoder.add(samples[start:start + slice_len])
                 if piece:
                     yield piece
+        if not spoken:  # before any byte: the client gets an error, never an empty "success"
+            raise WorkerError(400, "input: the text has nothing to pronounce (only punctuation or symbols?), "
+                                   "so no audio was made; send words.", "input")
         yield encoder.finish()
     finally:
         encoder.close()
+
+
+def _sentences(voice: Any, text: str, config: Any) -> Iterator[Any]:
+    """Piper's audio chunks; espeak-ng's refusal of a text (a NUL byte, say) is the client's input error."""
+    chunks = voice.synthesize(text, config)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except ValueError as exc:
+            raise WorkerError(400, f"input: the text cannot be read aloud ({exc}).", "input") from None
+        yield chunk
 
 
 def build_app(entry: ModelEntry) -> Any:

@@ -17,9 +17,11 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.audio import AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, TranscriptionForm
+from appliance.protocol.audio import AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, TranscriptionForm, \
+    TranscriptionSegment, TranscriptionWord
+from appliance.protocol.fields import field_path
 from appliance.workers.server import WorkerError, create_worker_app, worker_main
-from appliance.workers.transcripts import Result, Segment, Word, render
+from appliance.workers.transcripts import Result, render
 from appliance.workers.whisper_languages import LANGUAGES
 
 log = logging.getLogger("appliance.worker.transcription")
@@ -64,7 +66,7 @@ def form_fields(form: Any) -> TranscriptionForm:
         return TranscriptionForm.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or "body"
+        param = field_path(first["loc"])
         raise WorkerError(400, f"{param}: {first['msg']}", param) from None
 
 
@@ -124,16 +126,18 @@ def build_app(entry: ModelEntry) -> Any:
         def clamp(value: float) -> float:  # an untrained model may place a timestamp past the end
             return round(min(max(float(value), 0.0), duration), 3)
 
-        out = []
+        out: list[TranscriptionSegment] = []
+        heard: list[TranscriptionWord] = []
         for s in segments:
             start, end = clamp(s.start), clamp(s.end)
-            out.append(Segment(
+            out.append(TranscriptionSegment(
                 id=len(out), seek=int(s.seek), start=start, end=max(start, end), text=s.text,
                 tokens=list(s.tokens), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
-                words=[Word(w.word, clamp(w.start), max(clamp(w.start), clamp(w.end))) for w in (s.words or [])],
-            ))
-        return Result(language=LANGUAGES.get(info.language, info.language), duration=duration, segments=out)
+                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob)))
+            heard += [TranscriptionWord(word=w.word, start=clamp(w.start), end=max(clamp(w.start), clamp(w.end)))
+                      for w in (s.words or [])]
+        return Result(language=LANGUAGES.get(info.language, info.language), duration=duration, segments=out,
+                      words=heard)
 
     app = create_worker_app(entry)
 

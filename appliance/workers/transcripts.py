@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
-
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-
-
-@dataclass
-class Segment:
-    id: int
-    seek: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    words: list[Word] = field(default_factory=list)
+from appliance.protocol.audio import Transcription, TranscriptionSegment, TranscriptionUsage, TranscriptionWord, \
+    VerboseTranscription
 
 
 @dataclass
 class Result:
+    """What the engine heard: the contract's segments, and every word with its time when they were asked for."""
+
     language: str  # the language's English name, as OpenAI answers
     duration: float
-    segments: list[Segment]
+    segments: list[TranscriptionSegment]
+    words: list[TranscriptionWord] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -49,7 +31,7 @@ def _timestamp(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
-def _cues(result: Result) -> list[Segment]:
+def _cues(result: Result) -> list[TranscriptionSegment]:
     # A cue with no text would leave a blank line where the text belongs, which ends the cue early.
     return [s for s in result.segments if s.text.strip()]
 
@@ -65,23 +47,15 @@ def to_vtt(result: Result) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def _usage(result: Result) -> dict[str, Any]:
-    return {"type": "duration", "seconds": math.ceil(result.duration)}
+def _usage(result: Result) -> TranscriptionUsage:
+    return TranscriptionUsage(seconds=math.ceil(result.duration))
 
 
-def to_verbose(result: Result, granularities: list[str]) -> dict[str, Any]:
-    body: dict[str, Any] = {"task": "transcribe", "language": result.language, "duration": round(result.duration, 3),
-                            "text": result.text}
-    if not granularities or "segment" in granularities:
-        body["segments"] = [{
-            "id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text, "tokens": s.tokens,
-            "temperature": s.temperature, "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
-            "no_speech_prob": s.no_speech_prob,
-        } for s in result.segments]
-    if "word" in granularities:
-        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for s in result.segments for w in s.words]
-    body["usage"] = _usage(result)
-    return body
+def to_verbose(result: Result, granularities: list[str]) -> VerboseTranscription:
+    return VerboseTranscription(
+        language=result.language, duration=round(result.duration, 3), text=result.text,
+        segments=result.segments if not granularities or "segment" in granularities else None,
+        words=result.words if "word" in granularities else None, usage=_usage(result))
 
 
 def render(result: Result, response_format: str, granularities: list[str]) -> tuple[str, str]:
@@ -93,7 +67,7 @@ def render(result: Result, response_format: str, granularities: list[str]) -> tu
     if response_format == "vtt":
         return to_vtt(result), "text/vtt; charset=utf-8"
     if response_format == "verbose_json":
-        body = to_verbose(result, granularities)
+        body: Transcription | VerboseTranscription = to_verbose(result, granularities)
     else:
-        body = {"text": result.text, "usage": _usage(result)}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")), "application/json"
+        body = Transcription(text=result.text, usage=_usage(result))
+    return body.model_dump_json(exclude_none=True), "application/json"

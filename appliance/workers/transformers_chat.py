@@ -32,6 +32,8 @@ from appliance.workers.server import WorkerError, create_worker_app, worker_main
 
 log = logging.getLogger("appliance.worker.transformers")
 
+# vLLM's threshold too: a smaller temperature is greedy (dividing the logits by 1e-252 overflows to inf and NaN).
+GREEDY_BELOW = 1e-5
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
@@ -128,7 +130,7 @@ class Engine:
 
     def _pick(self, logits: Any, sampling: Sampling, generator: Any) -> int:
         torch = self.torch
-        if sampling.temperature == 0:
+        if sampling.temperature < GREEDY_BELOW:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / sampling.temperature, dim=-1)
         if sampling.top_p < 1:
@@ -321,6 +323,11 @@ def build_app(entry: ModelEntry) -> Any:
             prompt = engine.encode(str(req.prompt[0]))
         elif isinstance(req.prompt, list):
             prompt = [int(token) for token in req.prompt]
+            vocabulary = engine.model.get_input_embeddings().num_embeddings
+            unknown = next((token for token in prompt if token >= vocabulary), None)
+            if unknown is not None:  # the embedding lookup would fail mid-generation
+                raise WorkerError(400, f"prompt: token id {unknown} is not in the model's vocabulary "
+                                       f"(0 to {vocabulary - 1}).", "prompt")
         else:
             prompt = engine.encode(req.prompt)
         sampling = sampling_of(req, len(prompt), 16, "prompt")  # 16: OpenAI's default for completions

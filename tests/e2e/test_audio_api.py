@@ -164,6 +164,21 @@ def test_bad_speech_requests_are_validation_errors_naming_the_field(client: http
     assert field in error["message"]
 
 
+@pytest.mark.parametrize("text", ["...!!!", "\u0000\u0000", "  .  ?", "hello\u0007"])
+@pytest.mark.parametrize("fmt", ["mp3", "pcm"])
+def test_text_without_speech_is_a_validation_error_naming_input(client: httpx.Client, text: str, fmt: str) -> None:
+    error = assert_error(speak(client, input=text, response_format=fmt), 422, "VALIDATION_ERROR", "input")
+    assert "input" in error["message"]
+
+
+def test_text_without_speech_is_a_validation_error_on_the_openai_surface(client: httpx.Client) -> None:
+    for text in ("...!!!", "\u0000\u0000"):
+        response = client.post("/oai/v1/audio/speech", json={"model": TTS, "input": text, "voice": "alloy"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == "input" and error["type"] == "invalid_request_error", error
+
+
 def test_an_unknown_speech_model_is_model_not_found(client: httpx.Client) -> None:
     assert_error(speak(client, model="openai/tts-9"), 404, "MODEL_NOT_FOUND")
 

@@ -23,6 +23,7 @@ import pytest
 import tomli_w
 
 from appliance.config import Settings
+from appliance.supervisor.vllm_launch import VLLM_MODULE
 from appliance.supervisor.worker import socket_file
 from tests.support.appliance import RunningAppliance, start_appliance
 
@@ -350,8 +351,11 @@ def test_unknown_model_and_missing_fields(client: httpx.Client) -> None:
     assert response.status_code == 404 and response.json()["error"]["code"] == "MODEL_NOT_FOUND"
     response = client.post("/v1/inference/generate", json={"model": VLLM})
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "prompt"
-    response = client.post("/v1/inference/chat", content=b"{not json")
+    response = client.post("/v1/inference/chat", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "VALIDATION_ERROR"
+    as_text = client.post("/v1/inference/chat", content=b'{"model": "x", "messages": []}',
+                          headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 422 and as_text.json()["error"]["details"][0]["field"] == "content-type"
 
 
 def test_metadata_is_kept_in_the_log_not_sent_to_the_engine(client: httpx.Client,
@@ -432,6 +436,11 @@ def test_the_transformers_worker_refuses_what_it_cannot_do_as_validation_errors(
     auto = client.post("/v1/inference/chat", json={"model": HF, "messages": HI, "tools": [WEATHER],
                                                    "max_tokens": 5, "seed": 1})
     assert auto.status_code == 200 and auto.json()["data"]["choices"][0]["message"]["content"]
+    for model in (HF, VLLM):  # token ids outside the vocabulary are the client's mistake, on either engine
+        for ids in ([237, 34070, 5], [1, -488]):
+            bad_ids = client.post("/v1/inference/generate", json={"model": model, "prompt": ids, "max_tokens": 2})
+            assert bad_ids.status_code == 422, bad_ids.text
+            assert bad_ids.json()["error"]["details"][0]["field"] == "prompt"
 
 
 # --- concurrency, disconnects, crashes --------------------------------------------------------
@@ -504,7 +513,7 @@ def vllm_server_pid(appliance: RunningAppliance) -> int:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[1:3] == [b"-m", b"vllm.entrypoints.openai.api_server"] and socket.encode() in argv:
+            if argv[1:3] == [b"-m", VLLM_MODULE.encode()] and socket.encode() in argv:
                 return int(entry.name)  # the server itself, not the reaper whose argv also names it
     raise AssertionError("no vLLM server process found")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 
 import httpx
 import pytest
 
+from appliance.config import Settings
 from tests.support.appliance import RunningAppliance, cli
 
 EMBED = "openai/text-embedding-3-small"
@@ -171,6 +173,25 @@ def test_a_bad_body_is_a_validation_error_naming_the_field(embed_appliance: Runn
     assert field in [detail["field"] for detail in error["details"]], error
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("path", ["/v1/inference/embed", "/oai/v1/embeddings"])
+def test_a_json_route_needs_a_json_content_type(embed_appliance: RunningAppliance, key: str, path: str,
+                                                content_type: str | None) -> None:
+    body = b'{"model": "openai/text-embedding-3-small", "input": "hello"}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    with embed_appliance.client(key) as client:
+        response = client.post(path, content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        if path.startswith("/oai/"):
+            assert response.json()["error"]["param"] == "content-type"
+        else:
+            error = assert_error(response, 422, "VALIDATION_ERROR")
+            assert error["details"][0]["field"] == "content-type" and "application/json" in error["message"]
+        labelled = client.post(path, content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+        assert labelled.status_code == 200, labelled.text
+
+
 def test_a_body_over_the_limit_is_payload_too_large(embed_appliance: RunningAppliance, key: str) -> None:
     huge = b'{"model": "x", "input": "' + b"a" * (33 * 1024 * 1024) + b'"}'
     with embed_appliance.client(key) as client:
@@ -180,7 +201,8 @@ def test_a_body_over_the_limit_is_payload_too_large(embed_appliance: RunningAppl
             for _ in range(34):
                 yield b"a" * (1024 * 1024)
 
-        assert_error(client.post("/v1/inference/embed", content=chunks()), 413, "PAYLOAD_TOO_LARGE")
+        assert_error(client.post("/v1/inference/embed", content=chunks(), headers={"Content-Type": "application/json"}),
+                     413, "PAYLOAD_TOO_LARGE")
 
 
 def test_models_are_listed_with_filters_and_pagination(embed_appliance: RunningAppliance, key: str) -> None:
@@ -214,3 +236,18 @@ def test_health_ready_and_metrics_need_no_key(embed_appliance: RunningAppliance,
            'status="200"}' in metrics
     assert "appliance_request_duration_seconds_bucket" in metrics
     assert 'appliance_worker_state{model="openai/text-embedding-3-small",state="ready"} 1.0' in metrics
+
+
+def test_what_the_appliance_keeps_only_its_user_may_read(embed_appliance: RunningAppliance, key: str) -> None:
+    state = embed_appliance.state_dir
+    harness_files = {embed_appliance.log_path, embed_appliance.catalogue}  # written by this test's harness
+    socket_dir = Settings(state_dir=state).socket_dir
+    kept = [p for p in [*state.rglob("*"), socket_dir] if p not in harness_files]
+    assert {p.name for p in kept} >= {"appliance.db", "appliance.db-wal", "appliance.db-shm"}
+    for path in kept:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_dir():
+            assert mode == 0o700, (path, oct(mode))
+        elif not path.is_socket():  # a socket is reached through its 0700 directory
+            assert mode & 0o077 == 0, (path, oct(mode))
+    assert any(p.is_socket() for p in socket_dir.iterdir())

@@ -95,7 +95,7 @@ def test_a_full_queue_then_a_crash_mid_generation_then_recovery(
         lifecycle_appliance: RunningAppliance, key: str) -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         long_run = pool.submit(generate, lifecycle_appliance, key, "req-long-generation", n=10, size="1792x1024")
-        wait_for(lambda: "(request req-long-generation)" in lifecycle_appliance.log() or long_run.done(),
+        wait_for(lambda: "(request req-long-generation)" in lifecycle_appliance.engine_log("stability/sd-xl") or long_run.done(),
                  "the long generation to start")
         assert not long_run.done(), long_run.result().text
 

@@ -68,3 +68,15 @@ def test_malformed_json_is_said_plainly() -> None:
     except ValidationError as exc:
         err = from_validation_error(exc)
     assert err.details == [{"field": "body", "message": "the body is not valid JSON"}]
+
+
+def test_one_field_path_helper_skips_sources_union_branches_and_tags() -> None:
+    from appliance.protocol.fields import field_path as shared
+
+    assert field_path is shared
+    assert shared(("body", "input", "list[constrained-str]", 1)) == "input[1]"
+    assert shared(("body", "stop", "str")) == "stop"
+    assert shared(("messages", 2, "user", "content", "function-after[_check(), str]")) == "messages[2].user.content"
+    assert shared(("messages", 2, "user", "content"), tags={"user"}) == "messages[2].content"
+    assert shared(("query", "limit")) == "limit" and shared(("aliases", 0)) == "aliases[0]"
+    assert shared((), empty="(entry)") == "(entry)"

@@ -58,3 +58,14 @@ def test_a_store_that_cannot_write_is_a_backend_error_that_says_why(store: Media
         to_urls(worker_answer(PNG), store, "http://box/v1/media/", "m")
     assert caught.value.code == ErrorCode.BACKEND_ERROR
     assert "could not store" in caught.value.message and "b64_json" in caught.value.message
+
+
+def test_a_full_media_store_is_a_retryable_backend_rate_limited(tmp_path: Path) -> None:
+    store = MediaStore(open_database(f"sqlite:///{tmp_path / 'state.db'}"), tmp_path / "media", 3600,
+                       max_bytes=len(PNG) * 3 // 2)
+    to_urls(worker_answer(PNG), store, "http://box/v1/media/", "m")
+    with pytest.raises(ApiError) as caught:
+        to_urls(worker_answer(PNG), store, "http://box/v1/media/", "m")
+    assert caught.value.code == ErrorCode.BACKEND_RATE_LIMITED and caught.value.status_code == 429
+    assert 3590 <= (caught.value.retry_after or 0) <= 3600 and "b64_json" in caught.value.message
+    assert len(list(store.root.iterdir())) == 1  # nothing half-written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from appliance.db.database import open_database
 from appliance.db.media import MediaRow
 from appliance.media import tokens
-from appliance.media.store import ORPHAN_GRACE_S, MediaStore
+from appliance.media.store import ORPHAN_GRACE_S, MediaFull, MediaStore
 from appliance.media.sweeper import sweep_interval
 
 TTL = 3600.0
@@ -149,3 +150,52 @@ def test_the_sweep_interval_follows_the_lifetime() -> None:
 def test_the_real_clock_is_the_default(tmp_path: Path, db_url: str) -> None:
     store = MediaStore(open_database(db_url), tmp_path / "media", TTL)
     assert abs(store.put(PNG).expires_at - (time.time() + TTL)) < 60
+
+
+# --- the cap on stored bytes -----------------------------------------------------------------
+
+
+def capped(tmp_path: Path, db_url: str, clock: Clock, max_bytes: int, **options: int) -> MediaStore:
+    return MediaStore(open_database(db_url), tmp_path / "media", TTL, clock=clock, max_bytes=max_bytes, **options)
+
+
+def test_past_the_cap_expired_files_make_room_first(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    store = capped(tmp_path, db_url, clock, max_bytes=3 * len(PNG))
+    old = [store.put(PNG, ttl_s=10) for _ in range(2)]
+    kept = store.put(PNG)
+    clock.now += 11  # the two old ones expired; the sweeper has not run
+    fresh = store.put_all([PNG, PNG])
+    assert [store.open(s.token) for s in old] == [None, None]
+    assert store.open(kept.token) is not None and all(store.open(s.token) for s in fresh)
+    assert store.used_bytes() == 3 * len(PNG) and len(list(store.root.iterdir())) == 3
+
+
+def test_a_full_store_refuses_new_media_whole_with_when_to_retry(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    store = capped(tmp_path, db_url, clock, max_bytes=3 * len(PNG))
+    store.put(PNG, ttl_s=100)
+    store.put(PNG, ttl_s=40)
+    clock.now += 10
+    with pytest.raises(MediaFull) as full:
+        store.put_all([PNG, PNG])  # one would fit, both do not: neither is stored
+    assert full.value.retry_after == 30 and "full" in str(full.value)
+    assert store.used_bytes() == 2 * len(PNG) and len(list(store.root.iterdir())) == 2
+    assert store.put(PNG)  # one still fits
+
+
+def test_media_never_take_the_free_space_the_database_needs(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    whole_disk = shutil.disk_usage(tmp_path).total  # more than can ever be free, whatever else writes meanwhile
+    store = capped(tmp_path, db_url, clock, max_bytes=10 * len(PNG), min_free_bytes=whole_disk + 1)
+    with pytest.raises(MediaFull):
+        store.put(PNG)
+    assert list(store.root.iterdir()) == [] and store.used_bytes() == 0
+
+
+def test_without_a_setting_the_cap_is_a_share_of_the_disk(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    store = MediaStore(open_database(db_url), tmp_path / "media", TTL, clock=clock)
+    total = shutil.disk_usage(tmp_path).total
+    assert store.max_bytes == total // 10 and 0 < store.min_free_bytes <= 1 << 30
+
+
+def test_stored_files_are_private(store: MediaStore) -> None:
+    found = store.open(store.put(PNG).token)
+    assert found is not None and found.path.stat().st_mode & 0o777 == 0o600

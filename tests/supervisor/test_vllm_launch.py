@@ -18,7 +18,7 @@ def entry(**options: object) -> ModelEntry:
 
 def test_the_command_serves_the_slug_on_the_socket_with_the_context_window() -> None:
     command = worker_command(entry(), Path("/run/chat.sock"))
-    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert command[1:3] == ["-m", "vllm.entrypoints.launchers.api_server.entry"]  # not the deprecated one
     joined = " ".join(command)
     assert "--model /models/chat" in joined and "--served-model-name org/chat" in joined
     assert "--uds /run/chat.sock" in joined and "--max-model-len 8192" in joined

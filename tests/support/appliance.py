@@ -53,6 +53,13 @@ class RunningAppliance:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def engine_log(self, slug: str) -> str:
+        """What the engine of ``slug`` printed (STATE/logs/<model>.log); empty before it started."""
+        from appliance.supervisor.engine_logs import log_path
+
+        path = log_path(self.state_dir / "logs", slug)
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -38,6 +38,7 @@ def test_the_unit_is_a_hardened_notify_service() -> None:
                        "NoNewPrivileges": "yes", "ReadWritePaths": "/var/lib/appliance"}.items():
         assert settings[key] == value
     assert "PrivateDevices" not in settings  # it would hide the GPUs
+    assert settings["StateDirectoryMode"] == "0700" and settings["UMask"] == "0077"  # key hashes are private
 
 
 def test_the_gateway_notifies_ready_once_startup_models_are_loaded(tiny_catalogue: Path, tmp_path: Path) -> None:

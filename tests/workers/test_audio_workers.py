@@ -9,25 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.protocol.audio import SpeechRequest, TranscriptionForm
+from appliance.protocol.audio import SpeechRequest, TranscriptionForm, TranscriptionSegment, TranscriptionWord
 from appliance.workers.audio_encoding import FORMATS, StreamEncoder, wav_header
 from appliance.workers.speech import VoiceChoice, synthesize_chunks, voice_table
-from appliance.workers.transcripts import Result, Segment, Word, render, to_srt, to_vtt
+from appliance.workers.transcripts import Result, render, to_srt, to_vtt
 from appliance.workers.transcription import decode
 from appliance.workers.server import WorkerError
 from tests.support.audio import audio_file, decode as decode_audio, decode_pcm, tone
 
 
-def _segment(index: int, start: float, end: float, text: str, words: list[Word] | None = None) -> Segment:
-    return Segment(id=index, seek=0, start=start, end=end, text=text, tokens=[1, 2], temperature=0.0,
-                   avg_logprob=-0.5, compression_ratio=1.2, no_speech_prob=0.01, words=words or [])
+def _segment(index: int, start: float, end: float, text: str) -> TranscriptionSegment:
+    return TranscriptionSegment(id=index, seek=0, start=start, end=end, text=text, tokens=[1, 2], temperature=0.0,
+                                avg_logprob=-0.5, compression_ratio=1.2, no_speech_prob=0.01)
 
 
 RESULT = Result(language="english", duration=3725.5, segments=[
-    _segment(0, 0.0, 1.5, " Hello there.", [Word(" Hello", 0.0, 0.7), Word(" there.", 0.7, 1.5)]),
+    _segment(0, 0.0, 1.5, " Hello there."),
     _segment(1, 1.5, 1.6, "  "),  # no text: no cue
     _segment(2, 3661.25, 3725.5, " An hour later."),
-])
+], words=[TranscriptionWord(word=" Hello", start=0.0, end=0.7), TranscriptionWord(word=" there.", start=0.7, end=1.5)])
 
 
 def test_srt_numbers_cues_and_uses_comma_millis() -> None:
@@ -114,3 +114,43 @@ def test_speech_is_synthesised_lazily_sentence_by_sentence(tiny_catalogue: Path)
     rest = list(pieces)
     assert calls == 3 and len([p for p in rest if p]) >= 2
     assert np.frombuffer(first + b"".join(rest), dtype="<i2").size > 0
+
+
+@pytest.mark.parametrize("text", ["...!!!", "  .  ", "\u200b"])
+def test_text_that_yields_no_audio_is_refused_before_any_byte(tiny_catalogue: Path, text: str) -> None:
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(tiny_catalogue.parent / "piper-tiny" / "tiny-en.onnx")
+    for fmt in ("mp3", "wav", "pcm"):
+        req = SpeechRequest(model="m", input=text, voice="v", response_format=fmt)
+        with pytest.raises(WorkerError) as raised:
+            next(synthesize_chunks(voice, req, 0, 24000))
+        assert raised.value.status_code == 400 and raised.value.param == "input"
+
+
+def test_the_phonemisers_refusal_is_an_error_about_input(tiny_catalogue: Path) -> None:
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(tiny_catalogue.parent / "piper-tiny" / "tiny-en.onnx")
+    req = SpeechRequest.model_construct(model="m", input="a\u0000b", voice="v", response_format="pcm", speed=1.0)
+    with pytest.raises(WorkerError) as raised:
+        next(synthesize_chunks(voice, req, 0, 24000))
+    assert raised.value.status_code == 400 and raised.value.param == "input"
+
+
+@pytest.mark.parametrize("text", ["\u0000\u0000", "hi\u0007there", "\x1b[31mred"])
+def test_speech_input_with_control_characters_is_refused_by_the_contract(text: str) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        SpeechRequest(model="m", input=text, voice="v")
+    assert SpeechRequest(model="m", input="line one\nline two\ttab", voice="v").input
+
+
+def test_a_validators_sentence_reaches_the_client_without_pydantics_prefix() -> None:
+    from pydantic import ValidationError
+
+    from appliance.gateway.errors import from_validation_error
+
+    with pytest.raises(ValidationError) as raised:
+        SpeechRequest(model="m", input="\u0000", voice="v")
+    error = from_validation_error(raised.value)
+    assert error.message == "input: the text holds the control character U+0000; remove it"

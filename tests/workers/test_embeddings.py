@@ -69,3 +69,15 @@ def test_base64_is_little_endian_float32() -> None:
     item = encode_item(3, np.array([1.0, -2.5], dtype=np.float32), "base64")
     assert item["index"] == 3 and item["object"] == "embedding"
     assert np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4").tolist() == [1.0, -2.5]
+
+
+def test_items_serialised_fast_still_fit_the_contracts_model() -> None:
+    import orjson
+
+    from appliance.protocol.embeddings import Embedding
+
+    for fmt in ("float", "base64"):
+        raw = orjson.dumps(encode_item(0, np.array([0.5, 1.0], dtype=np.float32), fmt),
+                           option=orjson.OPT_SERIALIZE_NUMPY)
+        item = Embedding.model_validate_json(raw)
+        assert item.index == 0 and (item.embedding == [0.5, 1.0] if fmt == "float" else isinstance(item.embedding, str))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from appliance.workers.transformers_chat import TextStream, parse_tool_calls
 
 
@@ -64,3 +66,16 @@ def test_text_that_is_no_tool_call_stays_content() -> None:
         content: Any
         content, calls = parse_tool_calls(text)
         assert content == text and calls == []
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-252, 1e-6])
+def test_a_vanishing_temperature_is_greedy_not_a_crash(temperature: float) -> None:
+    import torch
+
+    from appliance.workers.transformers_chat import Engine, Sampling
+
+    engine = Engine.__new__(Engine)  # only the sampler: no model is needed to pick from logits
+    engine.torch = torch
+    logits = torch.tensor([0.5, 3.0, -1.0, 2.9])
+    generator = torch.Generator().manual_seed(0)
+    assert engine._pick(logits, Sampling(max_tokens=1, temperature=temperature), generator) == 1

@@ -16,6 +16,7 @@ from appliance.accounting.store import UsageFilter
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import authenticated
 from appliance.gateway.errors import ApiError, ErrorCode, from_validation_error, ok, validation_error
+from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
 from appliance.protocol.accounting import (SummaryQuery, SummaryRow, UsageItem, UsagePage, UsageQuery, UsageSummary,
                                            utc)
 
@@ -49,7 +50,8 @@ def _accounting(request: Request) -> Accounting:
     return request.app.state.accounting
 
 
-@router.get("/v1/accounting/usage")
+@router.get("/v1/accounting/usage", **documented(
+    ok=json_ok(Envelope[UsagePage], "usage rows, newest first"), errors=KEYED))
 async def usage(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, UsageQuery)
     where = scoped(key, query, query.start)
@@ -59,7 +61,8 @@ async def usage(request: Request, key: Key) -> JSONResponse:
     return ok(page.model_dump(mode="json"), request)
 
 
-@router.get("/v1/accounting/usage/summary")
+@router.get("/v1/accounting/usage/summary", **documented(
+    ok=json_ok(Envelope[UsageSummary], "usage summed per group"), errors=KEYED))
 async def summary(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, SummaryQuery)
     start = query.start or period_start(query.period, datetime.now(UTC))

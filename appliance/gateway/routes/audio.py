@@ -19,10 +19,13 @@ from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ApiError, from_validation_error, ok, ok_raw
 from appliance.gateway.metering import Meter, over_room, reserve
+from appliance.gateway.openapi import INFERENCE, Envelope, documented, json_ok, json_request, multipart_request, \
+    raw_ok
 from appliance.gateway.relay import RelayResponse, open_stream, resolve_model
 from appliance.gateway.uploads import forward_upload, read_upload
 from appliance.protocol.audio import (AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_FIELD, SPEECH_MEDIA_TYPES,
-                                      TRANSCRIPT_MEDIA_TYPES, SpeechRequest, TranscriptionForm, speech_sample_rate)
+                                      TRANSCRIPT_MEDIA_TYPES, SpeechRequest, Transcription, TranscriptionForm,
+                                      VerboseTranscription, speech_sample_rate)
 
 router = APIRouter()
 
@@ -100,7 +103,16 @@ def _raw_media_type(request: Request, response_format: str) -> str | None:
     return "text/plain" if "text/plain" in accept else None
 
 
-@router.post("/v1/inference/audio/transcribe")
+# The raw files a text transcript may come as (text, srt, vtt), beside its JSON.
+RAW_TRANSCRIPTS = {media_type: {"schema": {"type": "string"}} for media_type in ("text/plain", "text/vtt",
+                                                                                 "application/x-subrip")}
+TRANSCRIPTION_FORM = multipart_request(TranscriptionForm, files=["file"])
+SPEECH_OK = raw_ok(SPEECH_MEDIA_TYPES.values(), "the audio, streamed, in the Content-Type of response_format")
+
+
+@router.post("/v1/inference/audio/transcribe", **documented(
+    body=TRANSCRIPTION_FORM, errors=INFERENCE,
+    ok=json_ok(Envelope[VerboseTranscription | Transcription], "the transcript", RAW_TRANSCRIPTS)))
 async def transcribe(request: Request, key: Key) -> Response:
     content, _media_type, form = await _transcribe(request, key, default_format="text")
     if form.response_format not in TEXT_FORMATS:
@@ -112,7 +124,9 @@ async def transcribe(request: Request, key: Key) -> Response:
     return ok({"text": text.rstrip("\n") if form.response_format == "text" else text}, request)
 
 
-@router.post("/oai/v1/audio/transcriptions")
+@router.post("/oai/v1/audio/transcriptions", **documented(
+    body=TRANSCRIPTION_FORM, errors=INFERENCE, openai=True,
+    ok=json_ok(VerboseTranscription | Transcription, "the transcript", RAW_TRANSCRIPTS)))
 async def openai_transcriptions(request: Request, key: Key) -> Response:
     content, media_type, _form = await _transcribe(request, key, default_format="json")
     return Response(content, media_type=media_type)
@@ -144,11 +158,13 @@ async def _counting(chunks: AsyncIterator[bytes], meter: Meter, body: SpeechRequ
                                                        body.speed)
 
 
-@router.post("/v1/inference/audio/synthesize")
+@router.post("/v1/inference/audio/synthesize", response_class=Response, **documented(
+    body=json_request(SpeechRequest), ok=SPEECH_OK, errors=INFERENCE))
 async def synthesize(request: Request, key: Key) -> Response:
     return await _speech(request, key)
 
 
-@router.post("/oai/v1/audio/speech")
+@router.post("/oai/v1/audio/speech", response_class=Response, **documented(
+    body=json_request(SpeechRequest), ok=SPEECH_OK, errors=INFERENCE, openai=True))
 async def openai_speech(request: Request, key: Key) -> Response:
     return await _speech(request, key)

@@ -9,27 +9,36 @@ from fastapi import APIRouter, Depends, Request, Response
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.completions import CHAT, GENERATE, complete
+from appliance.gateway.openapi import INFERENCE, SSE, Envelope, documented, json_ok, json_request
+from appliance.protocol.chat import ChatCompletion, ChatRequest, Completion, CompletionRequest
 
 router = APIRouter()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 
 
-@router.post("/v1/inference/chat")
+@router.post("/v1/inference/chat", **documented(
+    body=json_request(ChatRequest), ok=json_ok(Envelope[ChatCompletion], "the completion", SSE), errors=INFERENCE))
 async def chat(request: Request, key: Key) -> Response:
     return await complete(request, key, CHAT, enveloped=True)
 
 
-@router.post("/v1/inference/generate")
+@router.post("/v1/inference/generate", **documented(
+    body=json_request(CompletionRequest), ok=json_ok(Envelope[Completion], "the completion", SSE),
+    errors=INFERENCE))
 async def generate(request: Request, key: Key) -> Response:
     return await complete(request, key, GENERATE, enveloped=True)
 
 
-@router.post("/oai/v1/chat/completions")
+@router.post("/oai/v1/chat/completions", **documented(
+    body=json_request(ChatRequest), ok=json_ok(ChatCompletion, "the completion", SSE), errors=INFERENCE,
+    openai=True))
 async def openai_chat(request: Request, key: Key) -> Response:
     return await complete(request, key, CHAT, enveloped=False)
 
 
-@router.post("/oai/v1/completions")
+@router.post("/oai/v1/completions", **documented(
+    body=json_request(CompletionRequest), ok=json_ok(Completion, "the completion", SSE), errors=INFERENCE,
+    openai=True))
 async def openai_completions(request: Request, key: Key) -> Response:
     return await complete(request, key, GENERATE, enveloped=False)

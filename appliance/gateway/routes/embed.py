@@ -12,8 +12,9 @@ from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ok_raw
 from appliance.gateway.metering import reserve
+from appliance.gateway.openapi import INFERENCE, Envelope, documented, json_ok, json_request
 from appliance.gateway.relay import post_json, resolve_model
-from appliance.protocol.embeddings import EmbeddingRequest
+from appliance.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 
 router = APIRouter()
 
@@ -30,11 +31,14 @@ async def _embed(request: Request, key: ApiKey) -> bytes:
     return answer
 
 
-@router.post("/v1/inference/embed")
+@router.post("/v1/inference/embed", **documented(
+    body=json_request(EmbeddingRequest), ok=json_ok(Envelope[EmbeddingResponse], "the embeddings"), errors=INFERENCE))
 async def embed(request: Request, key: Key) -> Response:
     return ok_raw(await _embed(request, key), request)
 
 
-@router.post("/oai/v1/embeddings")
+@router.post("/oai/v1/embeddings", **documented(
+    body=json_request(EmbeddingRequest), ok=json_ok(EmbeddingResponse, "the embeddings"), errors=INFERENCE,
+    openai=True))
 async def openai_embeddings(request: Request, key: Key) -> Response:
     return Response(await _embed(request, key), media_type="application/json")

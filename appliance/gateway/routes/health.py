@@ -6,29 +6,36 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from appliance.gateway.openapi import ANY_REQUEST, documented, json_ok, raw_ok
 from appliance.metrics import REGISTRY
+from appliance.protocol.health import Health, Readiness
 from appliance.supervisor.supervisor import Supervisor
 
 router = APIRouter()
 
 
-@router.get("/health")
-async def health() -> dict[str, str]:
+@router.get("/health", **documented(ok=json_ok(Health, "the gateway answers"), errors=ANY_REQUEST, keyed=False))
+async def health() -> Health:
     """The gateway process answers."""
-    return {"status": "ok"}
+    return Health()
 
 
-@router.get("/ready")
+READINESS = {200: {"model": Readiness, "description": "every startup model is loaded"},
+             503: {"model": Readiness, "description": "startup models are still loading"}}
+
+
+@router.get("/ready", **documented(ok=READINESS, errors=ANY_REQUEST, keyed=False))
 async def ready(request: Request) -> JSONResponse:
     """Every startup model is loaded and healthy."""
     supervisor: Supervisor = request.app.state.supervisor
     models = {slug: ",".join(w.state.value for w in pool.workers) for slug, pool in supervisor.pools.items()
               if pool.local and pool.entry.load == "startup"}
     is_ready = supervisor.startup_ready()
-    return JSONResponse({"status": "ready" if is_ready else "starting", "startup_models": models},
-                        status_code=200 if is_ready else 503)
+    readiness = Readiness(status="ready" if is_ready else "starting", startup_models=models)
+    return JSONResponse(readiness.model_dump(), status_code=200 if is_ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, **documented(
+    ok=raw_ok(["text/plain"], "Prometheus text exposition format", text=True), errors=ANY_REQUEST, keyed=False))
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

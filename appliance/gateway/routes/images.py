@@ -21,8 +21,9 @@ from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ApiError, ErrorCode, ok_raw, validation_error
 from appliance.gateway.media import media_base_url, media_store
 from appliance.gateway.metering import reserve
+from appliance.gateway.openapi import INFERENCE, Envelope, documented, json_ok, json_request
 from appliance.gateway.relay import post_json, resolve_model
-from appliance.media.store import MediaStore
+from appliance.media.store import MediaFull, MediaStore
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
     allowed_sizes
 
@@ -64,8 +65,13 @@ def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> 
         raise ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' sent an answer that is not "
                                                 "a list of images.") from None
     try:
-        items = [ImageData(url=base_url + store.put(png, "image/png").token, revised_prompt=item.revised_prompt)
-                 for png, item in zip(pngs, answer.data, strict=True)]
+        stored = store.put_all(pngs, "image/png")
+        items = [ImageData(url=base_url + media.token, revised_prompt=item.revised_prompt)
+                 for media, item in zip(stored, answer.data, strict=True)]
+    except MediaFull as exc:
+        raise ApiError(ErrorCode.BACKEND_RATE_LIMITED, f"The image was generated but {exc}; retry after "
+                                                       f"{exc.retry_after} s, or ask for response_format b64_json.",
+                       retry_after=exc.retry_after) from None
     except (OSError, SQLAlchemyError) as exc:  # a full or failing disk, a locked DB: say so, and what to do
         log.exception("could not store a generated image")
         reason = getattr(exc, "strerror", None) or type(exc).__name__
@@ -90,12 +96,16 @@ async def _generate(request: Request, key: ApiKey) -> bytes:
     return await asyncio.to_thread(to_urls, answer, media_store(request.app), media_base_url(request), entry.slug)
 
 
-@router.post("/v1/inference/images/generate")
+@router.post("/v1/inference/images/generate", **documented(
+    body=json_request(ImageGenerationRequest), ok=json_ok(Envelope[ImageGenerationResponse], "the images"),
+    errors=INFERENCE))
 async def generate(request: Request, key: Key) -> Response:
     return ok_raw(await _generate(request, key), request)
 
 
-@router.post("/oai/v1/images/generations")
+@router.post("/oai/v1/images/generations", **documented(
+    body=json_request(ImageGenerationRequest), ok=json_ok(ImageGenerationResponse, "the images"),
+    errors=INFERENCE, openai=True))
 async def openai_generations(request: Request, key: Key) -> Response:
     return Response(await _generate(request, key), media_type="application/json")
 

@@ -14,11 +14,13 @@ import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.gateway.media import media_store
+from appliance.gateway.openapi import ANY_REQUEST, documented, raw_ok
+from appliance.media.store import EXTENSIONS
 from appliance.media.sweeper import run_sweeper
 
 CHUNK = 256 * 1024
@@ -53,7 +55,9 @@ async def _chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
         fh.close()
 
 
-@router.get("/v1/media/{token}")
+@router.get("/v1/media/{token}", response_class=Response, **documented(
+    ok=raw_ok(EXTENSIONS, "the stored bytes (an image, a batch file)"), errors=(*ANY_REQUEST, ErrorCode.NOT_FOUND),
+    keyed=False))
 async def download(request: Request, token: str) -> StreamingResponse:
     store = media_store(request.app)
     found = await asyncio.to_thread(store.open, token)

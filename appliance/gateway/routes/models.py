@@ -12,7 +12,8 @@ from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ApiError, ErrorCode, ok
-from appliance.protocol.models import BackendInfo, ModelInfo, ModelList
+from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
+from appliance.protocol.models import BackendInfo, ModelInfo, ModelList, OpenAIModel, OpenAIModelList
 from appliance.supervisor.supervisor import ModelPool, Supervisor
 from appliance.supervisor.worker import Worker, WorkerState
 
@@ -47,7 +48,7 @@ def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", **documented(ok=json_ok(Envelope[ModelList], "a page of models"), errors=KEYED))
 async def list_models(
     request: Request,
     key: Annotated[ApiKey, Depends(require("models:list"))],
@@ -74,7 +75,8 @@ async def list_models(
     return ok(listing.model_dump(), request)
 
 
-@router.get("/v1/models/{slug:path}")
+@router.get("/v1/models/{slug:path}", **documented(
+    ok=json_ok(Envelope[ModelInfo], "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND)))
 async def get_model(request: Request, slug: str,
                     key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
@@ -84,22 +86,20 @@ async def get_model(request: Request, slug: str,
     return ok(model_info(entry, request.app.state.supervisor.pool_for(entry)).model_dump(), request)
 
 
-@router.get("/oai/v1/models")
+@router.get("/oai/v1/models", **documented(
+    ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
 async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     catalogue: Catalogue = request.app.state.catalogue
     allowed = set(key.models) if key.models is not None else None
-    data = [openai_model(entry) for entry in catalogue if allowed is None or allowed & set(entry.names)]
-    return JSONResponse({"object": "list", "data": data})
+    data = [OpenAIModel(id=entry.slug) for entry in catalogue if allowed is None or allowed & set(entry.names)]
+    return JSONResponse(OpenAIModelList(data=data).model_dump())
 
 
-@router.get("/oai/v1/models/{model_id:path}")
+@router.get("/oai/v1/models/{model_id:path}", **documented(
+    ok=json_ok(OpenAIModel, "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND), openai=True))
 async def openai_model_by_id(request: Request, model_id: str,
                              key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
     entry = request.app.state.catalogue.get(model_id)
     if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
         raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{model_id}' on this appliance; GET /models lists them.")
-    return JSONResponse(openai_model(entry))
-
-
-def openai_model(entry: ModelEntry) -> dict[str, object]:
-    return {"id": entry.slug, "object": "model", "created": 0, "owned_by": "appliance"}
+    return JSONResponse(OpenAIModel(id=entry.slug).model_dump())

@@ -1,0 +1,62 @@
+"""The state directory's permissions: keys, usage and media are the service user's alone.
+
+Everything the appliance writes there is created private (directories 0700,
+files 0600, whatever the umask); an existing directory that others may read is
+left as the administrator made it, with a warning at start (0750 with the
+service's own group is accepted: that is a deliberate choice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+# Bits that let someone other than the service user change the directory, or anyone outside its group read it.
+LOOSE_BITS = stat.S_IWGRP | stat.S_IRWXO
+RESTRICTIVE_UMASK = 0o077
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and its missing parents) readable by the owner only; an existing one keeps its mode."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    with contextlib.suppress(PermissionError):
+        path.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is filtered through the umask; a race is harmless
+
+
+def make_private_file(path: Path) -> None:
+    """Make sure ``path`` exists and only its owner may read or write it (created 0600, tightened if looser)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, PRIVATE_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def tighten_if_exists(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(PRIVATE_FILE_MODE)
+
+
+def looseness_warning(path: Path) -> str | None:
+    """A sentence for the log when others may read or change ``path``; None when it is private enough."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & LOOSE_BITS:
+        return None
+    return (f"the state directory {path} has mode {mode:04o}: other local users may read API key hashes, usage "
+            f"and media, or change them; run 'chmod 700 {path}' (or 0750 with the service's own group)")
+
+
+def prepare_state_dir(path: Path) -> list[str]:
+    """Create the state directory private and make the process create private files; the warnings to log."""
+    os.umask(os.umask(0) | RESTRICTIVE_UMASK)  # workers inherit it: their sockets and logs are private too
+    make_private_dir(path)
+    warning = looseness_warning(path)
+    return [warning] if warning else []
