@@ -69,12 +69,14 @@ def _manifest(staging: str) -> Manifest:
 
 
 def plan(args: argparse.Namespace) -> None:
-    """What to build, one line each: `venv NAME WHEELS REQ,… REMOVE,…` and `model DIR`."""
+    """One line each: `venv NAME WHEELS REQ,… REMOVE,…`, `model DIR SLUG`, `absent DIR SLUG`, `partial WHAT`."""
     manifest = _manifest(args.staging)
     for name, venv in manifest.venvs.items():
         print("venv", name, venv.wheels, ",".join(venv.requirements), ",".join(venv.remove) or "-")
     for model in manifest.models:
         print("model" if model.included else "absent", model.directory, model.slug)
+    for what in manifest.left_out:
+        print("partial", what)
 
 
 def model_matches(args: argparse.Namespace) -> None:

