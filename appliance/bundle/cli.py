@@ -9,13 +9,9 @@ import typer
 
 from appliance.bundle.manifest import BundleError, human_size
 from appliance.bundle.targets import TARGETS
+from appliance.cli_support import fail as _fail
 
 bundle_app = typer.Typer(help="Offline bundles: code, wheels and models for an air-gapped box.", no_args_is_help=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
 
 
 def _progress(line: str) -> None:
