@@ -161,3 +161,16 @@ def test_an_upgrade_keeps_the_state_and_can_be_rolled_back(root: Path, newer_bun
     assert os.readlink(root / "opt/appliance/current") == old
     assert os.readlink(root / "opt/appliance/previous") == new
     assert installed(root, "keys", "list").stdout == keys_before
+
+
+def test_a_disk_too_small_is_refused_and_left_as_it_was(gateway_bundle: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    # a real 8 MB disk (tmpfs) in a mount namespace of its own; what is left on it is listed before it goes
+    script = ('mount -t tmpfs -o size=8m tmpfs "$1" && ip link set lo up && "$3" "$2" --root "$1"; status=$?; '
+              'echo "left: [$(ls -A "$1")]"; exit $status')
+    result = subprocess.run(["unshare", "-m", "-n", "sh", "-c", script, "sh", str(small), str(gateway_bundle),
+                             str(REPO / "scripts" / "install")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "not enough space on the disk of" in result.stderr and "nothing was changed" in result.stderr
+    assert "left: []" in result.stdout
