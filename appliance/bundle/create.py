@@ -197,7 +197,9 @@ def create_bundle(out: Path, config: Path, catalogue: Catalogue, options: Bundle
             manifest = Manifest(
                 appliance_version=_version(wheels), target=options.target, python=this_python(),
                 machine=this_machine(), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                engines=wheel_versions([w.name for w in wheels], ENGINE_DISTRIBUTIONS), venvs=venvs,
+                engines={name: wheel_versions([w.name for w in wheels if w.parent.name == Path(venv.wheels).name],
+                                              ENGINE_DISTRIBUTIONS) for name, venv in venvs.items()},
+                venvs=venvs,
                 models=[ModelRecord(entry.slug, entry.engine, entry.modality, name, options.models,
                                     _directory_bytes(path))
                         for name, path, _ in models if (entry := by_directory.get(name)) is not None],

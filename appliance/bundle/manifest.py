@@ -66,7 +66,7 @@ class Manifest:
     python: str  # "3.11": the wheels' interpreter
     machine: str  # "x86_64": the wheels' architecture
     created_at: str
-    engines: dict[str, str]  # distribution name → version, of the engines' libraries in the wheels
+    engines: dict[str, dict[str, str]]  # environment → {distribution: version} of its engines' libraries
     venvs: dict[str, VenvRecord]  # ".venv" / ".venv-vllm" → how to build it
     models: list[ModelRecord]
     files: dict[str, FileEntry]  # path in the bundle → hash and size

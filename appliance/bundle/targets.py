@@ -19,7 +19,3 @@ TARGETS: dict[str, Target] = {
                   ("torchvision", "torchaudio", "torchcodec", "triton"), allows_cuda_packages=False),
     "cuda": Target(None, ("vllm",), (), allows_cuda_packages=True),
 }
-
-
-def box_target(has_gpu: bool) -> str:
-    return "cuda" if has_gpu else "cpu"

@@ -126,4 +126,4 @@ def test_create_refuses_a_catalogue_whose_weights_are_missing(tmp_path: Path) ->
 def test_the_manifest_is_plain_json(gateway_bundle: Path) -> None:
     with tarfile.open(gateway_bundle) as tar:
         data = json.loads(tar.extractfile("MANIFEST.json").read())  # type: ignore[union-attr]
-    assert data["format"] == 1 and "sentence-transformers" not in data["engines"]  # --no-engines
+    assert data["format"] == 1 and data["engines"] == {".venv": {}}  # --no-engines, --no-vllm

@@ -174,3 +174,8 @@ def test_a_disk_too_small_is_refused_and_left_as_it_was(gateway_bundle: Path, tm
     assert result.returncode == 1, result.stderr
     assert "not enough space on the disk of" in result.stderr and "nothing was changed" in result.stderr
     assert "left: []" in result.stdout
+
+
+def test_a_rollback_without_a_previous_version_says_so(tmp_path: Path) -> None:
+    result = install("--rollback", "--root", tmp_path)
+    assert result.returncode == 1 and "no previous version in" in result.stderr
