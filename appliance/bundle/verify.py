@@ -88,7 +88,8 @@ def verify_bundle(path: Path, public_key: Path | None = None, destination: Desti
                 problems.append(f"{name}: not listed in {MANIFEST_NAME} (added after the bundle was made)")
                 continue
             seen.add(name)
-            target = destination(safe_member_name(name)) if destination is not None else None
+            safe_member_name(name)
+            target = destination(name) if destination is not None else None
             digest, size = _check_member(tar, member, target)
             if size != expected.size:
                 problems.append(f"{name}: {size} bytes, the manifest says {expected.size} (truncated?)")

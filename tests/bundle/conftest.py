@@ -23,6 +23,7 @@ def make_bundle(out: Path, catalogue: Path, *options: str) -> Path:
     result = appliance("bundle", "create", str(out), "--config", str(catalogue), "--no-engines", "--no-vllm",
                        *options)
     assert result.returncode == 0, result.stderr[-3000:]
+    out.with_suffix(".log").write_text(result.stderr)  # its progress, for the tests to read
     return out
 
 

@@ -33,6 +33,14 @@ def test_the_manifest_lists_every_file_with_its_sha256(gateway_bundle: Path) -> 
     assert not any(n.startswith("wheels/app/torch-") for n in names)  # --no-engines
 
 
+def test_create_shows_what_pip_fetches_and_each_file_with_its_size(gateway_bundle: Path) -> None:
+    progress = gateway_bundle.with_suffix(".log").read_text()
+    assert "  Collecting fastapi" in progress or "  Saved " in progress  # pip's lines, as it fetches
+    total = len(manifest_of(gateway_bundle).files)
+    assert f"[1/{total}] scripts/install (" in progress and f"[{total}/{total}] models/" in progress
+    assert "wrote " in progress and ", signed" in progress
+
+
 def test_the_models_travel_with_relative_paths_in_the_catalogue(gateway_bundle: Path, bundle_catalogue: Path) -> None:
     manifest = manifest_of(gateway_bundle)
     (model,) = manifest.models
