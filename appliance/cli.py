@@ -1,4 +1,4 @@
-"""`appliance …`: serve, demo, tiny-models, keys, models."""
+"""`appliance …`: serve, demo, tiny-models, keys, models (list, check, import), bundle."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from typing import Annotated
 
 import typer
 
+from appliance.bundle.cli import bundle_app
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
+from appliance.cli_support import fail as _fail
 from appliance.config import Settings, load_settings
+from appliance.model_import_cli import import_command
 from appliance.state_dir import prepare_state_dir
 
 app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
@@ -23,16 +26,13 @@ SUMMARY_PERIODS = ("hour", "day", "week", "month", "total")
 models_app = typer.Typer(help="The models catalogue.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(bundle_app, name="bundle")
+models_app.command("import")(import_command)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                             help="models.toml: the catalogue, with an optional [settings] table")]
 StateDirOption = Annotated[Path | None, typer.Option("--state-dir", envvar="APPLIANCE_STATE_DIR",
                                                      help="keys DB, sockets, media; default /var/lib/appliance")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
 
 
 def _settings(config: Path | None, state_dir: Path | None, **overrides: object) -> Settings:

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
 
     state_dir: Path = Field(Path("/var/lib/appliance"), description="keys DB, worker sockets, media, batches")
+    models_dir: Path | None = Field(None, description="where `models import` puts weights; default STATE_DIR/models")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_base_url: str | None = Field(None, description="absolute base for media URLs; default: the request's host")
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
             return preferred
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"appliance-{digest}"
+
+    @property
+    def effective_models_dir(self) -> Path:
+        return self.models_dir or self.state_dir / "models"
 
     @property
     def effective_database_url(self) -> str:

@@ -20,6 +20,10 @@ OFFLINE_ENV = {
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    # onnxruntime (Piper, Whisper's VAD) resolves mobile.events.data.microsoft.com from a long-lived
+    # process unless told not to (found by tests/e2e/test_airgap.py's DNS trap).
+    "ORT_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
 }

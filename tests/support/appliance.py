@@ -24,10 +24,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cli(*args: str, state_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `appliance ARGS…` against ``state_dir``."""
+def cli(*args: str, state_dir: Path, timeout: float = 60,
+        python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    """Run `appliance ARGS…` against ``state_dir`` (with ``python``: an installed appliance)."""
     env = {**os.environ, "APPLIANCE_STATE_DIR": str(state_dir)}
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
+    return subprocess.run([python, "-m", "appliance.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 
@@ -39,10 +40,11 @@ class RunningAppliance:
     process: subprocess.Popen[bytes]
     log_path: Path
     keys: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
 
     def create_key(self, *args: str) -> str:
         """A new key (CLI `keys create`); extra ``args`` like ``--permission``, ``--model``, ``--rate-limit``."""
-        result = cli("keys", "create", "test", *args, state_dir=self.state_dir)
+        result = cli("keys", "create", "test", *args, state_dir=self.state_dir, python=self.python)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1]
 
@@ -83,18 +85,18 @@ class RunningAppliance:
 
 
 @contextlib.contextmanager
-def start_appliance(catalogue: Path, state_dir: Path, wait: bool = True,
-                    env: dict[str, str] | None = None) -> Iterator[RunningAppliance]:
+def start_appliance(catalogue: Path, state_dir: Path, wait: bool = True, env: dict[str, str] | None = None,
+                    python: str = sys.executable) -> Iterator[RunningAppliance]:
     port = free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "serve.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "serve", "--config", str(catalogue), "--state-dir",
+            [python, "-m", "appliance.cli", "serve", "--config", str(catalogue), "--state-dir",
              str(state_dir), "--host", "127.0.0.1", "--port", str(port)],
             stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
-    running = RunningAppliance(f"http://127.0.0.1:{port}", state_dir, catalogue, process, log_path)
+    running = RunningAppliance(f"http://127.0.0.1:{port}", state_dir, catalogue, process, log_path, python=python)
     try:
         if wait:
             running.wait_ready()

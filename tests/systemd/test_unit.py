@@ -20,7 +20,7 @@ UNIT = REPO / "systemd" / "appliance.service"
 def test_the_unit_verifies(tmp_path: Path) -> None:
     # verify also checks that ExecStart exists: point it at this checkout's console script
     unit = tmp_path / "appliance.service"
-    unit.write_text(UNIT.read_text().replace("/opt/appliance/.venv/bin/appliance",
+    unit.write_text(UNIT.read_text().replace("/opt/appliance/current/.venv/bin/appliance",
                                              str(REPO / ".venv" / "bin" / "appliance")))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
