@@ -22,17 +22,9 @@ from typing import Any
 import tomli_w
 
 from appliance.bundle.manifest import hash_stream, human_size, safe_member_name
-from appliance.catalogue import ENGINE_MODALITIES, CatalogueError, parse_catalogue
+from appliance.catalogue import CatalogueError, parse_catalogue
+from appliance.engines.registry import ENGINES
 
-# The files a model directory must hold for its engine to load it; a pattern names one file at least.
-REQUIRED_FILES: dict[str, tuple[str, ...]] = {
-    "sentence-transformers": ("modules.json",),
-    "diffusers": ("model_index.json",),
-    "faster-whisper": ("model.bin", "tokenizer.json"),
-    "piper": ("*.onnx", "*.onnx.json"),
-    "vllm": ("config.json",),
-    "transformers": ("config.json",),
-}
 MANIFEST_FILES = ("SHA256SUMS", "MANIFEST.json")
 
 
@@ -52,7 +44,7 @@ class ImportRequest:
 
 
 def missing_files(directory: Path, engine: str) -> list[str]:
-    return [pattern for pattern in REQUIRED_FILES.get(engine, ()) if not any(directory.glob(pattern))]
+    return [pattern for pattern in ENGINES[engine].required_files if not any(directory.glob(pattern))]
 
 
 def _expected_hashes(directory: Path) -> dict[str, str] | None:
@@ -117,10 +109,10 @@ def _source_directory(source: Path, scratch: Path) -> Path:
 
 def import_model(request: ImportRequest, progress: Callable[[str], None] = print) -> Path:
     """Import the model; returns its new directory. Raises ImportProblem with nothing changed."""
-    if request.engine not in REQUIRED_FILES:
-        raise ImportProblem(f"engine '{request.engine}': not one that serves local weights "
-                            f"({', '.join(REQUIRED_FILES)})")
-    if request.modality not in ENGINE_MODALITIES[request.engine]:
+    local = [name for name, spec in ENGINES.items() if spec.local]
+    if request.engine not in local:
+        raise ImportProblem(f"engine '{request.engine}': not one that serves local weights ({', '.join(local)})")
+    if request.modality not in ENGINES[request.engine].modalities:
         raise ImportProblem(f"engine '{request.engine}' cannot serve modality '{request.modality}'")
     table = {"slug": request.slug, "modality": request.modality, "engine": request.engine, **request.extra}
     text, data = _check_catalogue(request, table)

