@@ -275,6 +275,9 @@ def usage(
         typer.echo(f"{str(row['group_key'] or '-'):40} {row['request_count']:>8} {row['input_tokens']:>9} "
                    f"{row['output_tokens']:>9} {row['total_tokens']:>10} {row['images']:>7} "
                    f"{row['audio_seconds']:>9.1f} {row['characters']:>8}")
+
+
+@app.command()
 def logs(
     model: Annotated[str, typer.Argument(help="the model's slug (or an alias, with --config)")],
     config: ConfigOption = Path("models.toml"),

@@ -7,6 +7,7 @@ in OpenAI's own shape (``{"error": {...}}``), so the official SDK understands it
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from appliance.protocol.fields import field_path
+
+
+log = logging.getLogger("appliance.gateway")
 
 
 class ErrorCode(StrEnum):
@@ -212,7 +216,15 @@ def install_error_handlers(app: FastAPI) -> None:
         request.state.error_code = err.code.value
         return error_response(err, request.url.path, request_id_of(request))
 
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        # Starlette's last resort would answer a bare text/plain 500; a bug still answers in the envelope.
+        log.error("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id_of(request),
+                  exc_info=exc)
+        err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request; it is logged.")
+        return error_response(err, request.url.path, request_id_of(request))
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(Exception, on_bug)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
