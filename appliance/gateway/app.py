@@ -20,7 +20,8 @@ from appliance.db.keys import KeyStore
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.routes import accounting, audio, chat, embed, health, images, keys, media, models
+from appliance.gateway.routes import accounting, audio, batches, chat, embed, health, images, keys, media, models, \
+    oai_batches
 from appliance.gateway.systemd import notify
 from appliance.supervisor.supervisor import Supervisor
 
@@ -67,7 +68,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.rate_limiter = RateLimiter()
     app.state.tasks = set()  # background tasks, referenced until done
     install_error_handlers(app)
-    for module in (health, models, embed, images, media, audio, chat, keys, accounting):
+    for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches):
         app.include_router(module.router)
     return app
 

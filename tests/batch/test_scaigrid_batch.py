@@ -1,0 +1,47 @@
+"""POST /v1/inference/batch end to end: real gateway, the tiny embed and chat engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.batch.helpers import CHAT, EMBED, b64, chat_line, embed_line, read_lines, wait_batch
+from tests.conftest import catalogue_subset
+from tests.support.appliance import RunningAppliance, start_appliance
+
+
+@pytest.fixture(scope="module")
+def appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAppliance]:
+    state = tmp_path_factory.mktemp("batch-state")
+    catalogue = catalogue_subset(tiny_catalogue, [EMBED, CHAT], state / "models.toml", load="startup")
+    with start_appliance(catalogue, state) as running:
+        yield running
+
+
+def test_mixed_endpoints_from_base64_complete_with_one_result_per_line(appliance: RunningAppliance) -> None:
+    lines = [embed_line("e1", "first"), chat_line("c1"), embed_line("e2", "second"),
+             {"custom_id": "g1", "method": "POST", "url": "/v1/inference/generate",
+              "body": {"model": CHAT, "prompt": "Once", "max_tokens": 3}},
+             embed_line("bad-model", model="no/such-model")]
+    with appliance.client(appliance.create_key()) as http:
+        created = http.post("/v1/inference/batch", json={"input_file_base64": b64(lines),
+                                                         "metadata": {"job": "nightly"}})
+        assert created.status_code == 200, created.text
+        batch = created.json()["data"]
+        assert batch["id"].startswith("batch_") and batch["status"] == "in_progress"
+        assert batch["request_counts"]["total"] == 5 and batch["metadata"] == {"job": "nightly"}
+        done = wait_batch(http, batch["id"])
+    assert done["status"] == "completed"
+    assert done["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
+    output = {line["custom_id"]: line for line in read_lines(done["output_file_url"])}
+    errors = {line["custom_id"]: line for line in read_lines(done["error_file_url"])}
+    assert set(output) == {"e1", "c1", "e2", "g1"} and set(errors) == {"bad-model"}
+    assert output["e1"]["response"]["status_code"] == 200 and output["e1"]["error"] is None
+    assert output["e1"]["id"].startswith("batch_req_")
+    assert len(output["e2"]["response"]["body"]["data"][0]["embedding"]) > 0
+    assert output["c1"]["response"]["body"]["object"] == "chat.completion"
+    assert output["g1"]["response"]["body"]["object"] == "text_completion"
+    assert errors["bad-model"]["response"] is None
+    assert errors["bad-model"]["error"]["code"] == "MODEL_NOT_FOUND"
