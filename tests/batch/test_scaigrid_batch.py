@@ -45,3 +45,44 @@ def test_mixed_endpoints_from_base64_complete_with_one_result_per_line(appliance
     assert output["g1"]["response"]["body"]["object"] == "text_completion"
     assert errors["bad-model"]["response"] is None
     assert errors["bad-model"]["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+def test_every_line_is_metered_as_one_usage_row_of_its_live_route(appliance: RunningAppliance) -> None:
+    key = appliance.create_key()
+    with appliance.client(key) as http:
+        batch = http.post("/v1/inference/batch", json={"input_file_base64": b64(
+            [embed_line("a"), chat_line("b")])}).json()["data"]
+        wait_batch(http, batch["id"])
+        rows = http.get("/v1/accounting/usage").json()["data"]["items"]
+    assert sorted(row["route"] for row in rows) == ["/v1/inference/chat", "/v1/inference/embed"]
+    assert all(row["tokens_in"] > 0 for row in rows)
+
+
+def test_a_line_for_a_model_the_key_may_not_use_fails_as_a_live_request_would(appliance: RunningAppliance) -> None:
+    key = appliance.create_key("--model", EMBED)
+    with appliance.client(key) as http:
+        batch = http.post("/v1/inference/batch", json={"input_file_base64": b64(
+            [embed_line("ok"), chat_line("denied"),
+             {"custom_id": "bad-body", "method": "POST", "url": "/v1/inference/embed", "body": {"model": EMBED}}])}
+                          ).json()["data"]
+        done = wait_batch(http, batch["id"])
+    errors = {line["custom_id"]: line["error"] for line in read_lines(done["error_file_url"])}
+    assert errors["denied"]["code"] == "MODEL_ACCESS_DENIED"
+    assert errors["bad-body"]["code"] == "VALIDATION_ERROR" and "input" in errors["bad-body"]["message"]
+    assert done["request_counts"] == {"total": 3, "completed": 1, "failed": 2}
+
+
+def test_list_pages_with_a_cursor_and_filters_by_status(appliance: RunningAppliance) -> None:
+    with appliance.client(appliance.create_key()) as http:
+        ids = [http.post("/v1/inference/batch", json={"input_file_base64": b64([embed_line(str(n))])}
+                         ).json()["data"]["id"] for n in range(3)]
+        for batch_id in ids:
+            wait_batch(http, batch_id)
+        first = http.get("/v1/inference/batch", params={"limit": 2}).json()["data"]
+        second = http.get("/v1/inference/batch", params={"limit": 2, "cursor": first["cursor"]}).json()["data"]
+        completed = http.get("/v1/inference/batch", params={"status": "completed"}).json()["data"]
+        bad = http.get("/v1/inference/batch", params={"status": "sleeping"})
+    assert [b["id"] for b in first["items"]] == ids[::-1][:2] and first["cursor"] == ids[1]
+    assert [b["id"] for b in second["items"]] == [ids[0]] and second["cursor"] is None
+    assert {b["id"] for b in completed["items"]} == set(ids)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
