@@ -36,7 +36,10 @@ from appliance.metrics import BATCH_LINES, BATCH_QUEUED
 log = logging.getLogger("appliance.batch")
 
 IDLE_S = 1.0  # between looks for work when there was none
-HOUSEKEEPING_S = 2.0  # between renewals, re-queues, expiries and finalizations
+HOUSEKEEPING_S = 2.0  # at most, between renewals, re-queues, expiries and finalizations (a third of stale_s if less)
+# A live request would be told to retry these; a batch line waits and runs again, until its batch's window ends.
+RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED})
+MAX_PAUSE_S = 30.0
 
 
 class BatchRunner:
@@ -49,6 +52,7 @@ class BatchRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
+        self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
 
     @property
     def settings(self) -> Settings:
@@ -57,9 +61,10 @@ class BatchRunner:
     async def run(self) -> None:
         """Dispatch until cancelled; the lines in flight then finish (or are re-queued once this runner is gone)."""
         last_housekeeping = 0.0
+        every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
         try:
             while True:
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_S:
+                if time.monotonic() - last_housekeeping >= every:
                     await self._housekeeping()
                     last_housekeeping = time.monotonic()
                 started = await self._dispatch()
@@ -83,6 +88,8 @@ class BatchRunner:
     def _room(self, slug: str) -> int:
         """How many more lines of model ``slug`` may start now (lines naming no known model fail fast: room)."""
         limit = self.settings.batch_concurrency_per_model
+        if self.paused_until.get(slug, 0.0) > time.monotonic():
+            return 0  # the model answered "not now"; its lines wait
         if not slug:
             return limit - self.in_flight[slug]
         catalogue: Catalogue = self.app.state.catalogue
@@ -131,7 +138,12 @@ class BatchRunner:
             line = await asyncio.to_thread(self.store.line, ref)
             if batch is None or line is None:
                 return
-            ok, status, request_id, result = await self._call(batch, line.url, line.offset, line.length)
+            ok, status, request_id, result, retry_after = await self._call(batch, line.url, line.offset,
+                                                                           line.length)
+            if retry_after is not None:
+                self.paused_until[slug] = time.monotonic() + min(MAX_PAUSE_S, max(1.0, retry_after))
+                await asyncio.to_thread(self.store.requeue, self.owner, ref)
+                return
             committed = await asyncio.to_thread(self.store.commit_result, self.owner, ref, ok, status, request_id,
                                                 result)
             if committed:
@@ -143,16 +155,21 @@ class BatchRunner:
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self.wake.set()
 
-    async def _call(self, batch: BatchRow, url: str, offset: int, length: int) -> tuple[bool, int, str, str]:
-        """Run one line through its endpoint's service, metered like a live request: (ok, status, id, JSON)."""
+    async def _call(self, batch: BatchRow, url: str, offset: int,
+                    length: int) -> tuple[bool, int, str, str, float | None]:
+        """Run one line through its endpoint's service, metered like a live request.
+
+        (ok, status, request id, answer or error JSON, and the seconds to wait when it is to be run again).
+        """
         keys: KeyStore = self.app.state.keys
         key = await asyncio.to_thread(keys.get, batch.key_id)
         base = (self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}")
         if key is None or not key.active():
             return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID,
-                                                   "The batch's API key was revoked or has expired."))
+                                                   "The batch's API key was revoked or has expired.")), None
         call = CallContext(self.app, key, base_url=base.rstrip("/") + "/")
         started = time.perf_counter()
+        retry_after: float | None = None
         try:
             raw = await asyncio.to_thread(self._read, batch.input_file_id, offset, length)
             body = json.dumps(json.loads(raw)["body"]).encode()
@@ -161,14 +178,17 @@ class BatchRunner:
         except ApiError as exc:
             call.state.error_code = exc.code.value
             ok, status, result = False, exc.status_code, _error(exc)
+            if exc.code in RETRIED:
+                retry_after = float(exc.retry_after or 1)
         except Exception:
             log.exception("batch %s: a line failed unexpectedly", batch.id)
             error = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to run this line; it is logged.")
             call.state.error_code = error.code.value
             ok, status, result = False, 500, _error(error)
         await metering.settle(self.app.state, call.fields, status)
-        metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
-        return ok, status, call.request_id, result
+        if retry_after is None:  # one usage row per line: the attempt that gave its result
+            metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
+        return ok, status, call.request_id, result, retry_after
 
     def _read(self, file_id: str, offset: int, length: int) -> bytes:
         with self.files.path(file_id).open("rb") as fh:

@@ -125,6 +125,14 @@ class BatchStore:
             session.execute(update(BatchLineRow).where(BatchLineRow.owner == owner, BatchLineRow.state == "running")
                             .values(claimed_at=now()))
 
+    def requeue(self, owner: str, ref: LineRef) -> None:
+        """Hand one line back (its model said "not now"): queued again, for any runner."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id,
+                                                       BatchLineRow.line_no == ref.line_no,
+                                                       BatchLineRow.owner == owner, BatchLineRow.state == "running")
+                            .values(state="queued", owner=None, claimed_at=None))
+
     def release(self, owner: str) -> None:
         """A runner stopping cleanly: its running lines are queued again."""
         with Session(self.engine) as session, session.begin():

@@ -49,6 +49,9 @@ def wait_batch(http: httpx.Client, batch_id: str, until: tuple[str, ...] = DONE,
 
 def read_lines(url: str) -> list[dict[str, Any]]:
     """A result file fetched by its media URL, with no key (the token is the credential)."""
-    answer = httpx.get(url, timeout=30)
+    try:
+        answer = httpx.get(url, timeout=30)
+    except httpx.ConnectError as exc:
+        raise AssertionError(url) from exc
     assert answer.status_code == 200, answer.text
     return [json.loads(line) for line in answer.text.splitlines() if line.strip()]
