@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
     batch_url_allow: list[str] = Field(
         default_factory=list, description="hosts a batch's http(s) input_file_url may name (empty: none, no SSRF)")
+    batch_files_dir: Path | None = Field(
+        None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
     batch_concurrency_per_model: int = Field(4, ge=1, description="batch lines in flight per model, per gateway")
     batch_interactive_threshold: int = Field(
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
             return preferred
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"appliance-{digest}"
+
+    @property
+    def effective_batch_files_dir(self) -> Path:
+        return self.batch_files_dir or self.state_dir / "files"
 
     @property
     def effective_database_url(self) -> str:

@@ -37,7 +37,7 @@ def stores(app: FastAPI) -> tuple[BatchStore, FileStore]:
     if found is None:
         settings: Settings = app.state.settings
         engine = app.state.keys.engine
-        found = app.state.batch_stores = (BatchStore(engine), FileStore(engine, settings.state_dir / "files"))
+        found = app.state.batch_stores = (BatchStore(engine), FileStore(engine, settings.effective_batch_files_dir))
     return found  # type: ignore[no-any-return]
 
 
