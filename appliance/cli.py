@@ -1,4 +1,4 @@
-"""`appliance …`: serve, demo, tiny-models, keys, models."""
+"""`appliance …`: serve, demo, tiny-models, keys, models, batches."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from appliance.batch.cli import batches_app
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings, load_settings
 
@@ -22,6 +23,7 @@ SUMMARY_PERIODS = ("hour", "day", "week", "month", "total")
 models_app = typer.Typer(help="The models catalogue.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(batches_app, name="batches")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                             help="models.toml: the catalogue, with an optional [settings] table")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.batch.helpers import CHAT, EMBED, b64, chat_line, embed_line, read_lines, wait_batch
 from tests.conftest import catalogue_subset
-from tests.support.appliance import RunningAppliance, start_appliance
+from tests.support.appliance import RunningAppliance, cli, start_appliance
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,28 @@ def test_list_pages_with_a_cursor_and_filters_by_status(appliance: RunningApplia
     assert [b["id"] for b in second["items"]] == [ids[0]] and second["cursor"] is None
     assert {b["id"] for b in completed["items"]} == set(ids)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_the_cli_lists_shows_and_refuses_to_cancel_a_finished_batch(appliance: RunningAppliance) -> None:
+    with appliance.client(appliance.create_key()) as http:
+        batch = http.post("/v1/inference/batch", json={"input_file_base64": b64([embed_line("x")])}).json()["data"]
+        wait_batch(http, batch["id"])
+    listed = cli("batches", "list", state_dir=appliance.state_dir)
+    assert listed.returncode == 0 and batch["id"] in listed.stdout and "done=1" in listed.stdout
+    shown = cli("batches", "show", batch["id"], state_dir=appliance.state_dir)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "completed"
+    refused = cli("batches", "cancel", batch["id"], state_dir=appliance.state_dir)
+    assert refused.returncode == 1 and "already completed" in refused.stderr
+    unknown = cli("batches", "show", "batch_nope", state_dir=appliance.state_dir)
+    assert unknown.returncode == 1 and "no batch batch_nope" in unknown.stderr
+
+
+def test_metrics_count_lines_by_outcome_and_gauge_the_queue(appliance: RunningAppliance) -> None:
+    with appliance.client(appliance.create_key()) as http:
+        batch = http.post("/v1/inference/batch", json={"input_file_base64": b64(
+            [embed_line("ok"), embed_line("bad", model="no/such")])}).json()["data"]
+        wait_batch(http, batch["id"])
+        metrics = http.get("/metrics").text
+    assert 'appliance_batch_lines_total{state="done"}' in metrics
+    assert 'appliance_batch_lines_total{state="failed"}' in metrics
+    assert "appliance_batch_lines_queued " in metrics
