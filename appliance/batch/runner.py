@@ -129,6 +129,8 @@ class BatchRunner:
         if batch is None:
             batch = await asyncio.to_thread(self.store.get, batch_id, None)
             if batch is not None:
+                if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
+                    self._batches.clear()
                 self._batches[batch_id] = batch
         return batch
 
@@ -210,6 +212,7 @@ class BatchRunner:
         if requeued:
             log.warning("re-queued %d batch line(s) of a runner that stopped", requeued)
         self.store.expire_overdue()
+        self.store.close_cancelled()
         retention_s = self.settings.batch_retention_days * 86400
         for batch in self.store.ready_to_finalize(stale_s):
             if self.store.claim_finalize(self.owner, batch, stale_s):

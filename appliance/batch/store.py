@@ -156,6 +156,12 @@ class BatchStore:
                 self._close_queued(session, batch_id, "expired")
             return ids
 
+    def close_cancelled(self) -> None:
+        """Lines of a cancelling batch queued again (their runner died) will not run: closed as cancelled."""
+        with Session(self.engine) as session, session.begin():
+            for batch_id in list(session.scalars(select(BatchRow.id).where(BatchRow.status == "cancelling"))):
+                self._close_queued(session, batch_id, "cancelled")
+
     @staticmethod
     def _close_queued(session: Session, batch_id: str, state: str) -> None:
         session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == "queued")

@@ -123,3 +123,18 @@ def test_retention_finds_batches_ended_long_ago(engine: Engine, files: FileStore
     assert store.expired_for_retention(days=40) == []
     store.delete(batch.id)
     assert store.get(batch.id, None) is None and store.counts(batch.id) == {}
+
+
+def test_a_line_requeued_after_its_batch_was_cancelled_is_closed_not_left_queued(engine: Engine,
+                                                                                files: FileStore) -> None:
+    store = BatchStore(engine)
+    batch = new_batch(engine, files, 2)
+    store.claim("runner_a", store.candidates(1))
+    assert store.cancel(batch.id)
+    with Session(engine) as session, session.begin():  # runner_a died holding its line
+        session.execute(update(BatchLineRow).where(BatchLineRow.state == "running")
+                        .values(claimed_at=now() - timedelta(seconds=60)))
+    assert store.requeue_stale(stale_s=30) == 1
+    store.close_cancelled()
+    assert store.counts(batch.id) == {"cancelled": 2}
+    assert [b.id for b in store.ready_to_finalize(stale_s=30)] == [batch.id]
