@@ -53,6 +53,7 @@ class BatchRunner:
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
+        self.idle_again = False  # the last line in flight just ended: a batch may be ready to finalize now
 
     @property
     def settings(self) -> Settings:
@@ -64,7 +65,8 @@ class BatchRunner:
         every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
         try:
             while True:
-                if time.monotonic() - last_housekeeping >= every:
+                if time.monotonic() - last_housekeeping >= every or self.idle_again:
+                    self.idle_again = False
                     await self._housekeeping()
                     last_housekeeping = time.monotonic()
                 started = await self._dispatch()
@@ -154,6 +156,7 @@ class BatchRunner:
             log.exception("batch %s line %d: could not run or record it", ref.batch_id, ref.line_no)
         finally:
             self.in_flight[slug] -= 1
+            self.idle_again = not any(self.in_flight.values())
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self.wake.set()
 
