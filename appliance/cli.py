@@ -1,4 +1,4 @@
-"""`appliance …`: serve, demo, tiny-models, keys, models (list, check, import), bundle."""
+"""`appliance …`: serve, demo, tiny-models, keys, models (list, check, import, reload), bundle, batches."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from appliance.bundle.cli import bundle_app
+from appliance.batch.cli import batches_app
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.cli_support import fail as _fail
 from appliance.config import Settings, load_settings
@@ -28,6 +29,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(bundle_app, name="bundle")
 models_app.command("import")(import_command)
+app.add_typer(batches_app, name="batches")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                             help="models.toml: the catalogue, with an optional [settings] table")]

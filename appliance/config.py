@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
     budget_reservation_hold_s: float = Field(
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
+    batch_url_allow: list[str] = Field(
+        default_factory=list, description="hosts a batch's http(s) input_file_url may name (empty: none, no SSRF)")
+    batch_files_dir: Path | None = Field(
+        None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
+    batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
+    batch_concurrency_per_model: int = Field(4, ge=1, description="batch lines in flight per model, per gateway")
+    batch_interactive_threshold: int = Field(
+        0, ge=0, description="live requests in flight on a model above which batch lines wait (none waiting, ever)")
+    batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
 
     @property
     def socket_dir(self) -> Path:
@@ -60,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def effective_models_dir(self) -> Path:
         return self.models_dir or self.state_dir / "models"
+
+    @property
+    def effective_batch_files_dir(self) -> Path:
+        return self.batch_files_dir or self.state_dir / "files"
 
     @property
     def effective_database_url(self) -> str:

@@ -32,3 +32,11 @@ USAGE_UNITS = Counter(
     "images, audio_seconds_in, audio_seconds_out, characters).",
     ["model", "unit"], registry=REGISTRY,
 )
+BATCH_LINES = Counter(
+    "appliance_batch_lines_total", "Batch lines this gateway finished, by outcome (done, failed).",
+    ["state"], registry=REGISTRY,
+)
+BATCH_QUEUED = Gauge(
+    "appliance_batch_lines_queued", "Batch lines waiting to run, across every batch in the state DB.",
+    registry=REGISTRY,
+)

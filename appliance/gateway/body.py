@@ -33,7 +33,13 @@ async def json_body(request: Request) -> bytes:
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """Validate the body as ``model``; a bad body is a VALIDATION_ERROR naming each field."""
-    raw = await json_body(request)
+    return parse_json(await json_body(request), model)
+
+
+def parse_json(raw: bytes, model: type[M]) -> M:
+    """``parse_body`` for bytes already read (a batch line's body)."""
+    if not raw.strip():
+        raise validation_error("body", "the request needs a JSON body")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -20,6 +20,7 @@ from appliance.accounting.units import apply_usage, completion_bound, output_bou
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.body import json_body
+from appliance.gateway.context import Caller
 from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
 from appliance.gateway.metering import budgeted, reserve
 from appliance.gateway.relay import post_json, resolve_model
@@ -88,7 +89,7 @@ def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = Fals
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-async def token_bound(request: Request, body: SamplingFields, entry: ModelEntry) -> int:
+async def token_bound(request: Caller, body: SamplingFields, entry: ModelEntry) -> int:
     """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
     /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
     prompt = body.prompt if isinstance(body, CompletionRequest) else None
@@ -105,7 +106,7 @@ async def token_bound(request: Request, body: SamplingFields, entry: ModelEntry)
     return completion_bound(None, prompt, None, body.max_tokens, entry)
 
 
-async def _engine_count(request: Request, body: SamplingFields, entry: ModelEntry) -> int | None:
+async def _engine_count(request: Caller, body: SamplingFields, entry: ModelEntry) -> int | None:
     if isinstance(body, ChatRequest):
         ask = TokenizeRequest(model=entry.served_model, messages=body.messages, tools=body.tools)
     elif isinstance(body, CompletionRequest) and isinstance(body.prompt, str | list):
@@ -151,21 +152,36 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
 
 async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -> Response:
     """Answer one chat or generate request, streamed or whole."""
-    body = parse_request(await json_body(request), kind)
-    entry = resolve_model(request, key, body.model, "chat")
-    if body.metadata:
-        log.info("request %s to %s: metadata %s", request_id_of(request), entry.slug,
-                 json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    meter = await reserve(request, key, "tokens", await token_bound(request, body, entry) if budgeted(key) else 0)
-    payload = engine_payload(body, entry, bounded=meter.reservation is not None)
-    on_error = refine(kind, entry)
-    if body.stream:
-        asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
-        return await relay_sse(request, entry, kind.path, payload, on_error, tap=usage_tap(request, asked))
-    try:
-        answer = await post_json(request, entry, kind.path, payload)
-    except ApiError as exc:
-        raise on_error(exc) from None
-    apply_usage(meter.units, read_usage(answer))
-    return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
+    raw = await json_body(request)
+    body = parse_request(raw, kind)
+    if not body.stream:
+        answer = await complete_json(request, key, kind, raw, body)
+        return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
+    entry, meter, payload = await _prepare(request, key, kind, body)
+    asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
+    return await relay_sse(request, entry, kind.path, payload, refine(kind, entry), tap=usage_tap(request, asked))
 
+
+async def complete_json(caller: Caller, key: ApiKey, kind: Kind, raw: bytes,
+                        body: SamplingFields | None = None) -> bytes:
+    """The chat or generate service, whole (not streamed): a live request's and a batch line's one path."""
+    body = body or parse_request(raw, kind)
+    if body.stream:
+        raise validation_error("stream", "a batch line cannot be streamed; leave stream out or false")
+    entry, meter, payload = await _prepare(caller, key, kind, body)
+    try:
+        answer = await post_json(caller, entry, kind.path, payload)
+    except ApiError as exc:
+        raise refine(kind, entry)(exc) from None
+    apply_usage(meter.units, read_usage(answer))
+    return answer
+
+
+async def _prepare(caller: Caller, key: ApiKey, kind: Kind, body: SamplingFields) -> tuple[ModelEntry, Any, bytes]:
+    """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
+    entry = resolve_model(caller, key, body.model, "chat")
+    if body.metadata:
+        log.info("request %s to %s: metadata %s", request_id_of(caller), entry.slug,
+                 json.dumps(body.metadata, separators=(",", ":"))[:2000])
+    meter = await reserve(caller, key, "tokens", await token_bound(caller, body, entry) if budgeted(key) else 0)
+    return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None)

@@ -148,7 +148,8 @@ def from_errors(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> Api
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{first['field']}: {first['message']}{more}", details=details)
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: Any) -> str:
+    """The id of a request or of a batch line's call (anything with a ``state``)."""
     return getattr(request.state, "request_id", "") or ""
 
 

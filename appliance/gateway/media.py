@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from appliance.config import Settings
+from appliance.gateway.context import Caller
 from appliance.media.store import MediaStore
 
 MEDIA_PATH = "/v1/media/"
@@ -21,12 +22,12 @@ def media_store(app: FastAPI) -> MediaStore:
     return store
 
 
-def media_base_url(request: Request) -> str:
+def media_base_url(request: Caller) -> str:
     """``public_base_url`` when configured (a proxy in front, a DNS name), else the host the client called."""
     settings: Settings = request.app.state.settings
     base = settings.public_base_url or str(request.base_url)
     return base.rstrip("/") + MEDIA_PATH
 
 
-def media_url(request: Request, token: str) -> str:
+def media_url(request: Caller, token: str) -> str:
     return media_base_url(request) + token

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from fastapi import Request
 
 from appliance.accounting.budgets import OverBudget, Reservation
 from appliance.accounting.periods import period_bounds
 from appliance.accounting.service import Accounting
 from appliance.accounting.units import Units
 from appliance.db.keys import ApiKey
+from appliance.gateway.context import Caller
 from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.metrics import USAGE_UNITS
 
@@ -45,17 +45,18 @@ def budgeted(key: ApiKey, unit: str = "tokens") -> bool:
 
 
 def is_inference(path: str) -> bool:
-    return path.startswith(INFERENCE_PATHS)
+    """Submitting a batch is not itself inference: its lines are metered one by one as they run."""
+    return path.startswith(INFERENCE_PATHS) and not path.startswith("/v1/inference/batch")
 
 
-def meter_of(request: Request) -> Meter:
+def meter_of(request: Caller) -> Meter:
     meter = getattr(request.state, "meter", None)
     if meter is None:
         meter = request.state.meter = Meter()
     return meter
 
 
-async def reserve(request: Request, key: ApiKey, unit: str, amount: float) -> Meter:
+async def reserve(request: Caller, key: ApiKey, unit: str, amount: float) -> Meter:
     """Hold ``amount`` of the key's budget in ``unit`` (nothing when it has none); BUDGET_EXCEEDED if it won't fit."""
     meter = meter_of(request)
     if not budgeted(key, unit):

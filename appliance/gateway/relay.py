@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +24,7 @@ from appliance.backends.transport import TransportError, Unreachable
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import check_model_access
+from appliance.gateway.context import Caller
 from appliance.gateway.errors import ApiError, ErrorCode, request_id_of
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
 
@@ -34,7 +34,7 @@ MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an im
 T = TypeVar("T")
 
 
-def resolve_model(request: Request, key: ApiKey, name: str, modality: str) -> ModelEntry:
+def resolve_model(request: Caller, key: ApiKey, name: str, modality: str) -> ModelEntry:
     """The catalogue entry the client asked for, checked against the route's modality and the key."""
     catalogue: Catalogue = request.app.state.catalogue
     entry = catalogue.get(name)
@@ -61,7 +61,7 @@ def describe(backend: Backend) -> str:
     return f"The engine of model '{backend.entry.slug}'"
 
 
-async def call(request: Request, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
+async def call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
     """``send`` the request to a backend of ``entry``; on to the next one while a backend cannot be reached.
 
     The backend counts the request in flight for as long as ``send`` runs.
@@ -99,7 +99,7 @@ async def broken(backend: Backend, exc: BaseException) -> ApiError:
                                              f"{then}. Retrying once may help.")
 
 
-def backend_headers(request: Request, content_type: str | None = "application/json") -> dict[str, str]:
+def backend_headers(request: Caller, content_type: str | None = "application/json") -> dict[str, str]:
     headers = {"x-request-id": request_id_of(request)}
     if content_type:
         headers["content-type"] = content_type
@@ -113,7 +113,7 @@ class Answer:
     headers: Mapping[str, str]
 
 
-async def post(request: Request, entry: ModelEntry, path: str, data: Callable[[], Any],
+async def post(request: Caller, entry: ModelEntry, path: str, data: Callable[[], Any],
                content_type: str | None = "application/json", json_answer: bool = True,
                at_root: bool = False) -> Answer:
     """POST ``data()`` (made anew for each backend tried) and return the whole answer, or raise its ApiError."""
@@ -129,7 +129,7 @@ async def post(request: Request, entry: ModelEntry, path: str, data: Callable[[]
     return await call(request, entry, send)
 
 
-async def post_json(request: Request, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
+async def post_json(request: Caller, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
     """POST a JSON body and return the backend's JSON answer."""
     return (await post(request, entry, path, lambda: payload, at_root=at_root)).body
 
@@ -212,7 +212,7 @@ class Upstream:
         return self.response.headers.get("content-type")
 
 
-async def open_upstream(request: Request, entry: ModelEntry, path: str, payload: bytes,
+async def open_upstream(request: Caller, entry: ModelEntry, path: str, payload: bytes,
                         on_error: Callable[[ApiError], ApiError] = lambda error: error) -> Upstream:
     """POST to a backend of ``entry`` and return its answer unread, to be streamed.
 
@@ -239,7 +239,7 @@ async def open_upstream(request: Request, entry: ModelEntry, path: str, payload:
         raise on_error(exc) from None
 
 
-async def open_stream(request: Request, entry: ModelEntry, path: str, payload: bytes) -> tuple[
+async def open_stream(request: Caller, entry: ModelEntry, path: str, payload: bytes) -> tuple[
         AsyncIterator[bytes], str | None]:
     """The backend's answer as raw chunks (speech), and its media type.
 

@@ -144,6 +144,22 @@ class MediaStore:
             session.add(row)
         return StoredMedia(token=token, expires_at=expires_at)
 
+    def link(self, source: Path, content_type: str, ttl_s: float) -> StoredMedia:
+        """Serve an existing file (a batch's results) under a new token without copying it: a hard link."""
+        token = tokens.new_token()
+        digest = tokens.digest(token)
+        filename = digest + EXTENSIONS.get(content_type, ".bin")
+        try:
+            os.link(source, self.root / filename)
+        except OSError:  # another filesystem: a copy, written whole before its row exists
+            shutil.copyfile(source, self.root / filename)
+        now = self.clock()
+        row = MediaRow(digest=digest, filename=filename, content_type=content_type, size=source.stat().st_size,
+                       created_at=_to_datetime(now), expires_at=_to_datetime(now + ttl_s))
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+        return StoredMedia(token=token, expires_at=now + ttl_s)
+
     def open(self, token: str) -> MediaFile | None:
         """The file behind ``token``; None when the token is malformed, unknown or expired, or its file is gone."""
         if not tokens.is_well_formed(token):

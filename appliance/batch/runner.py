@@ -1,0 +1,236 @@
+"""The batch runner: a task in each gateway that claims queued lines and runs each through its live service.
+
+Fair to live traffic: per model it keeps at most ``batch_concurrency_per_model``
+lines in flight, and it starts a line only while no live request waits for
+that model's backends and no more than ``batch_interactive_threshold`` live
+requests are in flight on it. Durable: a line is claimed in the DB before it
+runs and its result committed there; claims are renewed while the runner
+lives, and a dead runner's claims are re-queued (see store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+from appliance.batch import endpoints
+from appliance.batch.files import FileStore
+from appliance.batch.results import finalize
+from appliance.batch.store import BatchStore, LineRef
+from appliance.catalogue import Catalogue
+from appliance.config import Settings
+from appliance.db.batches import BatchRow
+from appliance.db.keys import KeyStore
+from appliance.gateway import metering
+from appliance.gateway.context import CallContext
+from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.gateway.media import media_store
+from appliance.metrics import BATCH_LINES, BATCH_QUEUED
+
+log = logging.getLogger("appliance.batch")
+
+IDLE_S = 1.0  # between looks for work when there was none
+HOUSEKEEPING_S = 2.0  # at most, between renewals, re-queues, expiries and finalizations (a third of stale_s if less)
+# A live request would be told to retry these; a batch line waits and runs again, until its batch's window ends.
+RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED})
+MAX_PAUSE_S = 30.0
+
+
+class BatchRunner:
+    def __init__(self, app: Any, store: BatchStore, files: FileStore) -> None:
+        self.app = app
+        self.store = store
+        self.files = files
+        self.owner = "runner_" + secrets.token_hex(8)
+        self.in_flight: Counter[str] = Counter()  # lines of this runner in flight, by model slug
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self._batches: dict[str, BatchRow] = {}
+        self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
+        self.idle_again = False  # the last line in flight just ended: a batch may be ready to finalize now
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.state.settings  # type: ignore[no-any-return]
+
+    async def run(self) -> None:
+        """Dispatch until cancelled; the lines in flight then finish (or are re-queued once this runner is gone)."""
+        last_housekeeping = 0.0
+        every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
+        try:
+            while True:
+                if time.monotonic() - last_housekeeping >= every or self.idle_again:
+                    self.idle_again = False
+                    await self._housekeeping()
+                    last_housekeeping = time.monotonic()
+                started = await self._dispatch()
+                if not started:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), IDLE_S)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):  # a clean stop hands its lines back at once, not after stale_s
+                await asyncio.to_thread(self.store.release, self.owner)
+
+    # --- dispatch --------------------------------------------------------------------------------------------
+
+    def _slug(self, model: str) -> str:
+        catalogue: Catalogue = self.app.state.catalogue
+        entry = catalogue.get(model)
+        return entry.slug if entry is not None else ""
+
+    def _room(self, slug: str) -> int:
+        """How many more lines of model ``slug`` may start now (lines naming no known model fail fast: room)."""
+        limit = self.settings.batch_concurrency_per_model
+        if self.paused_until.get(slug, 0.0) > time.monotonic():
+            return 0  # the model answered "not now"; its lines wait
+        if not slug:
+            return limit - self.in_flight[slug]
+        catalogue: Catalogue = self.app.state.catalogue
+        entry = catalogue.get(slug)
+        try:
+            pool = self.app.state.supervisor.pool_for(entry)
+        except KeyError:
+            return limit - self.in_flight[slug]
+        live = pool.in_flight - self.in_flight[slug]  # the pool counts waiting requests in flight too
+        if live > self.settings.batch_interactive_threshold:
+            return 0  # live traffic first
+        return limit - self.in_flight[slug]
+
+    async def _dispatch(self) -> int:
+        refs = await asyncio.to_thread(self.store.candidates, 256)
+        room: dict[str, int] = {}
+        wanted: list[LineRef] = []
+        for ref in refs:
+            slug = self._slug(ref.model)
+            if slug not in room:
+                room[slug] = self._room(slug)
+            if room[slug] > 0:
+                room[slug] -= 1
+                wanted.append(ref)
+        if not wanted:
+            return 0
+        claimed = await asyncio.to_thread(self.store.claim, self.owner, wanted)
+        for ref in claimed:
+            slug = self._slug(ref.model)
+            self.in_flight[slug] += 1
+            task = asyncio.get_running_loop().create_task(self._run_line(ref, slug))
+            self.tasks.add(task)
+        return len(claimed)
+
+    async def _batch(self, batch_id: str) -> BatchRow | None:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            batch = await asyncio.to_thread(self.store.get, batch_id, None)
+            if batch is not None:
+                if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
+                    self._batches.clear()
+                self._batches[batch_id] = batch
+        return batch
+
+    async def _run_line(self, ref: LineRef, slug: str) -> None:
+        try:
+            batch = await self._batch(ref.batch_id)
+            line = await asyncio.to_thread(self.store.line, ref)
+            if batch is None or line is None:
+                return
+            ok, status, request_id, result, retry_after = await self._call(batch, line.url, line.offset,
+                                                                           line.length)
+            if retry_after is not None:
+                self.paused_until[slug] = time.monotonic() + min(MAX_PAUSE_S, max(1.0, retry_after))
+                await asyncio.to_thread(self.store.requeue, self.owner, ref)
+                return
+            committed = await asyncio.to_thread(self.store.commit_result, self.owner, ref, ok, status, request_id,
+                                                result)
+            if committed:
+                BATCH_LINES.labels("done" if ok else "failed").inc()
+        except Exception:  # the DB away: the claim goes stale and another runner (or this one) runs it again
+            log.exception("batch %s line %d: could not run or record it", ref.batch_id, ref.line_no)
+        finally:
+            self.in_flight[slug] -= 1
+            self.idle_again = not any(self.in_flight.values())
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.wake.set()
+
+    async def _call(self, batch: BatchRow, url: str, offset: int,
+                    length: int) -> tuple[bool, int, str, str, float | None]:
+        """Run one line through its endpoint's service, metered like a live request.
+
+        (ok, status, request id, answer or error JSON, and the seconds to wait when it is to be run again).
+        """
+        keys: KeyStore = self.app.state.keys
+        key = await asyncio.to_thread(keys.get, batch.key_id)
+        base = (self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}")
+        if key is None or not key.active():
+            return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID,
+                                                   "The batch's API key was revoked or has expired.")), None
+        call = CallContext(self.app, key, base_url=base.rstrip("/") + "/")
+        started = time.perf_counter()
+        retry_after: float | None = None
+        try:
+            raw = await asyncio.to_thread(self._read, batch.input_file_id, offset, length)
+            body = json.dumps(json.loads(raw)["body"]).encode()
+            answer = await endpoints.service_for(batch.surface, url)(call, key, body)
+            ok, status, result = True, 200, answer.decode()
+        except ApiError as exc:
+            call.state.error_code = exc.code.value
+            ok, status, result = False, exc.status_code, _error(exc)
+            if exc.code in RETRIED:
+                retry_after = float(exc.retry_after or 1)
+        except Exception:
+            log.exception("batch %s: a line failed unexpectedly", batch.id)
+            error = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to run this line; it is logged.")
+            call.state.error_code = error.code.value
+            ok, status, result = False, 500, _error(error)
+        await metering.settle(self.app.state, call.fields, status)
+        if retry_after is None:  # one usage row per line: the attempt that gave its result
+            metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
+        return ok, status, call.request_id, result, retry_after
+
+    def _read(self, file_id: str, offset: int, length: int) -> bytes:
+        with self.files.path(file_id).open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    # --- housekeeping ----------------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        try:
+            await asyncio.to_thread(self._keep_house)
+        except Exception:
+            log.exception("batch housekeeping failed; it is tried again shortly")
+
+    def _keep_house(self) -> None:
+        stale_s = self.settings.batch_stale_s
+        self.store.renew(self.owner)
+        requeued = self.store.requeue_stale(stale_s)
+        if requeued:
+            log.warning("re-queued %d batch line(s) of a runner that stopped", requeued)
+        self.store.expire_overdue()
+        self.store.close_cancelled()
+        retention_s = self.settings.batch_retention_days * 86400
+        for batch in self.store.ready_to_finalize(stale_s):
+            if self.store.claim_finalize(self.owner, batch, stale_s):
+                fresh = self.store.get(batch.id, None)
+                if fresh is not None and finalize(self.store, self.files, media_store(self.app), fresh, self.owner,
+                                                  retention_s):
+                    self._batches.pop(batch.id, None)
+                    log.info("batch %s finalized", batch.id)
+        self.files.delete(self.files.older_than(self.settings.batch_retention_days))
+        for batch in self.store.expired_for_retention(self.settings.batch_retention_days):
+            self.files.delete([batch.input_file_id, batch.output_file_id or "", batch.error_file_id or ""])
+            self.store.delete(batch.id)
+            log.info("batch %s and its files deleted after the retention period", batch.id)
+        BATCH_QUEUED.set(self.store.queued_total())
+
+
+def _error(exc: ApiError) -> str:
+    return json.dumps({"code": exc.code.value, "message": exc.message}, separators=(",", ":"))

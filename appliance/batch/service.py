@@ -1,0 +1,169 @@
+"""The batch and file service both surfaces call: create, read, list and cancel, scoped to the caller's key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import tempfile
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from appliance.batch.files import FileStore, utc
+from appliance.batch.intake import create_batch
+from appliance.batch.store import ACTIVE, BatchStore
+from appliance.config import Settings
+from appliance.db.batches import BatchFileRow, BatchRow
+from appliance.db.keys import ApiKey
+from appliance.gateway.errors import ApiError, ErrorCode, validation_error
+from appliance.protocol.batches import BatchErrors, BatchObject, FileObject, RequestCounts
+
+MAX_BASE64_BYTES = 10 * 1024 * 1024  # the decoded inline input (the hosted docs: "under 10 MB")
+MAX_INPUT_BYTES = 200 * 1024 * 1024  # an input file fetched from an allowed URL
+FETCH_TIMEOUT_S = 60
+FAILED_STATES = ("failed", "expired", "cancelled")
+
+
+def stores(app: FastAPI) -> tuple[BatchStore, FileStore]:
+    """The app's batch and file stores, on the one state DB, made on first use."""
+    found = getattr(app.state, "batch_stores", None)
+    if found is None:
+        settings: Settings = app.state.settings
+        engine = app.state.keys.engine
+        found = app.state.batch_stores = (BatchStore(engine), FileStore(engine, settings.effective_batch_files_dir))
+    return found  # type: ignore[no-any-return]
+
+
+def scope(key: ApiKey) -> str | None:
+    """Whose objects a key sees: its own, or (admin:access) everyone's."""
+    return None if "admin:access" in key.permissions else key.id
+
+
+def not_found(kind: str, object_id: str) -> ApiError:
+    return ApiError(ErrorCode.NOT_FOUND, f"No {kind} '{object_id[:80]}' for this API key.")
+
+
+def _unix(moment: datetime | None) -> int | None:
+    return int(utc(moment).timestamp()) if moment is not None else None
+
+
+def file_object(row: BatchFileRow) -> FileObject:
+    return FileObject(id=row.id, bytes=row.bytes, created_at=_unix(row.created_at) or 0, filename=row.filename,
+                      purpose=row.purpose)
+
+
+def batch_object(app: FastAPI, batch: BatchRow, media_base: str) -> BatchObject:
+    """The OpenAI batch object; ``media_base`` is where /v1/media/ links start (media_base_url)."""
+    batch_store, files = stores(app)
+    counts = batch_store.counts(batch.id)
+    failed = sum(counts.get(state, 0) for state in FAILED_STATES)
+    urls: dict[str, str | None] = {}
+    for name, file_id in (("output_file_url", batch.output_file_id), ("error_file_url", batch.error_file_id)):
+        row = files.get(file_id, None) if file_id else None
+        urls[name] = media_base + row.media_token if row and row.media_token else None
+    times = {name: _unix(getattr(batch, name)) for name in (
+        "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+        "cancelled_at")}
+    return BatchObject(
+        id=batch.id, endpoint=batch.endpoint,
+        errors=BatchErrors.model_validate({"data": batch.errors}) if batch.errors else None,
+        input_file_id=batch.input_file_id, completion_window=batch.completion_window,
+        status=batch.status,  # type: ignore[arg-type]
+        output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, created_at=_unix(batch.created_at) or 0,
+        expires_at=_unix(batch.expires_at) or 0,
+        request_counts=RequestCounts(total=batch.total, completed=counts.get("done", 0), failed=failed),
+        metadata=batch.metadata_, **urls, **times)
+
+
+async def create(app: FastAPI, key: ApiKey, surface: str, endpoint: str | None, input_file_id: str, window: str,
+                 metadata: dict[str, str] | None) -> BatchRow:
+    """Check and index the input file, and store the batch (``failed`` when a line is bad)."""
+    batch_store, files = stores(app)
+    row = await asyncio.to_thread(files.get, input_file_id, key.id)
+    if row is None or row.purpose != "batch":
+        raise not_found("input file", input_file_id)
+    return await asyncio.to_thread(create_batch, batch_store.engine, key_id=key.id, surface=surface,
+                                   endpoint=endpoint, input_file_id=input_file_id,
+                                   input_path=files.path(input_file_id), window=window, metadata=metadata)
+
+
+async def save_upload(app: FastAPI, key: ApiKey, filename: str, source: Any, limit: int) -> BatchFileRow:
+    _, files = stores(app)
+    row = await asyncio.to_thread(files.save, key.id, "batch", filename, source, limit)
+    if row is None:
+        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.")
+    return row
+
+
+async def input_from_base64(app: FastAPI, key: ApiKey, text: str) -> BatchFileRow:
+    if len(text) > MAX_BASE64_BYTES * 4 // 3 + 4:
+        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, "input_file_base64 must decode to less than 10 MB; upload "
+                                                    "larger files and pass input_file_url 'scaigrid://file/<id>'.")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise validation_error("input_file_base64", "is not valid base64") from None
+    return await save_upload(app, key, "input.jsonl", io.BytesIO(data), MAX_BASE64_BYTES)
+
+
+async def input_from_url(app: FastAPI, key: ApiKey, url: str) -> str:
+    """The id of the input file ``url`` names: an uploaded file, or a download from an allowed host."""
+    if url.startswith("scaigrid://file/"):
+        return url.removeprefix("scaigrid://file/")
+    parts = urlsplit(url)
+    settings: Settings = app.state.settings
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise validation_error("input_file_url", "must be scaigrid://file/<file id> or an http(s) URL")
+    if parts.hostname.lower() not in {host.lower() for host in settings.batch_url_allow}:
+        raise validation_error("input_file_url", f"the host '{parts.hostname}' is not in this appliance's "
+                                                 "batch_url_allow setting; upload the file instead")
+    _, files = stores(app)
+    with tempfile.TemporaryFile(dir=files.root) as spool:  # on disk, never whole in memory
+        try:
+            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+                if response.status != 200:
+                    raise validation_error("input_file_url", f"fetching it answered HTTP {response.status}")
+                seen = 0
+                async for chunk in response.content.iter_chunked(1024 * 1024):
+                    seen += len(chunk)
+                    if seen > MAX_INPUT_BYTES:
+                        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The input file is over {MAX_INPUT_BYTES} "
+                                                                    "bytes.")
+                    await asyncio.to_thread(spool.write, chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise validation_error("input_file_url", f"could not be fetched ({type(exc).__name__})") from None
+        spool.seek(0)
+        row = await save_upload(app, key, parts.path.rsplit("/", 1)[-1] or "input.jsonl", spool, MAX_INPUT_BYTES)
+    return row.id
+
+
+def file_in_use(app: FastAPI, file_id: str) -> bool:
+    """Whether a batch that still runs reads this file."""
+    batch_store, _ = stores(app)
+    with Session(batch_store.engine) as session:
+        return session.scalar(select(BatchRow.id).where(BatchRow.input_file_id == file_id,
+                                                        BatchRow.status.in_(ACTIVE)).limit(1)) is not None
+
+
+async def cancel(app: FastAPI, key: ApiKey, batch_id: str) -> BatchRow:
+    batch_store, _ = stores(app)
+    batch = await asyncio.to_thread(batch_store.get, batch_id, scope(key))
+    if batch is None:
+        raise not_found("batch", batch_id)
+    if not await asyncio.to_thread(batch_store.cancel, batch_id):
+        fresh = await asyncio.to_thread(batch_store.get, batch_id, None)
+        status = fresh.status if fresh else batch.status
+        if status not in ("cancelling", "cancelled"):
+            raise validation_error("batch_id", f"the batch is already {status}; only a validating or in_progress "
+                                               "batch can be cancelled")
+    fresh = await asyncio.to_thread(batch_store.get, batch_id, None)
+    assert fresh is not None
+    return fresh

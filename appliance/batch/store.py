@@ -1,0 +1,229 @@
+"""The batch rows in the state DB: what the API reads and changes, and every step the runner takes.
+
+Every change a runner makes is a conditional UPDATE checked by its rowcount,
+so gateways sharing one database never run a line twice nor both finalize a
+batch: a line is claimed only while ``queued``, its result is committed only
+by the runner that still owns it, and a batch is finalized only by the runner
+that claimed its finalization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from appliance.db.batches import BatchLineRow, BatchRow
+
+ACTIVE = ("in_progress", "cancelling", "finalizing")
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+CANCELLABLE = ("validating", "in_progress")
+PAGE = 1000
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LineRef:
+    batch_id: str
+    line_no: int
+    model: str
+
+
+class BatchStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- what the API reads and changes --------------------------------------------------------------------
+
+    def get(self, batch_id: str, key_id: str | None) -> BatchRow | None:
+        """The batch, if ``key_id`` owns it (None: an admin)."""
+        with Session(self.engine) as session:
+            row = session.scalar(select(BatchRow).where(BatchRow.id == batch_id))
+        if row is None or (key_id is not None and row.key_id != key_id):
+            return None
+        return row
+
+    def list(self, key_id: str | None, status: str | None, after: str | None, limit: int) -> list[BatchRow]:
+        """Newest first; ``after`` is the id of the last batch of the previous page."""
+        query = select(BatchRow).order_by(BatchRow.seq.desc()).limit(limit)
+        if key_id is not None:
+            query = query.where(BatchRow.key_id == key_id)
+        if status is not None:
+            query = query.where(BatchRow.status == status)
+        with Session(self.engine) as session:
+            if after is not None:
+                seq = session.scalar(select(BatchRow.seq).where(BatchRow.id == after))
+                if seq is None:
+                    return []
+                query = query.where(BatchRow.seq < seq)
+            return list(session.scalars(query))
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's lines are in each state."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(BatchLineRow.state, func.count()).where(BatchLineRow.batch_id == batch_id)
+                                   .group_by(BatchLineRow.state))
+            return {state: count for state, count in rows}
+
+    def cancel(self, batch_id: str) -> bool:
+        """Stop the batch dispatching; False when it had already ended (or was cancelled)."""
+        with Session(self.engine) as session, session.begin():
+            moved = session.execute(update(BatchRow).where(BatchRow.id == batch_id,
+                                                           BatchRow.status.in_(CANCELLABLE))
+                                    .values(status="cancelling", cancelling_at=now())).rowcount
+            if moved:
+                self._close_queued(session, batch_id, "cancelled")
+            return bool(moved)
+
+    # --- the runner ----------------------------------------------------------------------------------------
+
+    def candidates(self, limit: int) -> list[LineRef]:
+        """Queued lines of running batches, oldest batch first."""
+        query = (select(BatchLineRow.batch_id, BatchLineRow.line_no, BatchLineRow.model)
+                 .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
+                 .where(BatchLineRow.state == "queued", BatchRow.status == "in_progress")
+                 .order_by(BatchRow.seq, BatchLineRow.line_no).limit(limit))
+        with Session(self.engine) as session:
+            return [LineRef(*row) for row in session.execute(query)]
+
+    def claim(self, owner: str, refs: list[LineRef]) -> list[LineRef]:
+        """The lines this runner now owns: each taken only if it was still queued."""
+        claimed = []
+        with Session(self.engine) as session, session.begin():
+            for ref in refs:
+                taken = session.execute(
+                    update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id,
+                                               BatchLineRow.line_no == ref.line_no, BatchLineRow.state == "queued")
+                    .values(state="running", owner=owner, claimed_at=now())).rowcount
+                if taken == 1:
+                    claimed.append(ref)
+        return claimed
+
+    def line(self, ref: LineRef) -> BatchLineRow | None:
+        with Session(self.engine) as session:
+            return session.get(BatchLineRow, (ref.batch_id, ref.line_no))
+
+    def commit_result(self, owner: str, ref: LineRef, ok: bool, status_code: int, request_id: str,
+                      result: str) -> bool:
+        """Store the line's answer, if this runner still owns it (a re-queued line belongs to another now)."""
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id, BatchLineRow.line_no == ref.line_no,
+                                           BatchLineRow.state == "running", BatchLineRow.owner == owner)
+                .values(state="done" if ok else "failed", status_code=status_code, request_id=request_id,
+                        result=result, finished_at=now())).rowcount == 1
+
+    def renew(self, owner: str) -> None:
+        """This runner is alive: its claims are fresh."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(BatchLineRow).where(BatchLineRow.owner == owner, BatchLineRow.state == "running")
+                            .values(claimed_at=now()))
+
+    def requeue(self, owner: str, ref: LineRef) -> None:
+        """Hand one line back (its model said "not now"): queued again, for any runner."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id,
+                                                       BatchLineRow.line_no == ref.line_no,
+                                                       BatchLineRow.owner == owner, BatchLineRow.state == "running")
+                            .values(state="queued", owner=None, claimed_at=None))
+
+    def release(self, owner: str) -> None:
+        """A runner stopping cleanly: its running lines are queued again."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(BatchLineRow).where(BatchLineRow.owner == owner, BatchLineRow.state == "running")
+                            .values(state="queued", owner=None, claimed_at=None))
+
+    def requeue_stale(self, stale_s: float) -> int:
+        """Lines claimed by a runner that stopped renewing (killed, cut off): queued again."""
+        cutoff = now() - timedelta(seconds=stale_s)
+        with Session(self.engine) as session, session.begin():
+            return session.execute(update(BatchLineRow).where(BatchLineRow.state == "running",
+                                                              BatchLineRow.claimed_at < cutoff)
+                                   .values(state="queued", owner=None, claimed_at=None)).rowcount
+
+    def expire_overdue(self) -> list[str]:
+        """Batches past their completion window stop dispatching; their queued lines become ``expired``."""
+        with Session(self.engine) as session, session.begin():
+            ids = list(session.scalars(select(BatchRow.id).where(BatchRow.status == "in_progress",
+                                                                 BatchRow.expires_at < now())))
+            for batch_id in ids:
+                self._close_queued(session, batch_id, "expired")
+            return ids
+
+    def close_cancelled(self) -> None:
+        """Lines of a cancelling batch queued again (their runner died) will not run: closed as cancelled."""
+        with Session(self.engine) as session, session.begin():
+            for batch_id in list(session.scalars(select(BatchRow.id).where(BatchRow.status == "cancelling"))):
+                self._close_queued(session, batch_id, "cancelled")
+
+    @staticmethod
+    def _close_queued(session: Session, batch_id: str, state: str) -> None:
+        session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == "queued")
+                        .values(state=state, finished_at=now()))
+
+    def ready_to_finalize(self, stale_s: float) -> list[BatchRow]:
+        """Active batches with no line queued or running, not being finalized by a live runner."""
+        cutoff = now() - timedelta(seconds=stale_s)
+        pending = (select(BatchLineRow.line_no).where(BatchLineRow.batch_id == BatchRow.id,
+                                                      BatchLineRow.state.in_(("queued", "running"))).exists())
+        query = select(BatchRow).where(BatchRow.status.in_(ACTIVE), ~pending,
+                                       or_(BatchRow.finalizer.is_(None), BatchRow.finalizing_at < cutoff))
+        with Session(self.engine) as session:
+            return list(session.scalars(query))
+
+    def claim_finalize(self, owner: str, batch: BatchRow, stale_s: float) -> bool:
+        cutoff = now() - timedelta(seconds=stale_s)
+        values: dict[str, object] = {"finalizer": owner, "finalizing_at": now()}
+        if batch.status == "in_progress":
+            values["status"] = "finalizing"
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(BatchRow).where(BatchRow.id == batch.id, BatchRow.status == batch.status,
+                                       or_(BatchRow.finalizer.is_(None), BatchRow.finalizing_at < cutoff))
+                .values(**values)).rowcount == 1
+
+    def renew_finalize(self, owner: str, batch_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(BatchRow).where(BatchRow.id == batch_id, BatchRow.finalizer == owner)
+                            .values(finalizing_at=now()))
+
+    def finished_lines(self, batch_id: str) -> Iterator[BatchLineRow]:
+        """Every line of the batch in input order, a page at a time (a batch may hold 100k lines)."""
+        last = 0
+        while True:
+            with Session(self.engine) as session:
+                page = list(session.scalars(select(BatchLineRow).where(BatchLineRow.batch_id == batch_id,
+                                                                       BatchLineRow.line_no > last)
+                                            .order_by(BatchLineRow.line_no).limit(PAGE)))
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1].line_no
+
+    def terminal_status(self, batch_id: str, was: str) -> str:
+        counts = self.counts(batch_id)
+        if was == "cancelling":
+            return "cancelled"
+        return "expired" if counts.get("expired") else "completed"
+
+    def expired_for_retention(self, days: float) -> list[BatchRow]:
+        cutoff = now() - timedelta(days=days)
+        ended = func.coalesce(BatchRow.completed_at, BatchRow.failed_at, BatchRow.expired_at, BatchRow.cancelled_at)
+        with Session(self.engine) as session:
+            return list(session.scalars(select(BatchRow).where(and_(BatchRow.status.in_(TERMINAL), ended < cutoff))))
+
+    def delete(self, batch_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(BatchLineRow).where(BatchLineRow.batch_id == batch_id))
+            session.execute(delete(BatchRow).where(BatchRow.id == batch_id))
+
+    def queued_total(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(BatchLineRow)
+                                  .where(BatchLineRow.state == "queued")) or 0

@@ -1,0 +1,124 @@
+"""/oai/v1/files and /oai/v1/batches: the OpenAI Files and Batches API (plain OpenAI shapes and errors)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from appliance.batch import service
+from appliance.config import Settings
+from appliance.db.keys import ApiKey
+from appliance.gateway.auth import require
+from appliance.gateway.body import parse_body
+from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, raw_ok
+from appliance.gateway.errors import ErrorCode, validation_error
+from appliance.gateway.media import media_base_url
+from appliance.gateway.routes.batches import parse_query
+from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, OpenAIBatchCreate, OpenAIList, OpenAIListQuery
+
+router = APIRouter()
+
+Key = Annotated[ApiKey, Depends(require("models:use"))]
+
+
+def _json(model: object) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"))  # type: ignore[attr-defined]
+
+
+def _listing(items: list[object], more: bool) -> JSONResponse:
+    ids = [item.id for item in items]  # type: ignore[attr-defined]
+    return _json(OpenAIList(data=[item.model_dump(mode="json") for item in items],  # type: ignore[attr-defined]
+                            first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=more))
+
+
+@router.post("/oai/v1/files", **documented(ok=json_ok(FileObject, "the stored file"), errors=KEYED, openai=True))
+async def create_file(request: Request, key: Key, file: Annotated[UploadFile, File()],
+                      purpose: Annotated[str, Form()]) -> JSONResponse:
+    if purpose != "batch":
+        raise validation_error("purpose", f"'{purpose[:40]}' is not served here; this appliance takes files with "
+                                          "purpose 'batch'")
+    settings: Settings = request.app.state.settings
+    row = await service.save_upload(request.app, key, file.filename or "input.jsonl", file.file,
+                                    settings.max_body_bytes)
+    return _json(service.file_object(row))
+
+
+@router.get("/oai/v1/files", **documented(ok=json_ok(OpenAIList, "the files"), errors=KEYED, openai=True))
+async def list_files(request: Request, key: Key) -> JSONResponse:
+    query = parse_query(request, OpenAIListQuery)
+    _, files = service.stores(request.app)
+    rows = await asyncio.to_thread(files.list, service.scope(key), query.after, query.limit + 1, query.purpose)
+    return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit)
+
+
+async def _file(request: Request, key: ApiKey, file_id: str):  # type: ignore[no-untyped-def]
+    _, files = service.stores(request.app)
+    row = await asyncio.to_thread(files.get, file_id, service.scope(key))
+    if row is None:
+        raise service.not_found("file", file_id)
+    return row
+
+
+@router.get("/oai/v1/files/{file_id}", **documented(
+    ok=json_ok(FileObject, "the file"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+async def retrieve_file(request: Request, key: Key, file_id: str) -> JSONResponse:
+    return _json(service.file_object(await _file(request, key, file_id)))
+
+
+@router.delete("/oai/v1/files/{file_id}", **documented(
+    ok=json_ok(FileDeleted, "the file is deleted"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
+    row = await _file(request, key, file_id)
+    if await asyncio.to_thread(service.file_in_use, request.app, row.id):
+        raise validation_error("file_id", "a batch that is still running reads this file; cancel it first")
+    _, files = service.stores(request.app)
+    await asyncio.to_thread(files.delete, [row.id])
+    return _json(FileDeleted(id=row.id))
+
+
+@router.get("/oai/v1/files/{file_id}/content", **documented(
+    ok=raw_ok(["application/jsonl"], "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+async def file_content(request: Request, key: Key, file_id: str) -> FileResponse:
+    row = await _file(request, key, file_id)
+    _, files = service.stores(request.app)
+    return FileResponse(files.path(row.id), media_type="application/jsonl", filename=row.filename)
+
+
+@router.post("/oai/v1/batches", **documented(
+    body=json_request(OpenAIBatchCreate), ok=json_ok(BatchObject, "the new batch"), errors=KEYED, openai=True))
+async def create_batch(request: Request, key: Key) -> JSONResponse:
+    body = await parse_body(request, OpenAIBatchCreate)
+    batch = await service.create(request.app, key, "openai", body.endpoint, body.input_file_id,
+                                 body.completion_window, body.metadata)
+    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))
+
+
+@router.get("/oai/v1/batches", **documented(ok=json_ok(OpenAIList, "the batches"), errors=KEYED, openai=True))
+async def list_batches(request: Request, key: Key) -> JSONResponse:
+    query = parse_query(request, OpenAIListQuery)
+    batch_store, _ = service.stores(request.app)
+    rows = await asyncio.to_thread(batch_store.list, service.scope(key), None, query.after, min(query.limit, 100) + 1)
+    base = media_base_url(request)
+    page = rows[:min(query.limit, 100)]
+    items = [await asyncio.to_thread(service.batch_object, request.app, row, base) for row in page]
+    return _listing(items, len(rows) > len(page))  # type: ignore[arg-type]
+
+
+@router.get("/oai/v1/batches/{batch_id}", **documented(
+    ok=json_ok(BatchObject, "the batch"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+async def retrieve_batch(request: Request, key: Key, batch_id: str) -> JSONResponse:
+    batch_store, _ = service.stores(request.app)
+    batch = await asyncio.to_thread(batch_store.get, batch_id, service.scope(key))
+    if batch is None:
+        raise service.not_found("batch", batch_id)
+    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))
+
+
+@router.post("/oai/v1/batches/{batch_id}/cancel", **documented(
+    ok=json_ok(BatchObject, "the batch, cancelling"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+async def cancel_batch(request: Request, key: Key, batch_id: str) -> JSONResponse:
+    batch = await service.cancel(request.app, key, batch_id)
+    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))

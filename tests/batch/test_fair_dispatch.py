@@ -1,0 +1,67 @@
+"""Batch lines yield to live traffic: the runner's room per model, against a real (unstarted) supervisor's pools.
+
+A live request shows in a pool as ``waiting`` (no backend up yet) or as a
+backend's ``in_flight``; here the pool's own counters stand for them, so the
+decision is checked without racing real requests against a clock.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import Engine
+
+from appliance.batch.files import FileStore
+from appliance.batch.runner import BatchRunner
+from appliance.batch.store import BatchStore
+from appliance.catalogue import load_catalogue
+from appliance.config import Settings
+from appliance.db.database import open_database
+from appliance.supervisor.supervisor import Supervisor
+from tests.batch.helpers import CHAT, EMBED
+from tests.conftest import catalogue_subset
+
+
+@pytest.fixture
+def runner(tiny_catalogue: Path, tmp_path: Path) -> BatchRunner:
+    catalogue = load_catalogue(catalogue_subset(tiny_catalogue, [EMBED, CHAT], tmp_path / "models.toml"))
+    settings = Settings(state_dir=tmp_path, batch_concurrency_per_model=3, batch_interactive_threshold=1)
+    engine: Engine = open_database(settings.effective_database_url)
+    app = SimpleNamespace(state=SimpleNamespace(settings=settings, catalogue=catalogue,
+                                                supervisor=Supervisor(catalogue, settings)))
+    return BatchRunner(app, BatchStore(engine), FileStore(engine, tmp_path / "files"))
+
+
+def pool(runner: BatchRunner, slug: str):  # type: ignore[no-untyped-def]
+    return runner.app.state.supervisor.pool_for(runner.app.state.catalogue.get(slug))
+
+
+def test_an_idle_model_takes_lines_up_to_the_per_model_limit(runner: BatchRunner) -> None:
+    assert runner._room(CHAT) == 3
+    runner.in_flight[CHAT] = 2
+    assert runner._room(CHAT) == 1 and runner._room(EMBED) == 3
+
+
+def test_live_requests_beyond_the_threshold_stop_new_lines_for_that_model_only(runner: BatchRunner) -> None:
+    pool(runner, CHAT).waiting = 1  # one live request: within the threshold
+    assert runner._room(CHAT) == 3
+    pool(runner, CHAT).waiting = 2  # two: the batch waits
+    assert runner._room(CHAT) == 0 and runner._room(EMBED) == 3
+
+
+def test_the_runner_does_not_count_its_own_lines_as_live_traffic(runner: BatchRunner) -> None:
+    runner.in_flight[CHAT] = 2
+    pool(runner, CHAT).waiting = 2  # the runner's own two lines, waiting for the model to load
+    assert runner._room(CHAT) == 1
+
+
+def test_a_model_that_said_not_now_is_paused(runner: BatchRunner) -> None:
+    runner.paused_until[CHAT] = time.monotonic() + 60
+    assert runner._room(CHAT) == 0 and runner._room(EMBED) == 3
+
+
+def test_lines_naming_no_known_model_still_run_to_fail_fast(runner: BatchRunner) -> None:
+    assert runner._slug("no/such") == "" and runner._room("") == 3
