@@ -51,7 +51,8 @@ def parse_query(request: Request, model: type[Q]) -> Q:
 
 
 @router.post("/v1/inference/batch", **documented(
-    body=json_request(ScaigridBatchCreate), ok=json_ok(Envelope[BatchObject], "the new batch"), errors=KEYED))
+    body=json_request(ScaigridBatchCreate), ok=json_ok(Envelope[BatchObject], "the new batch"),
+    errors=(*KEYED, ErrorCode.NOT_FOUND)))  # an input file id that is not the key's
 async def create_batch(request: Request, key: Key) -> JSONResponse:
     body = await parse_body(request, ScaigridBatchCreate)
     if body.input_file_base64 is not None:

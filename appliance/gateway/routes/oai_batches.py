@@ -88,7 +88,8 @@ async def file_content(request: Request, key: Key, file_id: str) -> FileResponse
 
 
 @router.post("/oai/v1/batches", **documented(
-    body=json_request(OpenAIBatchCreate), ok=json_ok(BatchObject, "the new batch"), errors=KEYED, openai=True))
+    body=json_request(OpenAIBatchCreate), ok=json_ok(BatchObject, "the new batch"),
+    errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))  # an input_file_id that is not the key's
 async def create_batch(request: Request, key: Key) -> JSONResponse:
     body = await parse_body(request, OpenAIBatchCreate)
     batch = await service.create(request.app, key, "openai", body.endpoint, body.input_file_id,
