@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from appliance.db.batches import BatchFileRow
+from appliance.db.paging import newest_first
 
 TMP_PREFIX = ".tmp-"
 
@@ -94,18 +95,10 @@ class FileStore:
 
     def list(self, key_id: str | None, after: str | None, limit: int, purpose: str | None) -> list[BatchFileRow]:
         """Newest first; ``after`` is the id of the last file of the previous page."""
-        query = select(BatchFileRow).order_by(BatchFileRow.seq.desc()).limit(limit)
-        if key_id is not None:
-            query = query.where(BatchFileRow.key_id == key_id)
+        where = [BatchFileRow.key_id == key_id] if key_id is not None else []
         if purpose is not None:
-            query = query.where(BatchFileRow.purpose == purpose)
-        with Session(self.engine) as session:
-            if after is not None:
-                seq = session.scalar(select(BatchFileRow.seq).where(BatchFileRow.id == after))
-                if seq is None:
-                    return []
-                query = query.where(BatchFileRow.seq < seq)
-            return list(session.scalars(query))
+            where.append(BatchFileRow.purpose == purpose)
+        return newest_first(self.engine, BatchFileRow, limit, after, *where)
 
     def older_than(self, days: float) -> list[str]:
         cutoff = datetime.now(UTC) - timedelta(days=days)

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from appliance.db.batches import BatchLineRow, BatchRow
+from appliance.db.paging import newest_first
 
 ACTIVE = ("in_progress", "cancelling", "finalizing")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -51,18 +52,10 @@ class BatchStore:
 
     def list(self, key_id: str | None, status: str | None, after: str | None, limit: int) -> list[BatchRow]:
         """Newest first; ``after`` is the id of the last batch of the previous page."""
-        query = select(BatchRow).order_by(BatchRow.seq.desc()).limit(limit)
-        if key_id is not None:
-            query = query.where(BatchRow.key_id == key_id)
+        where = [BatchRow.key_id == key_id] if key_id is not None else []
         if status is not None:
-            query = query.where(BatchRow.status == status)
-        with Session(self.engine) as session:
-            if after is not None:
-                seq = session.scalar(select(BatchRow.seq).where(BatchRow.id == after))
-                if seq is None:
-                    return []
-                query = query.where(BatchRow.seq < seq)
-            return list(session.scalars(query))
+            where.append(BatchRow.status == status)
+        return newest_first(self.engine, BatchRow, limit, after, *where)
 
     def counts(self, batch_id: str) -> dict[str, int]:
         """How many of the batch's lines are in each state."""
