@@ -78,7 +78,10 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
                 print(banner, flush=True)
         await task
 
-    asyncio.run(run())
+    # uvicorn's own choice of loop (uvloop when installed): asyncio.run would give the stock loop, whose
+    # transports cost the relay about a fifth more CPU per request.
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(run())
     if not server.started:
         raise typer.Exit(code=1)
 
