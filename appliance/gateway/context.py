@@ -8,13 +8,13 @@ caller's base URL; a Starlette ``Request`` has all of them, and so does a
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.datastructures import State
 
 from appliance.db.keys import ApiKey
+from appliance.ids import new_id
 
 
 class Caller(Protocol):
@@ -37,7 +37,7 @@ class CallContext:
     app: Any
     key: ApiKey
     base_url: str
-    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
+    request_id: str = field(default_factory=lambda: new_id("req_"))
     state: State = field(default_factory=State)
 
     def __post_init__(self) -> None:

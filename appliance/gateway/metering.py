@@ -10,7 +10,6 @@ byte leaves (so a client's next request sees the settled budget) and
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from appliance.accounting.units import Units
 from appliance.db.keys import ApiKey
 from appliance.gateway.context import Caller
 from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.ids import new_id
 from appliance.metrics import USAGE_UNITS
 
 # The routes whose requests are metered: every inference call, on both surfaces.
@@ -122,7 +122,7 @@ def record(app_state: Any, route: str, state: dict[str, Any], status: int, start
     units = meter.units
     model = state.get("model")
     row = {
-        "id": "usage_" + secrets.token_hex(12), "created_at": datetime.now(UTC),
+        "id": new_id("usage_"), "created_at": datetime.now(UTC),
         "request_id": state.get("request_id", ""), "key_id": key.id, "model": model,
         "backend_id": state.get("backend"), "route": route, "status_code": status,
         "error_code": state.get("error_code"), "latency_ms": round((time.perf_counter() - started) * 1000, 2),

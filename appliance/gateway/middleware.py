@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.gateway import metering
+from appliance.ids import new_id
 from appliance.gateway.errors import ApiError, ErrorCode, error_response
 from appliance.metrics import LATENCY, REQUESTS
 
@@ -24,7 +24,7 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return new_id("req_")
 
 
 class PayloadTooLarge(ApiError):
