@@ -44,8 +44,8 @@ class UsageStore:
     def add_many(self, rows: Iterable[dict[str, object]]) -> None:
         rows = list(rows)
         if rows:
-            with Session(self.engine) as session, session.begin():
-                session.execute(insert(UsageRow), rows)
+            with self.engine.begin() as connection:  # Core executemany: the ORM's bulk path costs 3x the CPU
+                connection.execute(insert(UsageRow.__table__), rows)
 
     def page(self, where: UsageFilter, limit: int, cursor: int | None = None) -> tuple[list[UsageRow], int | None]:
         """Newest first; the cursor of the next page (None on the last)."""
