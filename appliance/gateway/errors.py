@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -161,15 +161,18 @@ def envelope(data: Any, request_id: str) -> dict[str, Any]:
     return {"status": "ok", "data": data, "meta": {"request_id": request_id}}
 
 
-def ok(data: Any, request: Request, status_code: int = 200) -> JSONResponse:
+def ok(data: Any, request: Request, status_code: int = 200) -> Response:
+    """``data`` in the success envelope; a pydantic model is serialised by pydantic-core, not the json module."""
+    if isinstance(data, BaseModel):
+        return ok_raw(data.model_dump_json().encode(), request, status_code)
     return JSONResponse(envelope(data, request_id_of(request)), status_code=status_code)
 
 
-def ok_raw(data_json: bytes, request: Request) -> Response:
-    """Wrap a backend's JSON answer without decoding it: the hot path of every relay."""
-    meta = json.dumps({"request_id": request_id_of(request)}, separators=(",", ":")).encode()
+def ok_raw(data_json: bytes, request: Request, status_code: int = 200) -> Response:
+    """Wrap JSON already serialised (a backend's answer, a model's dump) without decoding it: the hot path."""
+    meta = b'{"request_id":' + json.dumps(request_id_of(request)).encode() + b"}"
     body = b'{"status":"ok","data":' + data_json + b',"meta":' + meta + b"}"
-    return Response(body, media_type="application/json")
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def error_response(exc: ApiError, path: str, request_id: str) -> JSONResponse:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from appliance.backends.pool import Backend
 from appliance.catalogue import Catalogue, ModelEntry
@@ -56,7 +55,7 @@ async def list_models(
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: str | None = None,
-) -> JSONResponse:
+) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     supervisor: Supervisor = request.app.state.supervisor
     infos = sorted((model_info(entry, supervisor.pool_for(entry)) for entry in catalogue), key=lambda i: i.slug)
@@ -72,34 +71,34 @@ async def list_models(
     page = infos[:limit]
     has_more = len(infos) > limit
     listing = ModelList(items=page, next_cursor=page[-1].slug if has_more else None, has_more=has_more)
-    return ok(listing.model_dump(), request)
+    return ok(listing, request)
 
 
 @router.get("/v1/models/{slug:path}", **documented(
     ok=json_ok(Envelope[ModelInfo], "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND)))
 async def get_model(request: Request, slug: str,
-                    key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+                    key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     entry = catalogue.get(slug)
     if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
         raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{slug}' on this appliance; GET /v1/models lists them.")
-    return ok(model_info(entry, request.app.state.supervisor.pool_for(entry)).model_dump(), request)
+    return ok(model_info(entry, request.app.state.supervisor.pool_for(entry)), request)
 
 
 @router.get("/oai/v1/models", **documented(
     ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
-async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     allowed = set(key.models) if key.models is not None else None
     data = [OpenAIModel(id=entry.slug) for entry in catalogue if allowed is None or allowed & set(entry.names)]
-    return JSONResponse(OpenAIModelList(data=data).model_dump())
+    return Response(OpenAIModelList(data=data).model_dump_json(), media_type="application/json")
 
 
 @router.get("/oai/v1/models/{model_id:path}", **documented(
     ok=json_ok(OpenAIModel, "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND), openai=True))
 async def openai_model_by_id(request: Request, model_id: str,
-                             key: Annotated[ApiKey, Depends(require("models:list"))]) -> JSONResponse:
+                             key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     entry = request.app.state.catalogue.get(model_id)
     if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
         raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{model_id}' on this appliance; GET /models lists them.")
-    return JSONResponse(OpenAIModel(id=entry.slug).model_dump())
+    return Response(OpenAIModel(id=entry.slug).model_dump_json(), media_type="application/json")
