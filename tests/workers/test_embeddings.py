@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.workers.embeddings import Batcher, encode_item, shape_vectors
+from appliance.workers.embeddings import Batcher, encode_item, shape_vectors, token_counter
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,10 @@ def test_items_serialised_fast_still_fit_the_contracts_model() -> None:
                            option=orjson.OPT_SERIALIZE_NUMPY)
         item = Embedding.model_validate_json(raw)
         assert item.index == 0 and (item.embedding == [0.5, 1.0] if fmt == "float" else isinstance(item.embedding, str))
+
+
+def test_tokens_are_counted_as_the_tokenizer_counts_them_and_never_truncated(model) -> None:  # type: ignore[no-untyped-def]
+    texts = ["hello", "a somewhat longer sentence, with punctuation!", "word " * 2000]
+    expected = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    assert token_counter(model.tokenizer)(texts) == expected
+    assert expected[2] > 2000  # the long text is counted whole, so the worker can refuse it by its length
