@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 CONNECT_TIMEOUT_S = 5.0
 # Idle connections close before any engine server's keep-alive timeout (uvicorn's default is 5 s): a
@@ -40,6 +41,7 @@ class Endpoint:
         self.timeout_s = timeout_s
         self._headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, bool], yarl.URL] = {}
 
     @classmethod
     def unix(cls, socket_path: Path, timeout_s: float) -> Endpoint:
@@ -55,8 +57,9 @@ class Endpoint:
                                                   keepalive_timeout=KEEPALIVE_S)
             else:
                 connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(
+            self._session = aiohttp.ClientSession(  # no cookies: backends are APIs, and the jar costs per request
                 connector=connector, headers=self._headers, skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=CONNECT_TIMEOUT_S))
         return self._session
 
@@ -68,10 +71,20 @@ class Endpoint:
                    stream: bool = False, at_root: bool = False) -> aiohttp.ClientResponse:
         """POST to ``base_url + path`` (``origin + path`` with ``at_root``: vLLM's /tokenize); the caller reads
         and releases the response (``async with``)."""
-        url = (self.origin if at_root else self.base_url) + path
+        url = self._url(path, at_root)
         if stream:
             return await self.session.post(url, data=data, headers=headers, timeout=self.stream_timeout())
         return await self.session.post(url, data=data, headers=headers)  # the session's timeout
+
+    def _url(self, path: str, at_root: bool) -> yarl.URL:
+        """Parsed once per path rather than on every request."""
+        key = (path, at_root)
+        url = self._urls.get(key)
+        if url is None:
+            url = yarl.URL((self.origin if at_root else self.base_url) + path)
+            if len(self._urls) < 64:  # the relay's paths are a handful of constants
+                self._urls[key] = url
+        return url
 
     async def post_bytes(self, path: str, data: Any, headers: Mapping[str, str] | None = None,
                          at_root: bool = False) -> tuple[int, Mapping[str, str], bytes]:

@@ -50,9 +50,10 @@ def is_inference(path: str) -> bool:
 
 
 def meter_of(request: Caller) -> Meter:
-    meter = getattr(request.state, "meter", None)
+    fields = request.state._state  # the dict itself: State's __getattr__ raises (slowly) for a missing name
+    meter = fields.get("meter")
     if meter is None:
-        meter = request.state.meter = Meter()
+        meter = fields["meter"] = Meter()
     return meter
 
 
