@@ -12,8 +12,9 @@ engine_options: ``sizes`` (allowed WIDTHxHEIGHT), ``steps`` ({standard, hd}),
 ``guidance`` ({vivid, natural}), ``max_queue``, ``max_batch`` (images per
 pipeline call), ``blocked_terms`` (a simple safety filter), ``device``,
 ``threads``, ``cpus`` (CPU cores the worker may run on, e.g. ``[1]``: keeps a
-CPU box's other cores for the gateway and the other workers), ``png_compress_level``,
-``variant``.
+CPU box's other cores for the gateway and the other workers), ``nice`` (0–19: a
+lower CPU priority, so the gateway and other workers go first on shared cores),
+``png_compress_level``, ``variant``.
 
 ``response_format: b64_json`` gets base64 PNGs (OpenAI's shape, passed through
 by the gateway untouched). ``url`` with a media directory (``MEDIA_DIR_ENV``, set by
@@ -120,6 +121,13 @@ def pin_to_cpus(options: dict[str, Any]) -> None:
     options.setdefault("threads", len(cpus))
 
 
+def lower_priority(options: dict[str, Any]) -> None:
+    """``engine_options.nice``: generate at a lower CPU priority, so live requests of others go first on a CPU box."""
+    nice = options.get("nice")
+    if nice:
+        os.nice(int(nice))  # threads started later (torch's, the PNG encoders) inherit it
+
+
 def media_dir_from_env() -> Path | None:
     value = os.environ.get(MEDIA_DIR_ENV)
     return Path(value) if value else None
@@ -136,6 +144,7 @@ def build_app(entry: ModelEntry) -> Any:
 
     options = dict(entry.engine_options)
     pin_to_cpus(options)  # before torch starts its thread pools, so they inherit the affinity
+    lower_priority(options)
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
     device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")

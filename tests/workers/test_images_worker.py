@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +69,11 @@ def test_cpus_pin_the_worker_and_default_its_threads_to_one_per_core() -> None:
 def test_cpus_must_be_a_list_of_core_numbers(cpus: object) -> None:
     with pytest.raises(ValueError, match="engine_options.cpus"):
         pin_to_cpus({"cpus": cpus})
+
+
+def test_nice_lowers_the_workers_cpu_priority() -> None:
+    probe = ("import os; from appliance.workers.images import lower_priority; before = os.nice(0); "
+             "lower_priority({'nice': 5}); print(os.nice(0) - before)")
+    # In a child process: a lowered priority cannot be raised again without privileges.
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "5"
