@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--kind", default="mp3", help="file type to transcribe (mp3, wav, ogg, webm, m4a, flac)")
     parser.add_argument("--speech-only", action="store_true", help="skip the transcription legs")
     parser.add_argument("--voice-hidden", type=int, default=1024, help="width of the benchmark voice's layers")
-    parser.add_argument("--voice-layers", type=int, default=6, help="layers of the benchmark voice (0: test voice)")
+    parser.add_argument("--voice-layers", type=int, default=10, help="layers of the benchmark voice (0: test voice)")
     args = parser.parse_args()
 
     catalogue_path = args.catalogue
