@@ -134,8 +134,8 @@ def _piper_graph(num_symbols: int, num_speakers: int, seed: int, hidden: int = 0
     dim = 16
     table = numpy_helper.from_array(rng.normal(size=(num_symbols, dim)).astype(np.float32), "table")
     stack, stack_nodes, features, width = _hidden_stack(rng, dim, hidden, layers)
-    frames = numpy_helper.from_array(rng.normal(size=(width, HOP)).astype(np.float32) * 0.5 / float(np.sqrt(width / dim)),
-                                     "frames")
+    gain = 0.5 / float(np.sqrt(width / dim))  # keeps a deep voice's waveform as loud as the test voice's
+    frames = numpy_helper.from_array(rng.normal(size=(width, HOP)).astype(np.float32) * gain, "frames")
     voices = numpy_helper.from_array(rng.uniform(0.5, 1.5, size=(num_speakers, 1)).astype(np.float32), "voices")
     consts = [
         helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
@@ -173,7 +173,8 @@ def _piper_graph(num_symbols: int, num_speakers: int, seed: int, hidden: int = 0
         helper.make_tensor_value_info("sid", TensorProto.INT64, [1]),
     ]
     outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, "samples"])]
-    graph = helper.make_graph(nodes, "tiny_piper", inputs, outputs, initializer=[table, *stack, frames, voices, *consts])
+    graph = helper.make_graph(nodes, "tiny_piper", inputs, outputs,
+                              initializer=[table, *stack, frames, voices, *consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="appliance")
     model.ir_version = 8
     return model

@@ -177,9 +177,17 @@ def build_app(entry: ModelEntry) -> Any:
         loop = asyncio.get_running_loop()
         created = int(time.time())
         if req.response_format == "url" and media_dir is not None:
-            files = await asyncio.gather(*(loop.run_in_executor(encoder, write_png, image, compress_level,
-                                                                media_dir, req.prompt) for image in images))
-            return WorkerImagesResponse(created=created, files=list(files)).model_dump_json(include={"created", "files"})
+            written = await asyncio.gather(*(loop.run_in_executor(encoder, write_png, image, compress_level,
+                                                                  media_dir, req.prompt) for image in images),
+                                           return_exceptions=True)
+            files = [item for item in written if isinstance(item, ImageFile)]
+            failed = [item for item in written if isinstance(item, BaseException)]
+            if failed:  # all or none: the files already written would only wait for the orphan sweep
+                for item in files:
+                    (media_dir / item.file).unlink(missing_ok=True)
+                raise failed[0]
+            answer = WorkerImagesResponse(created=created, files=files)
+            return answer.model_dump_json(include={"created", "files"})
         encoded = await asyncio.gather(*(loop.run_in_executor(encoder, encode_png, image, compress_level)
                                          for image in images))
         # OpenAI's shape exactly: the gateway hands it to b64_json clients as it is.
