@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         return Path(tempfile.gettempdir()) / f"appliance-{digest}"
 
     @property
+    def media_dir(self) -> Path:
+        """Stored media (generated images), named by their tokens' hashes; local image workers write here too."""
+        return self.state_dir / "media"
+
+    @property
     def effective_models_dir(self) -> Path:
         return self.models_dir or self.state_dir / "models"
 

@@ -39,6 +39,8 @@ class DiffusersOptions(TorchOptions):
     max_queue: int | None = Field(None, ge=0, description="requests waiting for the GPU before 429")
     blocked_terms: list[str] | None = None
     png_compress_level: int | None = Field(None, ge=0, le=9)
+    cpus: list[int] | None = Field(None, min_length=1, description="CPU cores the worker may run on (CPU boxes)")
+    nice: int | None = Field(None, ge=0, le=19, description="lower CPU priority of the worker (CPU boxes)")
 
 
 class FasterWhisperOptions(Options):

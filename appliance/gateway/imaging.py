@@ -1,7 +1,9 @@
 """The image service: one path for /v1/inference/images/generate, /oai/v1/images/generations and batch lines.
 
-The worker always answers with base64 PNGs; for ``response_format: url`` the
-gateway stores them in the media store and answers with media URLs instead.
+``response_format: b64_json``: the backend's base64 answer goes to the client
+as it is. ``url``: a local worker writes the PNGs into the media directory and
+names the files, which the store registers without reading them; a remote
+backend (OpenAI-compatible) answers base64, which is decoded and stored here.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from appliance.gateway.context import Caller
 from appliance.gateway.errors import ApiError, ErrorCode, validation_error
 from appliance.gateway.media import media_base_url, media_store
 from appliance.gateway.metering import reserve
+from appliance.engines.registry import engine_spec
 from appliance.gateway.relay import post_json, resolve_model
-from appliance.media.store import MediaFull, MediaStore
+from appliance.media.store import MediaFull, MediaStore, StoredMedia
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
-    allowed_sizes
+    WorkerImagesResponse, allowed_sizes
 
 log = logging.getLogger("appliance.gateway")
 
@@ -47,20 +50,38 @@ def decode_base64(text: str) -> bytes:
                     for start in range(0, len(data), B64_SLICE))
 
 
-def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> bytes:
-    """The worker's base64 answer, with each image stored and replaced by its media URL (runs in a thread)."""
+def not_images(slug: str) -> ApiError:
+    return ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' sent an answer that is not "
+                                             "a list of images.")
+
+
+def store_answer(answer: WorkerImagesResponse, store: MediaStore, slug: str) -> list[StoredMedia]:
+    """Register the files a local worker wrote, or decode and store the base64 images of any other backend."""
+    if answer.files:
+        try:
+            return store.adopt([item.file for item in answer.files], "image/png")
+        except (ValueError, FileNotFoundError):  # not a finished hand-over file of the media directory
+            raise not_images(slug) from None
     try:
-        answer = ImageGenerationResponse.model_validate_json(worker_json)
         pngs = [decode_base64(item.b64_json or "") for item in answer.data]
-        if not answer.data or not all(pngs):
-            raise ValueError("no image")
     except (ValueError, binascii.Error):
-        raise ApiError(ErrorCode.BACKEND_ERROR, f"The engine of model '{slug}' sent an answer that is not "
-                                                "a list of images.") from None
+        raise not_images(slug) from None
+    if not pngs or not all(pngs):
+        raise not_images(slug)
+    return store.put_all(pngs, "image/png")
+
+
+def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> bytes:
+    """The backend's answer, with each image stored (or registered) and named by its media URL (runs in a thread)."""
     try:
-        stored = store.put_all(pngs, "image/png")
-        items = [ImageData(url=base_url + media.token, revised_prompt=item.revised_prompt)
-                 for media, item in zip(stored, answer.data, strict=True)]
+        answer = WorkerImagesResponse.model_validate_json(worker_json)
+    except ValueError:
+        raise not_images(slug) from None
+    prompts = [item.revised_prompt for item in answer.files or answer.data]
+    try:
+        stored = store_answer(answer, store, slug)
+        items = [ImageData(url=base_url + media.token, revised_prompt=prompt)
+                 for media, prompt in zip(stored, prompts, strict=True)]
     except MediaFull as exc:
         raise ApiError(ErrorCode.BACKEND_RATE_LIMITED, f"The image was generated but {exc}; retry after "
                                                        f"{exc.retry_after} s, or ask for response_format b64_json.",
@@ -80,11 +101,13 @@ async def generate_images(request: Caller, key: ApiKey, raw: bytes) -> bytes:
     entry = resolve_model(request, key, body.model, "image")
     size = choose_size(entry, body.size, body.model)
     meter = await reserve(request, key, "images", body.n)
-    payload = body.model_copy(update={"model": entry.served_model, "size": size, "response_format": "b64_json"})
+    # A local worker writes url-mode images into the media directory itself; a remote one sends base64.
+    wire_format = "url" if body.response_format == "url" and engine_spec(entry.engine).local else "b64_json"
+    payload = body.model_copy(update={"model": entry.served_model, "size": size, "response_format": wire_format})
     answer = await post_json(request, entry, "/images/generations",
                              payload.model_dump_json(exclude_none=True).encode())
     meter.units.images, meter.units.image_size, meter.units.known = body.n, size, True
     if body.response_format == "b64_json":
         return answer
-    # Decoding and writing megabytes of PNG off the event loop keeps other requests flowing meanwhile.
+    # Off the event loop: a DB commit and fsyncs (and, for a remote backend, decoding megabytes of base64).
     return await asyncio.to_thread(to_urls, answer, media_store(request.app), media_base_url(request), entry.slug)

@@ -16,7 +16,7 @@ def media_store(app: FastAPI) -> MediaStore:
     store: MediaStore | None = getattr(app.state, "media", None)
     if store is None:
         settings: Settings = app.state.settings
-        store = MediaStore(app.state.keys.engine, settings.state_dir / "media", settings.media_ttl_s,
+        store = MediaStore(app.state.keys.engine, settings.media_dir, settings.media_ttl_s,
                            max_bytes=settings.max_media_bytes)
         app.state.media = store
     return store

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from appliance.db.media import MediaRow
 from appliance.media import tokens
-from appliance.state_dir import PRIVATE_FILE_MODE, make_private_dir
+from appliance.media.files import fsync_dir, is_handover_name, write_atomically
+from appliance.state_dir import make_private_dir
 
 # Files with no row (a crash between the file and its row) are removed once this old; a put takes far less.
 ORPHAN_GRACE_S = 3600.0
-TMP_PREFIX = ".tmp-"
 EXTENSIONS = {"image/png": ".png", "application/jsonl": ".jsonl", "application/json": ".json"}
 DEFAULT_SHARE_OF_DISK = 10  # unset max_media_bytes: a tenth of the state dir's filesystem
 FULL_RETRY_S = 60  # when nothing is due to expire, a guess at when room may come back
@@ -106,6 +106,27 @@ class MediaStore:
             self._make_room(sum(len(blob) for blob in blobs))
             return [self._put_one(blob, content_type, ttl_s) for blob in blobs]
 
+    def adopt(self, names: list[str], content_type: str = "image/png",
+              ttl_s: float | None = None) -> list[StoredMedia]:
+        """Register files a local worker already wrote whole into the directory, without reading them.
+
+        Each is renamed to its token's hash and gets a row, all or none: on
+        any failure (MediaFull, a name that is not a finished hand-over, a
+        failing DB) the handed-over files are removed, so nothing stays behind
+        unregistered and no token points at a file that is not complete.
+        """
+        paths = [self.root / name for name in names]
+        try:
+            sizes = [self._handed_over_size(path) for path in paths]
+            with self._room:
+                self._make_room(sum(sizes))
+                return self._register(paths, sizes, content_type, ttl_s)
+        except BaseException:
+            for path in paths:
+                if is_handover_name(path.name):
+                    path.unlink(missing_ok=True)
+            raise
+
     def used_bytes(self) -> int:
         with Session(self.engine) as session:
             return int(session.scalar(select(func.coalesce(func.sum(MediaRow.size), 0))) or 0)
@@ -131,11 +152,44 @@ class MediaStore:
             return FULL_RETRY_S
         return max(1, math.ceil(_to_unix(soonest) - self.clock()))
 
+    def _handed_over_size(self, path: Path) -> int:
+        """The size of a finished hand-over file (a regular file under a hand-over name, never a temporary one)."""
+        if not is_handover_name(path.name):
+            raise ValueError(f"'{path.name}' is not the name of a finished image file")
+        info = os.lstat(path)  # FileNotFoundError for a name the worker never finished
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"'{path.name}' is not a regular file")
+        return info.st_size
+
+    def _register(self, paths: list[Path], sizes: list[int], content_type: str,
+                  ttl_s: float | None) -> list[StoredMedia]:
+        now = self.clock()
+        expires_at = now + (self.ttl_s if ttl_s is None else ttl_s)
+        stored, rows, renamed = [], [], []
+        try:
+            for path, size in zip(paths, sizes, strict=True):
+                token = tokens.new_token()
+                digest = tokens.digest(token)
+                filename = digest + EXTENSIONS.get(content_type, ".bin")
+                os.replace(path, self.root / filename)
+                renamed.append(self.root / filename)
+                rows.append(MediaRow(digest=digest, filename=filename, content_type=content_type, size=size,
+                                     created_at=_to_datetime(now), expires_at=_to_datetime(expires_at)))
+                stored.append(StoredMedia(token=token, expires_at=expires_at))
+            fsync_dir(self.root)  # the renames are durable before any row names them
+            with Session(self.engine) as session, session.begin():
+                session.add_all(rows)
+        except BaseException:
+            for path in renamed:
+                path.unlink(missing_ok=True)
+            raise
+        return stored
+
     def _put_one(self, data: bytes, content_type: str, ttl_s: float | None) -> StoredMedia:
         token = tokens.new_token()
         digest = tokens.digest(token)
         filename = digest + EXTENSIONS.get(content_type, ".bin")
-        self._write_atomically(self.root / filename, data)
+        write_atomically(self.root / filename, lambda fh: fh.write(data))
         now = self.clock()
         expires_at = now + (self.ttl_s if ttl_s is None else ttl_s)
         row = MediaRow(digest=digest, filename=filename, content_type=content_type, size=len(data),
@@ -206,20 +260,3 @@ class MediaStore:
                     path.unlink()
                     removed += 1
         return removed
-
-    def _write_atomically(self, target: Path, data: bytes) -> None:
-        tmp = self.root / f"{TMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE), "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename itself survives a power cut
-        finally:
-            os.close(fd)

@@ -51,6 +51,23 @@ class ImageGenerationResponse(BaseModel):
     data: list[ImageData]
 
 
+class ImageFile(BaseModel):
+    """A PNG a local worker wrote whole into the media directory: the gateway registers it without reading it."""
+
+    file: str  # a hand-over name (appliance/media/files.py), inside the media directory
+    size: int
+    content_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+class WorkerImagesResponse(BaseModel):
+    """A worker's answer (internal, worker → gateway): OpenAI's base64 ``data``, or ``files`` in the media dir."""
+
+    created: int
+    data: list[ImageData] = []
+    files: list[ImageFile] = []
+
+
 def allowed_sizes(engine_options: dict[str, Any]) -> tuple[str, ...]:
     """The sizes a model's catalogue entry allows (``engine_options.sizes``), the seed's three by default."""
     sizes = engine_options.get("sizes")

@@ -85,7 +85,8 @@ class Supervisor:
         timeout = entry.timeout_s or self.settings.backend_timeout_s
         if engine_spec(entry.engine).local:
             return ModelPool(entry, [Worker(entry, self.settings.socket_dir, self.settings.worker_start_timeout_s,
-                                            timeout, replica) for replica in range(entry.replicas)])
+                                            timeout, replica, self.settings.media_dir)
+                                     for replica in range(entry.replicas)])
         bearer = os.environ.get(entry.api_key_env) if entry.api_key_env else None
         return ModelPool(entry, [RemoteBackend(entry, url, bearer, timeout, self.settings.remote_probe_interval_s)
                                  for url in entry.url])

@@ -64,8 +64,9 @@ class Worker:
     """
 
     def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float,
-                 replica: int = 0) -> None:
+                 replica: int = 0, media_dir: Path | None = None) -> None:
         self.entry = entry
+        self.media_dir = media_dir
         # Replica 1 keeps the socket name a model had before replicas existed.
         name = entry.slug if replica == 0 else f"{entry.slug}#{replica + 1}"
         self.socket_path = socket_dir / socket_file(name)
@@ -211,7 +212,7 @@ class Worker:
         self._started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "appliance.supervisor.reaper", str(os.getpid()), "--", *command,
-            env=worker_environment(self.entry), stdin=asyncio.subprocess.DEVNULL,
+            env=worker_environment(self.entry, self.media_dir), stdin=asyncio.subprocess.DEVNULL,
             stdout=engine_log(self.entry.slug), stderr=asyncio.subprocess.STDOUT,  # STATE/logs/<model>.log
         )
         log.info("%s: started worker (guard pid %s)", self.entry.slug, self.process.pid)

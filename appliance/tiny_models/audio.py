@@ -105,15 +105,37 @@ HOP = 256  # samples per phoneme id at length_scale 1, as real Piper voices' hop
 PIPER_SPEAKERS = {"ada": 0, "bo": 1}
 
 
-def _piper_graph(num_symbols: int, num_speakers: int, seed: int) -> Any:
-    """input [1, N] ids → a waveform [1, 1, round(N·HOP·length_scale)]: speed changes the length, as in Piper."""
+def _hidden_stack(rng: Any, dim: int, hidden: int, layers: int) -> tuple[list[Any], list[Any], str, int]:
+    """``layers`` MatMul + Tanh layers ``hidden`` wide over each phoneme: the knob that makes a voice cost more."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    weights, nodes, name, width = [], [], "emb", dim
+    for layer in range(layers):
+        matrix = rng.normal(size=(width, hidden)).astype(np.float32) / float(np.sqrt(width))
+        weights.append(numpy_helper.from_array(matrix, f"w{layer}"))
+        nodes += [helper.make_node("MatMul", [name, f"w{layer}"], [f"h{layer}_lin"]),
+                  helper.make_node("Tanh", [f"h{layer}_lin"], [f"h{layer}"])]
+        name, width = f"h{layer}", hidden
+    return weights, nodes, name, width
+
+
+def _piper_graph(num_symbols: int, num_speakers: int, seed: int, hidden: int = 0, layers: int = 0) -> Any:
+    """input [1, N] ids → a waveform [1, 1, round(N·HOP·length_scale)]: speed changes the length, as in Piper.
+
+    ``hidden``/``layers`` put a stack of dense layers between the phoneme
+    embedding and the waveform (none in the test voice): a voice whose cost
+    grows like a real one's, for benchmarks.
+    """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     dim = 16
     table = numpy_helper.from_array(rng.normal(size=(num_symbols, dim)).astype(np.float32), "table")
-    frames = numpy_helper.from_array(rng.normal(size=(dim, HOP)).astype(np.float32) * 0.5, "frames")
+    stack, stack_nodes, features, width = _hidden_stack(rng, dim, hidden, layers)
+    gain = 0.5 / float(np.sqrt(width / dim))  # keeps a deep voice's waveform as loud as the test voice's
+    frames = numpy_helper.from_array(rng.normal(size=(width, HOP)).astype(np.float32) * gain, "frames")
     voices = numpy_helper.from_array(rng.uniform(0.5, 1.5, size=(num_speakers, 1)).astype(np.float32), "voices")
     consts = [
         helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
@@ -124,7 +146,8 @@ def _piper_graph(num_symbols: int, num_speakers: int, seed: int) -> Any:
     ]
     nodes = [
         helper.make_node("Gather", ["table", "input"], ["emb"]),  # [1, N, dim]
-        helper.make_node("MatMul", ["emb", "frames"], ["wave3"]),  # [1, N, HOP]
+        *stack_nodes,  # [1, N, hidden]
+        helper.make_node("MatMul", [features, "frames"], ["wave3"]),  # [1, N, HOP]
         helper.make_node("Gather", ["voices", "sid"], ["gain"]),  # [1, 1]
         helper.make_node("Mul", ["wave3", "gain"], ["voiced"]),
         helper.make_node("Tanh", ["voiced"], ["bounded"]),
@@ -150,18 +173,19 @@ def _piper_graph(num_symbols: int, num_speakers: int, seed: int) -> Any:
         helper.make_tensor_value_info("sid", TensorProto.INT64, [1]),
     ]
     outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, "samples"])]
-    graph = helper.make_graph(nodes, "tiny_piper", inputs, outputs, initializer=[table, frames, voices, *consts])
+    graph = helper.make_graph(nodes, "tiny_piper", inputs, outputs,
+                              initializer=[table, *stack, frames, voices, *consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="appliance")
     model.ir_version = 8
     return model
 
 
-def build_piper(out: Path, seed: int = 0) -> None:
+def build_piper(out: Path, seed: int = 0, hidden: int = 0, layers: int = 0) -> None:
     import onnx
     from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
 
     num_symbols = max(i for ids in DEFAULT_PHONEME_ID_MAP.values() for i in ids) + 1
-    model = _piper_graph(num_symbols, len(PIPER_SPEAKERS), seed)
+    model = _piper_graph(num_symbols, len(PIPER_SPEAKERS), seed, hidden, layers)
     onnx.checker.check_model(model)
     if out.exists():
         shutil.rmtree(out)

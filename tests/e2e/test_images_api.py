@@ -21,6 +21,8 @@ import openai
 import pytest
 from PIL import Image
 
+from appliance.config import load_settings
+from appliance.media.files import TMP_PREFIX, is_handover_name
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 
@@ -235,3 +237,45 @@ def test_media_files_live_in_the_state_dir_named_by_hash(images_appliance: Runni
     names = os.listdir(images_appliance.state_dir / "media")
     assert names and all(len(name) == len("0" * 64 + ".png") for name in names)
     assert not any(token[4:] in name for name in names)
+
+
+def ask_worker(app: RunningAppliance, **body: Any) -> dict[str, Any]:
+    """What the image worker itself answers, straight from its Unix socket (the gateway's side of the hop)."""
+    [socket] = load_settings(None, state_dir=app.state_dir).socket_dir.glob("*sd-xl*.sock")
+    payload = {"model": "stability/sd-xl", "prompt": "a red cat", "size": SMALL, **body}
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://worker", timeout=300) as client:
+        response = client.post("/v1/images/generations", json=payload)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_a_url_request_makes_the_worker_write_files_the_gateway_never_decodes(
+        images_appliance: RunningAppliance, key: str) -> None:
+    media = images_appliance.state_dir / "media"
+    answer = ask_worker(images_appliance, n=2, response_format="url")
+    assert set(answer) == {"created", "files"} and "b64_json" not in json.dumps(answer)  # no base64 on the wire
+    for item in answer["files"]:
+        written = media / item["file"]
+        assert is_handover_name(item["file"]) and item["size"] == written.stat().st_size
+        assert png(written.read_bytes()).size == (256, 256) and item["content_type"] == "image/png"
+        written.unlink()  # not registered by anyone: the sweep would remove it after its grace period
+    assert not any(name.startswith(TMP_PREFIX) for name in os.listdir(media))  # written whole, then renamed
+
+
+def test_a_b64_request_gets_base64_from_the_worker_and_no_file(images_appliance: RunningAppliance) -> None:
+    before = set(os.listdir(images_appliance.state_dir / "media"))
+    answer = ask_worker(images_appliance, response_format="b64_json")
+    [item] = answer["data"]
+    assert png(base64.b64decode(item["b64_json"])).size == (256, 256)
+    assert set(os.listdir(images_appliance.state_dir / "media")) == before
+
+
+def test_the_gateway_registers_the_workers_files_under_their_hash(images_appliance: RunningAppliance,
+                                                                  key: str) -> None:
+    response = generate(images_appliance, key, n=2)
+    assert response.status_code == 200, response.text
+    names = os.listdir(images_appliance.state_dir / "media")
+    assert not any(is_handover_name(name) or name.startswith(TMP_PREFIX) for name in names)
+    for item in response.json()["data"]["data"]:
+        assert png(httpx.get(item["url"], timeout=60).content).size == (256, 256)

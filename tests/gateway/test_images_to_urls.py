@@ -1,4 +1,4 @@
-"""The gateway's step from a worker's base64 images to media URLs, on a real store, including its failures."""
+"""The gateway's step from a backend's images (base64, or a local worker's files) to media URLs, on a real store."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from appliance.db.database import open_database
 from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.gateway.routes.images import decode_base64, to_urls
+from appliance.media.files import handover_name, write_atomically
 from appliance.media.store import MediaStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4000  # over a megabyte: several base64 slices
@@ -69,3 +70,39 @@ def test_a_full_media_store_is_a_retryable_backend_rate_limited(tmp_path: Path) 
     assert caught.value.code == ErrorCode.BACKEND_RATE_LIMITED and caught.value.status_code == 429
     assert 3590 <= (caught.value.retry_after or 0) <= 3600 and "b64_json" in caught.value.message
     assert len(list(store.root.iterdir())) == 1  # nothing half-written
+
+
+def files_answer(store: MediaStore, *names: str) -> bytes:
+    data = [{"file": name, "size": (store.root / name).stat().st_size if (store.root / name).exists() else 0,
+             "revised_prompt": "a cat"} for name in names]
+    return json.dumps({"created": 1, "files": data}).encode()
+
+
+def test_files_of_a_local_worker_become_urls_without_a_copy(store: MediaStore) -> None:
+    name = handover_name()
+    write_atomically(store.root / name, lambda fh: fh.write(PNG))
+    inode = (store.root / name).stat().st_ino
+    answer = json.loads(to_urls(files_answer(store, name), store, "http://box/v1/media/", "m"))
+    [item] = answer["data"]
+    found = store.open(item["url"].removeprefix("http://box/v1/media/"))
+    assert found is not None and found.path.read_bytes() == PNG and item["revised_prompt"] == "a cat"
+    assert found.path.stat().st_ino == inode  # the worker's file itself, renamed
+
+
+def test_a_file_answer_naming_a_temporary_or_missing_file_is_a_backend_error(store: MediaStore) -> None:
+    (store.root / ".tmp-0123456789abcdef").write_bytes(PNG)  # what a worker killed mid-write leaves
+    for name in (".tmp-0123456789abcdef", handover_name()):
+        with pytest.raises(ApiError) as caught:
+            to_urls(files_answer(store, name), store, "http://box/v1/media/", "m")
+        assert caught.value.code == ErrorCode.BACKEND_ERROR
+    assert store.used_bytes() == 0
+
+
+def test_a_full_store_refuses_worker_files_as_retryable_and_removes_them(tmp_path: Path) -> None:
+    store = MediaStore(open_database(f"sqlite:///{tmp_path / 'state.db'}"), tmp_path / "media", 3600, max_bytes=10)
+    name = handover_name()
+    write_atomically(store.root / name, lambda fh: fh.write(PNG))
+    with pytest.raises(ApiError) as caught:
+        to_urls(files_answer(store, name), store, "http://box/v1/media/", "m")
+    assert caught.value.code == ErrorCode.BACKEND_RATE_LIMITED and "b64_json" in caught.value.message
+    assert list(store.root.iterdir()) == []

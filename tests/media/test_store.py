@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from appliance.db.database import open_database
 from appliance.db.media import MediaRow
 from appliance.media import tokens
+from appliance.media.files import handover_name, write_atomically
 from appliance.media.store import ORPHAN_GRACE_S, MediaFull, MediaStore
 from appliance.media.sweeper import sweep_interval
 
@@ -199,3 +200,49 @@ def test_without_a_setting_the_cap_is_a_share_of_the_disk(tmp_path: Path, db_url
 def test_stored_files_are_private(store: MediaStore) -> None:
     found = store.open(store.put(PNG).token)
     assert found is not None and found.path.stat().st_mode & 0o777 == 0o600
+
+
+def handed_over(store: MediaStore, data: bytes = PNG) -> str:
+    """A file as a local image worker leaves it: written whole under a hand-over name in the media directory."""
+    name = handover_name()
+    write_atomically(store.root / name, lambda fh: fh.write(data))
+    return name
+
+
+def test_an_adopted_file_is_renamed_to_its_hash_and_served_as_written(store: MediaStore, clock: Clock) -> None:
+    first, second = handed_over(store), handed_over(store, PNG[::-1])
+    stored = store.adopt([first, second], "image/png")
+    assert [stored_one.expires_at for stored_one in stored] == [clock.now + TTL] * 2
+    found = [store.open(one.token) for one in stored]
+    assert [(item.path.read_bytes(), item.size) for item in found if item] == [(PNG, len(PNG)), (PNG[::-1], len(PNG))]
+    assert sorted(os.listdir(store.root)) == sorted(tokens.digest(one.token) + ".png" for one in stored)
+
+
+@pytest.mark.parametrize("name", [".tmp-0123456789abcdef", "new-" + "0" * 32 + ".png.tmp", "../appliance.db",
+                                  "new-" + "0" * 31 + ".png"])
+def test_only_finished_hand_over_files_are_adopted(store: MediaStore, name: str) -> None:
+    (store.root / name.removeprefix("../")).write_bytes(PNG)  # a half-written or foreign file in the directory
+    with pytest.raises(ValueError, match="not the name of a finished image"):
+        store.adopt([name])
+    assert store.used_bytes() == 0
+
+
+def test_a_name_the_worker_never_finished_is_refused_and_its_batch_removed(store: MediaStore) -> None:
+    written = handed_over(store)
+    with pytest.raises(FileNotFoundError):
+        store.adopt([written, handover_name()])
+    assert os.listdir(store.root) == [] and store.used_bytes() == 0  # all or none, nothing left unregistered
+
+
+def test_a_full_store_refuses_adopted_files_and_removes_them(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    store = MediaStore(open_database(db_url), tmp_path / "media", TTL, clock=clock, max_bytes=len(PNG) * 3 // 2)
+    store.adopt([handed_over(store)])
+    with pytest.raises(MediaFull):
+        store.adopt([handed_over(store)])
+    assert len(os.listdir(store.root)) == 1 and store.used_bytes() == len(PNG)
+
+
+def test_adopted_files_expire_like_stored_ones(store: MediaStore, clock: Clock) -> None:
+    stored = store.adopt([handed_over(store)])[0]
+    clock.now += TTL
+    assert store.sweep() == 1 and store.open(stored.token) is None and os.listdir(store.root) == []
