@@ -38,7 +38,13 @@ def version() -> str:
 def pool_state(pool: ModelPool) -> ModelState:
     if not pool.local:
         return "remote"
-    return min((STATE_OF_WORKER[w.state] for w in pool.workers), key=STATE_ORDER.index, default="unloaded")
+    return min((worker_state(w) for w in pool.workers), key=STATE_ORDER.index, default="unloaded")
+
+
+def worker_state(worker: Worker) -> ModelState:
+    if worker.state == WorkerState.STOPPED and worker.running:  # started; its loop has not spawned it yet
+        return "starting"
+    return STATE_OF_WORKER[worker.state]
 
 
 def backend_status(backend: Backend) -> BackendStatus:

@@ -39,7 +39,9 @@ export function select(options, value) {
 // A table whose cells are text or nodes; wrapped so narrow screens scroll it sideways.
 export function table(headers, rows, attrs = {}) {
   const head = el("tr", {}, headers.map((h) => el("th", { text: h })));
-  const body = rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c ?? ""))));
+  // data-label: on a phone each row becomes a card whose cells name their column (app.css).
+  const body = rows.map((cells) => el("tr", {}, cells.map((c, i) => el("td", { "data-label": headers[i] || null },
+    c ?? ""))));
   return el("div", { class: "table-wrap" }, el("table", attrs, el("thead", {}, head), el("tbody", {}, body)));
 }
 

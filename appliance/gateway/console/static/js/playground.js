@@ -9,7 +9,11 @@ import { guarded, section } from "./page.js";
 const TRANSCRIBERS = new Set(["faster-whisper"]);
 const SPEAKERS = new Set(["piper"]);
 
+// Models that serve now come first, so the preselected one answers without a load (or a failure).
+const HEALTH_ORDER = ["healthy", "loading", "idle", "restarting", "unhealthy"];
+
 function modelSelect(models) {
+  models = [...models].sort((a, b) => HEALTH_ORDER.indexOf(a.health_status) - HEALTH_ORDER.indexOf(b.health_status));
   if (!models.length) return el("select", { disabled: true }, el("option", { text: "no model of this kind" }));
   return select(models.map((m) => [m.slug, m.display_name === m.slug ? m.slug : `${m.display_name} (${m.slug})`]),
     models[0].slug);
@@ -211,8 +215,8 @@ export default {
         if (!listing) return;
         const of = (test) => listing.items.filter(test);
         const audio = of((m) => m.modality === "audio");
-        const prefer = (engines) => [...audio.filter((m) => engines.has(m.engine)),
-          ...audio.filter((m) => !engines.has(m.engine))];
+        // Audio is one modality in the API: the engine tells a transcriber from a voice (a remote may be either).
+        const prefer = (engines) => audio.filter((m) => engines.has(m.engine) || m.engine === "remote");
         container.append(el("div", { class: "playground" },
           chat(of((m) => m.modality === "chat")), embed(of((m) => m.modality === "embedding")),
           image(of((m) => m.modality === "image"), urls), transcribe(prefer(TRANSCRIBERS)),

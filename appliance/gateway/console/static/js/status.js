@@ -24,7 +24,7 @@ function modelCell(model) {
 }
 
 function backendsCell(model) {
-  return el("div", {}, model.backends.map((b) => el("div", { class: "mono small", text: `${b.id} (${b.state})` })));
+  return el("div", {}, model.backends.map((b) => el("div", { class: "mono small backend", text: `${b.id} (${b.state})` })));
 }
 
 function actions(model, refresh, slot) {
@@ -33,12 +33,10 @@ function actions(model, refresh, slot) {
     await guarded(slot, () => post(`/v1/admin/models/${encodeURIComponent(model.slug)}/${what}`));
     refresh();
   };
-  const running = model.state !== "unloaded";
-  return el("div", { class: "actions" },
-    el("button", { type: "button", text: "Load", disabled: running, onclick: act("load"),
-      "aria-label": `Load ${model.slug}` }),
-    el("button", { type: "button", class: "secondary", text: "Unload", disabled: !running, onclick: act("unload"),
-      "aria-label": `Unload ${model.slug}` }));
+  // One button: Load while nothing runs, Unload otherwise (a failed model keeps retrying until unloaded).
+  const what = model.state === "unloaded" ? "load" : "unload";
+  return el("button", { type: "button", class: what === "load" ? "" : "secondary", onclick: act(what),
+    text: what === "load" ? "Load" : "Unload", "aria-label": `${what === "load" ? "Load" : "Unload"} ${model.slug}` });
 }
 
 function renderAdmin(view, slot, data, refresh) {
@@ -61,7 +59,7 @@ function renderAdmin(view, slot, data, refresh) {
 // A key without admin:access still sees the models it may list, from GET /v1/models.
 function renderModels(view, models, ready) {
   const rows = models.map((m) => [modelCell(m), m.engine, m.modality, badge(m.health_status),
-    el("div", {}, m.backends.map((b) => el("div", { class: "mono small", text: `${b.id} (${b.health_status})` })))]);
+    el("div", {}, m.backends.map((b) => el("div", { class: "mono small backend", text: `${b.id} (${b.health_status})` })))]);
   clear(view, el("p", { class: "notice", text: "This key lacks 'admin:access': restarts, memory, recent traffic " +
     "and the Load / Unload buttons need it. The models this key may list:" }),
   el("div", { class: "summary" }, el("div", {}, el("span", { class: "muted", text: "Ready " }),
