@@ -10,6 +10,10 @@ Screenshots of every page land in build/console-screenshots/.
 
 from __future__ import annotations
 
+import ast
+import json
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +24,12 @@ import pytest
 import tomli_w
 
 from tests.batch.helpers import b64, chat_line
+from tests.conftest import REPO, catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.audio import audio_file
 from tests.support.browser import Watched, browser, needs_browser, watched_page
 from tests.support.fake_backend import serve_fake
+from tests.support.netns import needs_namespace, offline
 
 pytestmark = needs_browser
 
@@ -187,9 +193,12 @@ def test_a_stream_cut_mid_way_is_explained(watched: Watched, console: RunningApp
     assert tab.locator("#chat-output").inner_text() == "hi"  # what arrived stays
 
 
-def test_embeddings_cosine_image_speech_and_transcription(watched: Watched, console: RunningAppliance,
+def test_every_modality_of_the_playground_answers(watched: Watched, console: RunningAppliance,
                                                           admin_key: str, tmp_path: Path) -> None:
     tab = log_in(watched, console, admin_key, page="playground")
+    chat = card(tab, "Chat")
+    chat.locator("select").select_option(CHAT)
+    chat.locator("button", has_text="Send").click()
     card(tab, "Embeddings").locator("button", has_text="Compare").click()
     cosine = tab.locator("#cosine strong")
     cosine.wait_for(timeout=WAIT_MS)
@@ -210,6 +219,7 @@ def test_embeddings_cosine_image_speech_and_transcription(watched: Watched, cons
     transcription.locator("button", has_text="Transcribe").click()
     tab.locator("#transcript").wait_for(timeout=WAIT_MS)
     assert "-F file=@tone.wav" in transcription.locator(".snippet-curl").text_content()
+    chat.locator(".done").wait_for(timeout=WAIT_MS)
     screenshot(tab, "playground-1280")
 
 
@@ -298,3 +308,36 @@ def test_every_page_fits_a_phone(chromium_browser: Any, console: RunningApplianc
         width = tab.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the {page} page is {width} px wide on a 390 px screen"
         screenshot(tab, f"{page}-390")
+
+
+@needs_namespace
+def test_the_console_works_with_the_network_cut(tiny_catalogue: Path, tmp_path: Path) -> None:
+    catalogue = catalogue_subset(tiny_catalogue, [EMBED], tmp_path / "models.toml")
+    report_path = tmp_path / "report.json"
+    result = subprocess.run(offline([sys.executable, "-m", "tests.console.offline_page", "--catalogue",
+                                     str(catalogue), "--state", str(tmp_path / "state"), "--report",
+                                     str(report_path)]), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(report_path.read_text())
+    assert report["page"]["states"] == ["loaded"]
+    assert report["page"]["errors"] == [] and report["page"]["failed"] == []
+    assert all(url.startswith((report["origin"] + "/", "blob:", "data:")) for url in report["page"]["requests"])
+    # The traps see every name looked up in the namespace. Chromium itself still asks for its update and
+    # autofill services despite the switches that turn them off (tests/support/browser.py); nothing else may.
+    looked_up = {dns_name(hit) for hit in report["trap_hits"]}
+    assert looked_up <= CHROMIUM_OWN_SERVICES, looked_up - CHROMIUM_OWN_SERVICES
+
+
+CHROMIUM_OWN_SERVICES = {"update.googleapis.com", "clients2.google.com", "content-autofill.googleapis.com"}
+
+
+def dns_name(hit: str) -> str:
+    """The name a trapped DNS query asked for (``udp 53 from (…): b'…'``); the hit itself if it was not DNS."""
+    if not hit.startswith("udp 53"):
+        return hit
+    query = ast.literal_eval(hit.split(": ", 1)[1])  # the question, as the trap recorded it
+    labels = []
+    while query and query[0]:
+        labels.append(query[1:1 + query[0]].decode())
+        query = query[1 + query[0]:]
+    return ".".join(labels)

@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
+# Chromium's own traffic (updates, autofill, safe browsing, reporting) switched off: a page test on a box with no
+# network must see the page's requests alone (tests/console/offline_page.py traps everything else).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  "--disable-default-apps", "--disable-sync", "--metrics-recording-only", "--mute-audio",
+                 "--no-pings", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+                 "--safebrowsing-disable-auto-update", "--disable-breakpad", "--disable-extensions",
+                 "--disable-features=AutofillServerCommunication,OptimizationHints,OptimizationGuideModelDownloading,"
+                 "MediaRouter,Translate,CertificateTransparencyComponentUpdater",
                  "--autoplay-policy=no-user-gesture-required", "--disable-dev-shm-usage"]
 # What the browser itself logs for an answer of 4xx/5xx ("Failed to load resource: …"): the page expects those
 # (a wrong key, a 503 from /ready while loading) and says so in its own words; they are not script errors.

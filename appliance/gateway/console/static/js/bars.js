@@ -2,7 +2,7 @@
 
 const NS = "http://www.w3.org/2000/svg";
 const ROW = 28;
-const LABEL = 180;
+const LABEL = 250;
 
 function svg(tag, attrs, text) {
   const node = document.createElementNS(NS, tag);
@@ -27,7 +27,7 @@ export function barChart(rows, { title, unit = "" } = {}) {
     const y = 4 + i * ROW;
     const bar = Math.max(2, ((width - LABEL - 90) * row.value) / max);
     chart.append(svg("text", { x: LABEL - 8, y: y + 17, "text-anchor": "end", class: "chart-label" },
-      short(row.label, 24)));
+      short(row.label, 30)));
     const rect = svg("rect", { x: LABEL, y: y + 3, width: row.value ? bar : 0, height: ROW - 8, rx: 3,
       class: "chart-bar" });
     rect.append(svg("title", {}, `${row.label}: ${row.value}${unit}`));

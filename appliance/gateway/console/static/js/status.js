@@ -48,7 +48,7 @@ function renderAdmin(view, slot, data, refresh) {
       el("span", { text: data.ledger.total_gb === null ? `${data.ledger.used_gb} GB in use, no limit set`
         : `${data.ledger.used_gb} of ${data.ledger.total_gb} GB` })));
   const rows = data.models.map((m) => [
-    modelCell(m), m.engine, m.modality, el("div", {}, badge(m.state), m.last_error && m.state !== "loaded"
+    modelCell(m), m.engine, m.modality, el("div", {}, badge(m.state), m.last_error && m.state === "failed"
       ? el("div", { class: "error small model-error", text: m.last_error }) : null),
     backendsCell(m), `${m.gpu_memory_gb} GB`, String(m.restarts), recentText(m.recent), actions(m, refresh, slot),
   ]);

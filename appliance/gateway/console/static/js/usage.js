@@ -66,7 +66,7 @@ export default {
         table([summary.group_by, ...COLUMNS.map(([, title]) => title)], rows, { id: "usage-table" }));
     };
     for (const control of [period, groupBy, metric]) control.addEventListener("change", show);
-    container.append(section("Usage", el("p", { class: "muted",
+    container.append(section("Summary", el("p", { class: "muted",
       text: "Every key sees its own usage; a key with 'admin:access' sees everyone's." }), controls, view));
     show();
     return () => { if (csvUrl) URL.revokeObjectURL(csvUrl); };
