@@ -134,7 +134,8 @@ def demo(
     _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
-        f"API key: {secret}", "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
+        f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
+        "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)
 

@@ -80,6 +80,9 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         curls = [line.strip() for line in seen if line.strip().startswith("curl ")]
         assert curls, "".join(seen)[-3000:]
         assert any(line.startswith("API key: sgk_") for line in seen)
+        console = next(line.split()[1] for line in seen if line.startswith("Console: "))
+        page = subprocess.run(["curl", "-sfL", console], capture_output=True, text=True, timeout=30).stdout
+        assert "<title>Appliance console</title>" in page
         while not seen[-1].startswith("Stop with Ctrl-C."):  # one curl line per modality, one for a budgeted key
             seen.append(lines.get(timeout=30))
             if seen[-1].strip().startswith("curl "):

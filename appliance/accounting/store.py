@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, case, func, insert, select
 from sqlalchemy.orm import Session
 
 from appliance.db.tables import UsageRow
@@ -77,3 +77,14 @@ class UsageStore:
                             "audio_seconds_out": round(seconds_out, 3),
                             "audio_seconds": round(seconds_in + seconds_out, 3), "characters": int(characters or 0)})
         return out
+
+    def recent(self, start: datetime) -> dict[str, dict[str, float]]:
+        """Per model since ``start``: requests, errors, summed latency (ms) and output tokens (the console)."""
+        failed = func.sum(case((UsageRow.status_code >= 400, 1), else_=0))
+        query = (select(UsageRow.model, func.count(), failed, func.sum(UsageRow.latency_ms),
+                        func.sum(UsageRow.tokens_out))
+                 .where(UsageRow.created_at >= start).group_by(UsageRow.model))
+        with Session(self.engine) as session:
+            return {model: {"requests": int(count), "errors": int(errors or 0), "latency_ms": float(latency or 0),
+                            "tokens_out": int(tokens or 0)}
+                    for model, count, errors, latency, tokens in session.execute(query) if model is not None}

@@ -21,8 +21,9 @@ from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.routes import accounting, audio, batches, chat, embed, health, images, keys, media, models, \
-    oai_batches
+from appliance.gateway.console import routes as console
+from appliance.gateway.routes import accounting, admin, audio, batches, chat, embed, health, images, keys, media, \
+    models, oai_batches
 from appliance.gateway.systemd import notify
 from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
@@ -72,7 +73,8 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.tasks = set()  # background tasks, referenced until done
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches):
+    for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches, admin,
+                   console):
         app.include_router(module.router)
     return app
 

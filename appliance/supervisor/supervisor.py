@@ -184,6 +184,26 @@ class Supervisor:
                 return backend
         raise ModelUnavailable(self._unavailable_message(pool), pool.retry_after_s())
 
+    async def load(self, slug: str) -> ModelPool:
+        """Start a local model's workers now (the console's Load button), within the GPU-memory ledger."""
+        pool = self.pools[slug]
+        if pool.local and not all(worker.running for worker in pool.workers):
+            await self._reserve_memory(pool)
+            pool.last_used = time.monotonic()  # not idle-unloaded the moment it is up
+            pool.start()
+        return pool
+
+    async def unload(self, slug: str) -> ModelPool:
+        """Stop a local model's workers, giving their memory back; the next request loads it again."""
+        pool = self.pools[slug]
+        if pool.local:
+            await pool.stop()
+        return pool
+
+    def memory_used_gb(self) -> float:
+        """What the ledger counts as held now: every running local pool's ``gpu_memory_gb``."""
+        return sum(pool.gpu_memory_gb for pool in [*self.pools.values(), *self._draining] if pool.running)
+
     async def stop(self) -> None:
         if self._idle_task is not None:
             self._idle_task.cancel()

@@ -11,8 +11,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -26,7 +24,8 @@ import tomli_w
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, free_port, start_appliance
 from tests.support.audio import encode, tone
-from tests.support.vllm import tiny_vllm_entry, vllm_on_tcp, wait_http
+from tests.support.fake_backend import serve_fake
+from tests.support.vllm import tiny_vllm_entry, vllm_on_tcp
 
 pytestmark = pytest.mark.slow
 
@@ -55,17 +54,8 @@ def vllm_tcp(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The FAKE misbehaving backend's origin."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("fake") / "fake.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(port), "fake-model"],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/garbage/v1/models", process, log, timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait(10)
+    with serve_fake(tmp_path_factory.mktemp("fake") / "fake.log") as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ the way the first path segment names:
 - ``/unauthorized/v1``: HTTP 401 on the POST (the key it was given is wrong);
 - ``/hang/v1``: never answers (for 60 s);
 - ``/cut/v1``: starts an SSE stream and drops the connection mid-way;
+- ``/markup/v1``: streams a chat answer made of HTML (``<img onerror>``, ``<script>``), for escaping tests;
 - ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``).
 
 Run: ``python -m tests.support.fake_backend PORT MODEL``.
@@ -17,9 +18,18 @@ Run: ``python -m tests.support.fake_backend PORT MODEL``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from aiohttp import web
+
+
+# A chat answer that runs code wherever a page inserts it as HTML.
+MARKUP = ("<img src=x onerror=\"window.__injected='chat'\">", "<script>window.__injected='chat'</script>", " done")
 
 
 def make_app(model: str) -> web.Application:
@@ -47,6 +57,13 @@ def make_app(model: str) -> web.Application:
             return web.Response(status=204)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
+        if mode == "markup":
+            for piece in MARKUP:
+                delta = json.dumps({"id": "x", "object": "chat.completion.chunk",
+                                    "choices": [{"index": 0, "delta": {"content": piece}}]})
+                await response.write(f"data: {delta}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            return response
         chunk = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
         await response.write(chunk)
         await asyncio.sleep(0.2)
@@ -58,6 +75,24 @@ def make_app(model: str) -> web.Application:
     app.router.add_get("/{mode}/v1/models", models)
     app.router.add_post("/{mode}/v1/{tail:.*}", misbehave)
     return app
+
+
+@contextlib.contextmanager
+def serve_fake(log: Path) -> Iterator[str]:
+    """The fake in its own process on a free loopback port: its origin (``http://127.0.0.1:PORT``)."""
+    from tests.support.appliance import free_port
+    from tests.support.vllm import wait_http
+
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tests.support.fake_backend", str(port), "fake-model"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/garbage/v1/models", process, log, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+// The shell: log in, pick a page from the URL's #fragment, show failures in the page, log out.
+
+import { ApiFailure, explain, get, session } from "./api.js";
+import { clear, el } from "./dom.js";
+import status from "./status.js";
+import keys from "./keys.js";
+import usage from "./usage.js";
+import batches from "./batches.js";
+import playground from "./playground.js";
+
+const PAGES = { status, keys, usage, batches, playground };
+const $ = (id) => document.getElementById(id);
+let leave = null; // the open page's clean-up (its timers)
+
+export function showBanner(text) {
+  const banner = $("banner");
+  clear(banner, el("span", { text }), el("button", { class: "ghost", type: "button", text: "Dismiss",
+    onclick: () => { banner.hidden = true; } }));
+  banner.hidden = false;
+}
+
+// Any failure that escapes a page still ends as a sentence on screen, never as a blank page.
+window.addEventListener("error", (event) => showBanner(explain(event.error || event.message)));
+window.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  const error = event.reason;
+  if (error instanceof ApiFailure && error.code === "AUTH_TOKEN_INVALID") return logout(explain(error));
+  showBanner(explain(error));
+});
+
+// Any valid key may read its own usage summary: the cheapest question that checks a key.
+async function checkKey() {
+  await get("/v1/accounting/usage/summary?period=hour");
+}
+
+function showLogin(problem) {
+  if (leave) leave();
+  leave = null;
+  $("nav").hidden = true;
+  $("logout").hidden = true;
+  $("page").hidden = true;
+  $("login").hidden = false;
+  const error = $("login-error");
+  error.textContent = problem || "";
+  error.hidden = !problem;
+  $("login-key").focus();
+}
+
+function logout(problem) {
+  session.key = null;
+  showLogin(problem);
+}
+
+async function login(event) {
+  event.preventDefault();
+  const input = $("login-key");
+  const key = input.value.trim();
+  session.key = key;
+  try {
+    await checkKey();
+  } catch (error) {
+    session.key = null;
+    showLogin(explain(error));
+    return;
+  }
+  input.value = "";
+  if (location.hash !== "#status") location.hash = "#status";
+  else route();
+}
+
+async function route() {
+  if (!session.key) return showLogin();
+  const name = location.hash.slice(1) in PAGES ? location.hash.slice(1) : "status";
+  const page = PAGES[name];
+  if (leave) leave();
+  $("login").hidden = true;
+  $("nav").hidden = false;
+  $("logout").hidden = false;
+  $("banner").hidden = true;
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("active", link.dataset.page === name);
+    if (link.dataset.page === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const container = clear($("page"), el("h1", { text: page.title }));
+  container.hidden = false;
+  container.dataset.page = name;
+  const body = el("div", { class: "page-body" });
+  container.append(body);
+  try {
+    leave = page.render(body, { onKeyRejected: logout }) || null;
+  } catch (error) {
+    body.append(el("p", { class: "error", role: "alert", text: explain(error, page.permission) }));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", () => logout());
+  window.addEventListener("hashchange", route);
+  route();
+});
