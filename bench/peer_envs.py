@@ -82,7 +82,8 @@ def ensure(peer: Peer) -> Path:
     except subprocess.TimeoutExpired as exc:
         raise PeerUnavailable(f"pip install did not finish in {INSTALL_TIMEOUT_S} s") from exc
     if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.strip() and "is ignored: it is neither" not in line]
+        noise = "is ignored: it is neither"  # this machine's unused local index folders
+        errors = [line for line in result.stderr.splitlines() if line.strip() and noise not in line]
         raise PeerUnavailable("pip install failed: " + " | ".join(errors[-4:]))
     checked = subprocess.run([str(python), "-c", peer.check], capture_output=True, text=True, timeout=300)
     if checked.returncode != 0:

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,11 +193,11 @@ def litellm(args: argparse.Namespace, work: Path) -> None:
             timed = asyncio.run(paired_latency(legs, args.latency_requests, round_no))
             for name, values in timed.items():
                 latencies[name] += values
+            p50 = {name: percentile(values, .5) * 1e3 for name, values in timed.items()}
             print(f"  round {round_no}: c={args.concurrency} backend {rates['backend']:6.0f} req/s | appliance "
                   f"{rates['appliance']:6.0f} ({cpu_ms['appliance'][-1]:.2f} ms CPU/req) | LiteLLM "
                   f"{rates['litellm']:6.0f} ({cpu_ms['litellm'][-1]:.2f} ms CPU/req) | p50 ms backend "
-                  f"{percentile(timed['backend'], .5) * 1e3:.2f} appliance {percentile(timed['appliance'], .5) * 1e3:.2f}"
-                  f" LiteLLM {percentile(timed['litellm'], .5) * 1e3:.2f}", flush=True)
+                  f"{p50['backend']:.2f} appliance {p50['appliance']:.2f} LiteLLM {p50['litellm']:.2f}", flush=True)
         for name in relays:
             added = [via - direct for via, direct in zip(latencies[name], latencies["backend"], strict=True)]
             print(f"litellm: {name:9} added latency (paired, {len(added)}) p50 {percentile(added, .5) * 1e3:+.2f} ms, "
@@ -222,7 +223,7 @@ def bench_serve(python: str, base_url: str, api_key: str | None, tokenizer: Path
                "/v1/completions", "--model", TINY_CHAT, "--tokenizer", str(tokenizer), "--dataset-name", "random",
                "--random-input-len", "32", "--random-output-len", "32", "--num-prompts", str(args.prompts),
                "--max-concurrency", str(args.vllm_concurrency), "--ignore-eos", "--seed", "0", "--num-warmups", "4",
-               "--disable-tqdm",
+               "--percentile-metrics", "ttft,tpot,itl,e2el", "--disable-tqdm",
                "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name]
     env = {**os.environ, **QUIET, "VLLM_LOGGING_LEVEL": "WARNING"}
     env.pop("OPENAI_API_KEY", None)
@@ -294,13 +295,20 @@ def main() -> None:
     started = time.monotonic()
     print(f"peers: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, cores={os.cpu_count()}, "
           f"rounds={args.rounds}; {uptime()}", flush=True)
+    failed = []
     for name in chosen:
         work = Path(tempfile.mkdtemp(prefix=f"bench-peers-{name}-"))
         try:
             SUBJECTS[name](args, work)
         except PeerUnavailable as reason:
             print(f"{name}: skipped: {reason}", flush=True)
+        except Exception:  # a broken subject must not cost the others' numbers
+            traceback.print_exc()
+            print(f"{name}: FAILED (logs in {work})", flush=True)
+            failed.append(name)
     print(f"peers: done in {time.monotonic() - started:.0f} s; {uptime()}", flush=True)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
