@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import tomli_w
@@ -51,6 +52,15 @@ def model_path(name: str, work: Path) -> Path:
     return work / TINY.name
 
 
+def write_catalogue(path: Path, work: Path, max_wait_ms: float = 0.0) -> Path:
+    """A models.toml serving the model at ``path`` as ``SLUG`` on sentence-transformers."""
+    catalogue = work / "models.toml"
+    catalogue.write_text(tomli_w.dumps({"model": [{
+        "slug": SLUG, "modality": "embedding", "engine": "sentence-transformers", "path": str(path),
+        "load": "startup", "engine_options": {"max_batch_size": 64, "max_wait_ms": max_wait_ms}}]}))
+    return catalogue
+
+
 def sentences(n: int) -> list[str]:
     return [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(8 + i % 5)) + f" #{i}" for i in range(n)]
 
@@ -61,25 +71,45 @@ def raw_throughput(model, texts: list[str]) -> float:  # type: ignore[no-untyped
     return len(texts) / (time.perf_counter() - started)
 
 
-async def appliance_throughput(url: str, key: str, texts: list[str], concurrency: int) -> tuple[float, float]:
-    """Requests/s with ``concurrency`` clients of one text each, and this client's CPU seconds."""
-    queue = list(reversed(texts))
-    headers = {"Authorization": f"Bearer {key}"}
+class Load(NamedTuple):
+    requests: int
+    seconds: float
+    client_cpu: float  # this process's CPU seconds while it ran
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def concurrent_load(target: str, headers: dict[str, str], bodies: list[dict[str, object]], concurrency: int,
+                          deadline_s: float | None = None) -> Load:
+    """``concurrency`` clients POST ``bodies`` one at a time to ``target`` until none is left (or ``deadline_s``)."""
+    queue = list(reversed(bodies))
     cpu = time.process_time()
+    deadline = None if deadline_s is None else time.perf_counter() + deadline_s
+    done = 0
 
     async def client(session: aiohttp.ClientSession) -> None:
-        while queue:
-            text = queue.pop()
-            async with session.post(f"{url}/v1/inference/embed", json={"model": SLUG, "input": text}) as r:
+        nonlocal done
+        while queue and (deadline is None or time.perf_counter() < deadline):
+            async with session.post(target, json=queue.pop()) as r:
                 assert r.status == 200, await r.text()
                 await r.read()
+            done += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return len(texts) / elapsed, time.process_time() - cpu
+    return Load(done, elapsed, time.process_time() - cpu)
+
+
+async def appliance_throughput(url: str, key: str, texts: list[str], concurrency: int) -> tuple[float, float]:
+    """Requests/s with ``concurrency`` clients of one text each, and this client's CPU seconds."""
+    load = await concurrent_load(f"{url}/v1/inference/embed", {"Authorization": f"Bearer {key}"},
+                                 [{"model": SLUG, "input": text} for text in texts], concurrency)
+    return load.rate, load.client_cpu
 
 
 async def added_latency(url: str, socket: Path, key: str, n: int) -> tuple[list[float], list[float]]:
@@ -118,10 +148,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     path = model_path(args.model, work)
-    catalogue = work / "models.toml"
-    catalogue.write_text(tomli_w.dumps({"model": [{
-        "slug": SLUG, "modality": "embedding", "engine": "sentence-transformers", "path": str(path),
-        "load": "startup", "engine_options": {"max_batch_size": 64, "max_wait_ms": args.max_wait_ms}}]}))
+    catalogue = write_catalogue(path, work, args.max_wait_ms)
     state = work / "state"
     settings = load_settings(None, state_dir=state)
     with start_appliance(catalogue, state) as running:
