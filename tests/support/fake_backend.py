@@ -9,7 +9,9 @@ the way the first path segment names:
 - ``/unauthorized/v1``: HTTP 401 on the POST (the key it was given is wrong);
 - ``/hang/v1``: never answers (for 60 s);
 - ``/cut/v1``: starts an SSE stream and drops the connection mid-way;
-- ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``).
+- ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``);
+- ``/record/v1``: not a fault: a one-word chat completion, keeping each request body in ``app[BODIES]`` (what
+  exactly the gateway sends, e.g. a batch line's ``priority``).
 
 Run: ``python -m tests.support.fake_backend PORT MODEL``.
 """
@@ -21,6 +23,8 @@ import sys
 
 from aiohttp import web
 
+BODIES = web.AppKey("bodies", list)
+
 
 def make_app(model: str) -> web.Application:
     async def models(_request: web.Request) -> web.Response:
@@ -29,6 +33,12 @@ def make_app(model: str) -> web.Application:
     async def misbehave(request: web.Request) -> web.StreamResponse:
         mode = request.match_info["mode"]
         await request.read()
+        if mode == "record":
+            request.app[BODIES].append(await request.json())
+            return web.json_response({"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": "hi"}}],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
         if mode == "garbage":
             return web.Response(body=b"this is not json", content_type="application/json")
         if mode == "html":
@@ -55,6 +65,7 @@ def make_app(model: str) -> web.Application:
         return response
 
     app = web.Application()
+    app[BODIES] = []
     app.router.add_get("/{mode}/v1/models", models)
     app.router.add_post("/{mode}/v1/{tail:.*}", misbehave)
     return app
