@@ -66,6 +66,7 @@ class BatchRunner:
         self.results: list[LineResult] = []  # answered, not yet committed
         self.results_ready = asyncio.Event()
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
+        self._key_lookup = asyncio.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -155,7 +156,7 @@ class BatchRunner:
             by_batch.setdefault(ref.batch_id, []).append(ref)
         out: list[tuple[LineRef, bytes]] = []
         for batch_id, group in by_batch.items():
-            batch = self.store.get(batch_id, None) if batch_id not in self._batches else self._batches[batch_id]
+            batch = self._batches.get(batch_id) or self._remember(self.store.get(batch_id, None))
             try:
                 if batch is None:
                     raise LookupError(f"batch {batch_id} is gone")
@@ -183,24 +184,28 @@ class BatchRunner:
         return out
 
     async def _batch(self, batch_id: str) -> BatchRow | None:
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            batch = await asyncio.to_thread(self.store.get, batch_id, None)
-            if batch is not None:
-                if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
-                    self._batches.clear()
-                self._batches[batch_id] = batch
+        batch = self._batches.get(batch_id)  # cached when its lines were claimed
+        return batch if batch is not None else self._remember(await asyncio.to_thread(self.store.get, batch_id, None))
+
+    def _remember(self, batch: BatchRow | None) -> BatchRow | None:
+        if batch is not None:
+            if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
+                self._batches.clear()
+            self._batches[batch.id] = batch
         return batch
 
     async def _key(self, key_id: str) -> ApiKey | None:
         """The batch's key, looked up again once it is ``KEY_FRESH_S`` old (revoked or changed meanwhile)."""
         seen = self._keys.get(key_id)
         if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
-            keys: KeyStore = self.app.state.keys
-            seen = (time.monotonic(), await asyncio.to_thread(keys.get, key_id))
-            if len(self._keys) > 1000:
-                self._keys.clear()
-            self._keys[key_id] = seen
+            async with self._key_lookup:  # one lookup for all the lines that start together, not one each
+                seen = self._keys.get(key_id)
+                if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
+                    keys: KeyStore = self.app.state.keys
+                    seen = (time.monotonic(), await asyncio.to_thread(keys.get, key_id))
+                    if len(self._keys) > 1000:
+                        self._keys.clear()
+                    self._keys[key_id] = seen
         return seen[1]
 
     async def _run_line(self, ref: LineRef, slug: str, raw: bytes) -> None:
