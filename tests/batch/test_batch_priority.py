@@ -3,9 +3,9 @@
 The engine here is the FAKE backend's ``record`` mode (tests/support/fake_backend.py),
 which keeps every body the gateway sent it: the only way to see exactly what
 goes over the wire. A remote backend gets the field only when its entry says it
-runs vLLM's priority policy (a server without it refuses any priority but 0);
-the local vLLM is started with that policy (tests/supervisor/test_vllm_launch.py),
-and every batch test against the tiny vLLM model runs its lines at that priority.
+runs vLLM's priority policy (vLLM documents that a server without it refuses
+any priority but 0); the local vLLM is started with that policy
+(tests/supervisor/test_vllm_launch.py, and its own log in tests/e2e/test_chat_api.py).
 """
 
 from __future__ import annotations
