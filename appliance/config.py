@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     batch_files_dir: Path | None = Field(
         None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
-    batch_concurrency_per_model: int = Field(4, ge=1, description="batch lines in flight per model, per gateway")
+    batch_concurrency_per_model: int = Field(
+        32, ge=1, description="batch lines in flight per model, per gateway (vLLM serves live requests first)")
     batch_interactive_threshold: int = Field(
         0, ge=0, description="live requests in flight on a model above which batch lines wait (none waiting, ever)")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")

@@ -12,14 +12,17 @@ from appliance.gateway.imaging import generate_images
 
 Service = Callable[[Caller, ApiKey, bytes], Awaitable[bytes]]
 
+# vLLM's priority of a batch line (lower runs first; live requests have 0): its scheduler admits every waiting
+# live request before a waiting batch line, and under memory pressure preempts batch lines first.
+BATCH_PRIORITY = 10
 
 
 async def _chat(caller: Caller, key: ApiKey, raw: bytes) -> bytes:
-    return await complete_json(caller, key, CHAT, raw)
+    return await complete_json(caller, key, CHAT, raw, priority=BATCH_PRIORITY)
 
 
 async def _generate(caller: Caller, key: ApiKey, raw: bytes) -> bytes:
-    return await complete_json(caller, key, GENERATE, raw)
+    return await complete_json(caller, key, GENERATE, raw, priority=BATCH_PRIORITY)
 
 
 # ScaiGrid batches may mix these in one file.

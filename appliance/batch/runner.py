@@ -1,11 +1,16 @@
 """The batch runner: a task in each gateway that claims queued lines and runs each through its live service.
 
 Fair to live traffic: per model it keeps at most ``batch_concurrency_per_model``
-lines in flight, and it starts a line only while no live request waits for
+lines in flight, and it starts lines only while no live request waits for
 that model's backends and no more than ``batch_interactive_threshold`` live
-requests are in flight on it. Durable: a line is claimed in the DB before it
-runs and its result committed there; claims are renewed while the runner
-lives, and a dead runner's claims are re-queued (see store.py).
+requests are in flight on it; a local vLLM gets them with a low priority, so
+its scheduler serves live requests first. Durable: a line is claimed in the DB
+before it runs and its result committed there; claims are renewed while the
+runner lives, and a dead runner's claims are re-queued (see store.py).
+
+Cheap per line: lines are claimed in groups (one transaction), their input read
+in contiguous spans, their results committed in groups, and a batch's key looked
+up once every ``KEY_FRESH_S``.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from typing import Any
 from appliance.batch import endpoints
 from appliance.batch.files import FileStore
 from appliance.batch.results import finalize
-from appliance.batch.store import BatchStore, LineRef
+from appliance.batch.store import BatchStore, LineRef, LineResult
 from appliance.catalogue import Catalogue
 from appliance.config import Settings
 from appliance.db.batches import BatchRow
-from appliance.db.keys import KeyStore
+from appliance.db.keys import ApiKey, KeyStore
 from appliance.gateway import metering
 from appliance.gateway.context import CallContext
 from appliance.gateway.errors import ApiError, ErrorCode
@@ -40,6 +45,10 @@ HOUSEKEEPING_S = 2.0  # at most, between renewals, re-queues, expiries and final
 # A live request would be told to retry these; a batch line waits and runs again, until its batch's window ends.
 RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED})
 MAX_PAUSE_S = 30.0
+KEY_FRESH_S = 1.0  # a batch's key is looked up again after this long: a revoked key stops its batch within it
+GATHER_S = 0.02  # results wait this long for others to be committed with them
+SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
+SPAN_MAX = 4 * 1024 * 1024
 
 
 class BatchRunner:
@@ -54,6 +63,10 @@ class BatchRunner:
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
         self.idle_again = False  # the last line in flight just ended: a batch may be ready to finalize now
+        self.results: list[LineResult] = []  # answered, not yet committed
+        self.results_ready = asyncio.Event()
+        self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
+        self._key_lookup = asyncio.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -63,6 +76,7 @@ class BatchRunner:
         """Dispatch until cancelled; the lines in flight then finish (or are re-queued once this runner is gone)."""
         last_housekeeping = 0.0
         every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
+        writer = asyncio.get_running_loop().create_task(self._write_results(), name="batch results")
         try:
             while True:
                 if time.monotonic() - last_housekeeping >= every or self.idle_again:
@@ -75,9 +89,11 @@ class BatchRunner:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), IDLE_S)
         finally:
+            writer.cancel()
             for task in list(self.tasks):
                 task.cancel()
-            with contextlib.suppress(Exception):  # a clean stop hands its lines back at once, not after stale_s
+            with contextlib.suppress(Exception):  # what was answered is kept; the rest goes back at once
+                await self._flush()
                 await asyncio.to_thread(self.store.release, self.owner)
 
     # --- dispatch --------------------------------------------------------------------------------------------
@@ -113,61 +129,137 @@ class BatchRunner:
             slug = self._slug(ref.model)
             if slug not in room:
                 room[slug] = self._room(slug)
+                if self.in_flight[slug] and room[slug] < self._group():
+                    room[slug] = 0  # wait until a group's worth is free: one claim per group, not per line
             if room[slug] > 0:
                 room[slug] -= 1
                 wanted.append(ref)
         if not wanted:
             return 0
-        claimed = await asyncio.to_thread(self.store.claim, self.owner, wanted)
-        for ref in claimed:
+        claimed = await asyncio.to_thread(self._claim_and_read, wanted)
+        for ref, raw in claimed:
             slug = self._slug(ref.model)
             self.in_flight[slug] += 1
-            task = asyncio.get_running_loop().create_task(self._run_line(ref, slug))
+            task = asyncio.get_running_loop().create_task(self._run_line(ref, slug, raw))
             self.tasks.add(task)
         return len(claimed)
 
+    def _group(self) -> int:
+        """The fewest lines of a model worth a claim while others of it are in flight."""
+        return max(1, self.settings.batch_concurrency_per_model // 4)
+
+    def _claim_and_read(self, wanted: list[LineRef]) -> list[tuple[LineRef, bytes]]:
+        """Claim the lines (one transaction) and read their input lines, in contiguous spans of each file."""
+        claimed = self.store.claim(self.owner, wanted)
+        by_batch: dict[str, list[LineRef]] = {}
+        for ref in claimed:
+            by_batch.setdefault(ref.batch_id, []).append(ref)
+        out: list[tuple[LineRef, bytes]] = []
+        for batch_id, group in by_batch.items():
+            batch = self._batches.get(batch_id) or self._remember(self.store.get(batch_id, None))
+            try:
+                if batch is None:
+                    raise LookupError(f"batch {batch_id} is gone")
+                out += self._read_lines(batch.input_file_id, group)
+            except Exception:  # each line then fails as the appliance's fault, logged once here
+                log.exception("batch %s: could not read its input file", batch_id)
+                out += [(ref, b"") for ref in group]
+        return out
+
+    def _read_lines(self, file_id: str, refs: list[LineRef]) -> list[tuple[LineRef, bytes]]:
+        out = []
+        refs = sorted(refs, key=lambda ref: ref.offset)
+        with self.files.path(file_id).open("rb") as fh:
+            start = 0
+            while start < len(refs):
+                end = start + 1  # grow the span while the next line is near and the span small
+                while (end < len(refs) and refs[end].offset - (refs[end - 1].offset + refs[end - 1].length) < SPAN_GAP
+                       and refs[end].offset + refs[end].length - refs[start].offset <= SPAN_MAX):
+                    end += 1
+                base = refs[start].offset
+                fh.seek(base)
+                span = fh.read(refs[end - 1].offset + refs[end - 1].length - base)
+                out += [(ref, span[ref.offset - base:ref.offset - base + ref.length]) for ref in refs[start:end]]
+                start = end
+        return out
+
     async def _batch(self, batch_id: str) -> BatchRow | None:
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            batch = await asyncio.to_thread(self.store.get, batch_id, None)
-            if batch is not None:
-                if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
-                    self._batches.clear()
-                self._batches[batch_id] = batch
+        batch = self._batches.get(batch_id)  # cached when its lines were claimed
+        return batch if batch is not None else self._remember(await asyncio.to_thread(self.store.get, batch_id, None))
+
+    def _remember(self, batch: BatchRow | None) -> BatchRow | None:
+        if batch is not None:
+            if len(self._batches) > 1000:  # batches of other runners' finalizations linger: bound them
+                self._batches.clear()
+            self._batches[batch.id] = batch
         return batch
 
-    async def _run_line(self, ref: LineRef, slug: str) -> None:
+    async def _key(self, key_id: str) -> ApiKey | None:
+        """The batch's key, looked up again once it is ``KEY_FRESH_S`` old (revoked or changed meanwhile)."""
+        seen = self._keys.get(key_id)
+        if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
+            async with self._key_lookup:  # one lookup for all the lines that start together, not one each
+                seen = self._keys.get(key_id)
+                if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
+                    keys: KeyStore = self.app.state.keys
+                    seen = (time.monotonic(), await asyncio.to_thread(keys.get, key_id))
+                    if len(self._keys) > 1000:
+                        self._keys.clear()
+                    self._keys[key_id] = seen
+        return seen[1]
+
+    async def _run_line(self, ref: LineRef, slug: str, raw: bytes) -> None:
         try:
             batch = await self._batch(ref.batch_id)
-            line = await asyncio.to_thread(self.store.line, ref)
-            if batch is None or line is None:
+            if batch is None:
                 return
-            ok, status, request_id, result, retry_after = await self._call(batch, line.url, line.offset,
-                                                                           line.length)
+            ok, status, request_id, result, retry_after = await self._call(batch, ref.url, raw)
             if retry_after is not None:
                 self.paused_until[slug] = time.monotonic() + min(MAX_PAUSE_S, max(1.0, retry_after))
                 await asyncio.to_thread(self.store.requeue, self.owner, ref)
                 return
-            committed = await asyncio.to_thread(self.store.commit_result, self.owner, ref, ok, status, request_id,
-                                                result)
-            if committed:
-                BATCH_LINES.labels("done" if ok else "failed").inc()
+            self.results.append(LineResult(ref, ok, status, request_id, result))
+            self.results_ready.set()
         except Exception:  # the DB away: the claim goes stale and another runner (or this one) runs it again
             log.exception("batch %s line %d: could not run or record it", ref.batch_id, ref.line_no)
         finally:
             self.in_flight[slug] -= 1
-            self.idle_again = not any(self.in_flight.values())
             self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self.wake.set()
 
-    async def _call(self, batch: BatchRow, url: str, offset: int,
-                    length: int) -> tuple[bool, int, str, str, float | None]:
+    async def _write_results(self) -> None:
+        """Commit answered lines in groups: those that finish within ``GATHER_S`` of each other share one
+        transaction."""
+        while True:
+            await self.results_ready.wait()
+            await asyncio.sleep(GATHER_S)
+            self.results_ready.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        group, self.results = self.results, []
+        if not group:
+            return
+        try:
+            done, failed = await asyncio.to_thread(self.store.commit_results, self.owner, group)
+        except Exception:  # the DB away: kept, and tried again with the next group
+            log.exception("could not commit %d batch result(s); trying again", len(group))
+            self.results = group + self.results
+            await asyncio.sleep(1.0)
+            self.results_ready.set()
+            return
+        BATCH_LINES.labels("done").inc(done)
+        BATCH_LINES.labels("failed").inc(failed)
+        if not any(self.in_flight.values()) and not self.results:
+            self.idle_again = True  # a batch may be ready to finalize now
+            self.wake.set()
+
+    async def _call(self, batch: BatchRow, url: str, raw: bytes) -> tuple[bool, int, str, str, float | None]:
         """Run one line through its endpoint's service, metered like a live request.
 
         (ok, status, request id, answer or error JSON, and the seconds to wait when it is to be run again).
         """
-        keys: KeyStore = self.app.state.keys
-        key = await asyncio.to_thread(keys.get, batch.key_id)
+        key = await self._key(batch.key_id)
         base = (self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}")
         if key is None or not key.active():
             return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID,
@@ -176,7 +268,6 @@ class BatchRunner:
         started = time.perf_counter()
         retry_after: float | None = None
         try:
-            raw = await asyncio.to_thread(self._read, batch.input_file_id, offset, length)
             body = json.dumps(json.loads(raw)["body"]).encode()
             answer = await endpoints.service_for(batch.surface, url)(call, key, body)
             ok, status, result = True, 200, answer.decode()
@@ -194,11 +285,6 @@ class BatchRunner:
         if retry_after is None:  # one usage row per line: the attempt that gave its result
             metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
         return ok, status, call.request_id, result, retry_after
-
-    def _read(self, file_id: str, offset: int, length: int) -> bytes:
-        with self.files.path(file_id).open("rb") as fh:
-            fh.seek(offset)
-            return fh.read(length)
 
     # --- housekeeping ----------------------------------------------------------------------------------------
 

@@ -89,9 +89,13 @@ async def create(app: FastAPI, key: ApiKey, surface: str, endpoint: str | None, 
     row = await asyncio.to_thread(files.get, input_file_id, key.id)
     if row is None or row.purpose != "batch":
         raise not_found("input file", input_file_id)
-    return await asyncio.to_thread(create_batch, batch_store.engine, key_id=key.id, surface=surface,
-                                   endpoint=endpoint, input_file_id=input_file_id,
-                                   input_path=files.path(input_file_id), window=window, metadata=metadata)
+    batch = await asyncio.to_thread(create_batch, batch_store.engine, key_id=key.id, surface=surface,
+                                    endpoint=endpoint, input_file_id=input_file_id,
+                                    input_path=files.path(input_file_id), window=window, metadata=metadata)
+    runner = getattr(app.state, "batch_runner", None)
+    if runner is not None:
+        runner.wake.set()  # its lines start now, not at the runner's next look for work
+    return batch
 
 
 async def save_upload(app: FastAPI, key: ApiKey, filename: str, source: Any, limit: int) -> BatchFileRow:

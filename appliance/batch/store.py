@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from appliance.db.batches import BatchLineRow, BatchRow
@@ -29,11 +29,35 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# One line's result, executed for many lines at once; only the runner that still owns the line stores it.
+_COMMIT = (update(BatchLineRow.__table__)
+           .where(BatchLineRow.batch_id == bindparam("b_batch"), BatchLineRow.line_no == bindparam("b_line"),
+                  BatchLineRow.state == "running", BatchLineRow.owner == bindparam("b_owner"))
+           .values(state=bindparam("b_state"), status_code=bindparam("b_status"), request_id=bindparam("b_request"),
+                   result=bindparam("b_result"), finished_at=bindparam("b_finished")))
+
+
 @dataclass(frozen=True)
 class LineRef:
+    """A queued line, with what the runner needs to run it (no second read of its row)."""
+
     batch_id: str
     line_no: int
     model: str
+    url: str = ""
+    offset: int = 0  # its bytes in the batch's input file
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class LineResult:
+    """A line's answer (or error), to be committed with others of its group."""
+
+    ref: LineRef
+    ok: bool
+    status_code: int
+    request_id: str
+    result: str
 
 
 class BatchStore:
@@ -78,7 +102,8 @@ class BatchStore:
 
     def candidates(self, limit: int) -> list[LineRef]:
         """Queued lines of running batches, oldest batch first."""
-        query = (select(BatchLineRow.batch_id, BatchLineRow.line_no, BatchLineRow.model)
+        query = (select(BatchLineRow.batch_id, BatchLineRow.line_no, BatchLineRow.model, BatchLineRow.url,
+                        BatchLineRow.offset, BatchLineRow.length)
                  .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
                  .where(BatchLineRow.state == "queued", BatchRow.status == "in_progress")
                  .order_by(BatchRow.seq, BatchLineRow.line_no).limit(limit))
@@ -86,31 +111,41 @@ class BatchStore:
             return [LineRef(*row) for row in session.execute(query)]
 
     def claim(self, owner: str, refs: list[LineRef]) -> list[LineRef]:
-        """The lines this runner now owns: each taken only if it was still queued."""
+        """The lines this runner now owns: each taken only if it was still queued (one transaction, one UPDATE
+        per batch of the group)."""
+        by_batch: dict[str, list[LineRef]] = {}
+        for ref in refs:
+            by_batch.setdefault(ref.batch_id, []).append(ref)
         claimed = []
         with Session(self.engine) as session, session.begin():
-            for ref in refs:
-                taken = session.execute(
-                    update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id,
-                                               BatchLineRow.line_no == ref.line_no, BatchLineRow.state == "queued")
-                    .values(state="running", owner=owner, claimed_at=now())).rowcount
-                if taken == 1:
-                    claimed.append(ref)
+            for batch_id, group in by_batch.items():
+                taken = set(session.scalars(
+                    update(BatchLineRow).where(BatchLineRow.batch_id == batch_id,
+                                               BatchLineRow.line_no.in_([ref.line_no for ref in group]),
+                                               BatchLineRow.state == "queued")
+                    .values(state="running", owner=owner, claimed_at=now()).returning(BatchLineRow.line_no)))
+                claimed += [ref for ref in group if ref.line_no in taken]
         return claimed
-
-    def line(self, ref: LineRef) -> BatchLineRow | None:
-        with Session(self.engine) as session:
-            return session.get(BatchLineRow, (ref.batch_id, ref.line_no))
 
     def commit_result(self, owner: str, ref: LineRef, ok: bool, status_code: int, request_id: str,
                       result: str) -> bool:
-        """Store the line's answer, if this runner still owns it (a re-queued line belongs to another now)."""
+        """Store one line's answer, if this runner still owns it (a re-queued line belongs to another now)."""
+        return sum(self.commit_results(owner, [LineResult(ref, ok, status_code, request_id, result)])) == 1
+
+    def commit_results(self, owner: str, results: list[LineResult]) -> tuple[int, int]:
+        """Store a group of answers in one transaction, each only if this runner still owns its line;
+        (how many succeeded, how many failed) of those stored."""
+        stored = []
+        finished = now()
         with Session(self.engine) as session, session.begin():
-            return session.execute(
-                update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id, BatchLineRow.line_no == ref.line_no,
-                                           BatchLineRow.state == "running", BatchLineRow.owner == owner)
-                .values(state="done" if ok else "failed", status_code=status_code, request_id=request_id,
-                        result=result, finished_at=now())).rowcount == 1
+            for ok in (True, False):
+                rows = [{"b_batch": r.ref.batch_id, "b_line": r.ref.line_no, "b_state": "done" if ok else "failed",
+                         "b_status": r.status_code, "b_request": r.request_id, "b_result": r.result}
+                        for r in results if r.ok is ok]
+                stored.append(session.connection().execute(_COMMIT, [{**row, "b_owner": owner,
+                                                                      "b_finished": finished} for row in rows])
+                              .rowcount if rows else 0)
+        return stored[0], stored[1]
 
     def renew(self, owner: str) -> None:
         """This runner is alive: its claims are fresh."""

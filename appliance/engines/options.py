@@ -78,6 +78,8 @@ class VllmOptions(Options):
     quantization: str | None = None
     kv_cache_dtype: str | None = None
     max_num_seqs: int | None = Field(None, gt=0)
+    scheduling_policy: Literal["priority", "fcfs"] | None = Field(
+        None, description="default priority: batch lines go to vLLM with a low priority, live requests first")
     max_num_batched_tokens: int | None = Field(None, gt=0)
     enable_prefix_caching: bool | None = None
     enable_chunked_prefill: bool | None = None
@@ -101,3 +103,5 @@ class VllmOptions(Options):
 
 class RemoteOptions(Options):
     sizes: list[str] | None = Field(None, description="image models: the sizes the remote offers")
+    priority_scheduling: bool = Field(
+        False, description="the server is vLLM with --scheduling-policy priority: batch lines go with a low priority")

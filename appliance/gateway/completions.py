@@ -68,15 +68,28 @@ def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
     return body
 
 
-def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = False) -> bytes:
+def schedules_by_priority(entry: ModelEntry) -> bool:
+    """Does the model's engine take vLLM's per-request ``priority``? A local vLLM does (the launcher starts it
+    with ``--scheduling-policy priority`` unless the catalogue says otherwise); a remote one only if its entry
+    says so (a server without that policy refuses any priority but 0)."""
+    options = entry.engine_options
+    if entry.engine == "vllm":
+        return options.get("scheduling_policy", "priority") == "priority"
+    return entry.engine == "remote" and bool(options.get("priority_scheduling"))
+
+
+def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = False, priority: int = 0) -> bytes:
     """What the worker gets: the served slug, ``max_tokens`` capped at the model's limit, no metadata.
 
     ``bounded`` (the key has a token budget): ``max_tokens`` is always set, to the
     output bound the reservation counted on, so the engine cannot use more. A
-    stream always asks the engine for its usage.
+    stream always asks the engine for its usage. ``priority`` (larger: later) goes
+    to engines that schedule by it; live requests keep vLLM's default 0.
     """
     data = body.model_dump(exclude_none=True, exclude={"metadata"})
     data["model"] = entry.served_model
+    if priority and schedules_by_priority(entry):
+        data["priority"] = priority
     cap = entry.max_output_tokens
     if cap is not None and isinstance(body, ChatRequest):
         data["max_tokens"] = min(body.max_tokens or cap, cap)
@@ -163,12 +176,13 @@ async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -
 
 
 async def complete_json(caller: Caller, key: ApiKey, kind: Kind, raw: bytes,
-                        body: SamplingFields | None = None) -> bytes:
-    """The chat or generate service, whole (not streamed): a live request's and a batch line's one path."""
+                        body: SamplingFields | None = None, priority: int = 0) -> bytes:
+    """The chat or generate service, whole (not streamed): a live request's and a batch line's one path
+    (a batch line's with a ``priority`` that lets live requests go first)."""
     body = body or parse_request(raw, kind)
     if body.stream:
         raise validation_error("stream", "a batch line cannot be streamed; leave stream out or false")
-    entry, meter, payload = await _prepare(caller, key, kind, body)
+    entry, meter, payload = await _prepare(caller, key, kind, body, priority)
     try:
         answer = await post_json(caller, entry, kind.path, payload)
     except ApiError as exc:
@@ -177,11 +191,12 @@ async def complete_json(caller: Caller, key: ApiKey, kind: Kind, raw: bytes,
     return answer
 
 
-async def _prepare(caller: Caller, key: ApiKey, kind: Kind, body: SamplingFields) -> tuple[ModelEntry, Any, bytes]:
+async def _prepare(caller: Caller, key: ApiKey, kind: Kind, body: SamplingFields,
+                   priority: int = 0) -> tuple[ModelEntry, Any, bytes]:
     """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
     entry = resolve_model(caller, key, body.model, "chat")
     if body.metadata:
         log.info("request %s to %s: metadata %s", request_id_of(caller), entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
     meter = await reserve(caller, key, "tokens", await token_bound(caller, body, entry) if budgeted(key) else 0)
-    return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None)
+    return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)

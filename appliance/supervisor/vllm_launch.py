@@ -79,6 +79,7 @@ def vllm_command(entry: ModelEntry, socket_path: Path) -> list[str]:
     options = dict(entry.engine_options)
     if "max_model_len" not in options and entry.context_window:
         options["max_model_len"] = entry.context_window
+    options.setdefault("scheduling_policy", "priority")  # batch lines carry a low priority (batch/endpoints.py)
     return [
         vllm_python(entry), "-m", VLLM_MODULE,
         "--model", str(entry.path), "--served-model-name", entry.slug, "--uds", str(socket_path),

@@ -14,7 +14,9 @@ from tests.batch.helpers import CHAT, b64, chat_line, read_lines, wait_batch
 from tests.conftest import catalogue_subset
 from tests.support.appliance import start_appliance
 
-STALE = {"APPLIANCE_BATCH_STALE_S": "3"}  # a killed runner's claims are re-queued 3 s after its last renewal
+# A killed runner's claims are re-queued 3 s after its last renewal; 16 lines in flight make the runner claim
+# and commit in groups (of 4 at least), so the kill lands between a group's claim and its results.
+STALE = {"APPLIANCE_BATCH_STALE_S": "3", "APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": "16"}
 
 
 def wait_progress(http: httpx.Client, batch_id: str, completed: int, timeout: float = 180) -> dict:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from appliance.batch.files import FileStore
 from appliance.batch.intake import create_batch
 from appliance.batch.results import finalize
-from appliance.batch.store import BatchStore, now
+from appliance.batch.store import BatchStore, LineResult, now
 from appliance.db.batches import BatchLineRow, BatchRow
 from appliance.db.database import open_database
 from appliance.media.store import MediaStore
@@ -67,6 +67,33 @@ def test_only_the_owner_commits_and_a_stale_claim_goes_back_to_the_queue(engine:
     assert not store.commit_result("runner_a", ref, True, 200, "req_a", "{}")  # too late: it is runner_b's now
     assert store.commit_result("runner_b", again, True, 200, "req_b", "{}")
     assert store.counts(ref.batch_id) == {"done": 1}
+
+
+def test_a_group_is_claimed_in_one_go_skipping_lines_another_runner_took(engine: Engine, files: FileStore) -> None:
+    store = BatchStore(engine)
+    first, second = new_batch(engine, files, 4), new_batch(engine, files, 2)
+    refs = store.candidates(10)
+    assert [(ref.batch_id, ref.line_no) for ref in refs] == [(first.id, n) for n in (1, 2, 3, 4)] + [
+        (second.id, 1), (second.id, 2)]
+    assert all(ref.url == "/v1/inference/embed" and ref.length > 0 for ref in refs)  # what a run needs, no re-read
+    taken_by_b = store.claim("runner_b", [refs[1], refs[4]])
+    assert store.claim("runner_a", refs) == [refs[0], refs[2], refs[3], refs[5]]
+    assert taken_by_b == [refs[1], refs[4]]
+
+
+def test_a_group_of_results_is_stored_at_once_only_for_the_lines_still_owned(engine: Engine,
+                                                                             files: FileStore) -> None:
+    store = BatchStore(engine)
+    batch = new_batch(engine, files, 3)
+    refs = store.claim("runner_a", store.candidates(10))
+    with Session(engine) as session, session.begin():  # line 3 went stale and runner_b has it now
+        session.execute(update(BatchLineRow).where(BatchLineRow.line_no == 3).values(owner="runner_b"))
+    results = [LineResult(refs[0], True, 200, "req_1", "{}"),
+               LineResult(refs[1], False, 404, "req_2", '{"code":"MODEL_NOT_FOUND","message":"no"}'),
+               LineResult(refs[2], True, 200, "req_3", "{}")]
+    assert store.commit_results("runner_a", results) == (1, 1)
+    assert store.counts(batch.id) == {"done": 1, "failed": 1, "running": 1}
+    assert [line.request_id for line in store.finished_lines(batch.id)][:2] == ["req_1", "req_2"]
 
 
 def test_a_renewed_claim_is_not_stale(engine: Engine, files: FileStore) -> None:

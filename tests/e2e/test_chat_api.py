@@ -25,6 +25,7 @@ import tomli_w
 from appliance.config import Settings
 from appliance.supervisor.vllm_launch import VLLM_MODULE
 from appliance.supervisor.worker import socket_file
+from tests.batch.helpers import b64, wait_batch
 from tests.support.appliance import RunningAppliance, start_appliance
 
 VLLM = "scailabs/poolnoodle-omni"
@@ -156,6 +157,19 @@ def test_the_seed_generate_example_runs_verbatim(client: httpx.Client) -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert response.headers["x-scaigrid-model"] == VLLM
     assert response.headers["x-scaigrid-backend"].startswith("vllm:")
+
+
+def test_batch_lines_run_on_a_vllm_that_serves_live_requests_first(chat_appliance: RunningAppliance,
+                                                                    client: httpx.Client) -> None:
+    lines = [{"custom_id": f"b{n}", "method": "POST", "url": "/v1/inference/chat",
+              "body": {"model": VLLM, "messages": HI, "max_tokens": 3}} for n in range(3)]
+    created = client.post("/v1/inference/batch", json={"input_file_base64": b64(lines)})
+    assert created.status_code == 200, created.text
+    done = wait_batch(client, created.json()["data"]["id"])
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 3, done
+    # The lines went with priority 10 (tests/batch/test_batch_priority.py) to a vLLM scheduling by it:
+    engine_log = (chat_appliance.state_dir / "logs" / f"{VLLM.replace('/', '--')}.log").read_text()
+    assert "'scheduling_policy': 'priority'" in engine_log  # vLLM's own list of the flags it was given
 
 
 def test_chat_answers_in_the_openai_shape_inside_the_envelope(client: httpx.Client) -> None:

@@ -24,6 +24,12 @@ def test_the_command_serves_the_slug_on_the_socket_with_the_context_window() -> 
     assert "--uds /run/chat.sock" in joined and "--max-model-len 8192" in joined
 
 
+def test_vllm_schedules_by_priority_so_batch_lines_yield_to_live_requests() -> None:
+    assert "--scheduling-policy priority" in " ".join(worker_command(entry(), Path("/run/chat.sock")))
+    kept = " ".join(worker_command(entry(scheduling_policy="fcfs"), Path("/run/chat.sock")))
+    assert "--scheduling-policy fcfs" in kept and "priority" not in kept
+
+
 def test_options_map_onto_vllm_flags() -> None:
     flags = option_flags({
         "max_model_len": 4096, "dtype": "bfloat16", "gpu_memory_utilization": 0.85, "tensor_parallel_size": 4,

@@ -10,7 +10,9 @@ the way the first path segment names:
 - ``/hang/v1``: never answers (for 60 s);
 - ``/cut/v1``: starts an SSE stream and drops the connection mid-way;
 - ``/markup/v1``: streams a chat answer made of HTML (``<img onerror>``, ``<script>``), for escaping tests;
-- ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``).
+- ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``);
+- ``/record/v1``: not a fault: a one-word chat completion, keeping each request body in ``app[BODIES]`` (what
+  exactly the gateway sends, e.g. a batch line's ``priority``).
 
 Run: ``python -m tests.support.fake_backend PORT MODEL``.
 """
@@ -27,6 +29,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+BODIES = web.AppKey("bodies", list)
+
 
 # A chat answer that runs code wherever a page inserts it as HTML.
 MARKUP = ("<img src=x onerror=\"window.__injected='chat'\">", "<script>window.__injected='chat'</script>", " done")
@@ -39,6 +43,12 @@ def make_app(model: str) -> web.Application:
     async def misbehave(request: web.Request) -> web.StreamResponse:
         mode = request.match_info["mode"]
         await request.read()
+        if mode == "record":
+            request.app[BODIES].append(await request.json())
+            return web.json_response({"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": "hi"}}],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
         if mode == "garbage":
             return web.Response(body=b"this is not json", content_type="application/json")
         if mode == "html":
@@ -72,6 +82,7 @@ def make_app(model: str) -> web.Application:
         return response
 
     app = web.Application()
+    app[BODIES] = []
     app.router.add_get("/{mode}/v1/models", models)
     app.router.add_post("/{mode}/v1/{tail:.*}", misbehave)
     return app
