@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
+from appliance.gateway.routing import api_router
 from appliance.gateway.errors import ApiError, ErrorCode
 
-router = APIRouter(include_in_schema=False)
+router = api_router(include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -14,13 +14,14 @@ from appliance.accounting.periods import period_start
 from appliance.accounting.service import Accounting
 from appliance.accounting.store import UsageFilter
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import authenticated
 from appliance.gateway.errors import ApiError, ErrorCode, from_validation_error, ok, validation_error
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
 from appliance.protocol.accounting import (SummaryQuery, SummaryRow, UsageItem, UsagePage, UsageQuery, UsageSummary,
                                            utc)
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(authenticated)]
 Q = TypeVar("Q", UsageQuery, SummaryQuery)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway import model_admin
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ErrorCode, ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
 from appliance.protocol.admin import AdminStatus, ModelAction
 
-router = APIRouter()
+router = api_router()
 
 Admin = Annotated[ApiKey, Depends(require("admin:access"))]
 ACTION_ERRORS = (*KEYED, ErrorCode.MODEL_NOT_FOUND)

@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import ValidationError
 
 from appliance.accounting.units import SPEECH_CHARS_PER_SECOND, speech_seconds
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.errors import ApiError, from_validation_error, ok, ok_raw
@@ -27,7 +28,7 @@ from appliance.protocol.audio import (AUDIO_DURATION_HEADER, MAX_AUDIO_SECONDS_F
                                       TRANSCRIPT_MEDIA_TYPES, SpeechRequest, Transcription, TranscriptionForm,
                                       VerboseTranscription, speech_sample_rate)
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 

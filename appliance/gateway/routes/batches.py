@@ -7,13 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from appliance.batch import service
 from appliance.batch.runner import BatchRunner
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok, json_request
@@ -38,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
-router = APIRouter(lifespan=lifespan)
+router = api_router(lifespan=lifespan)
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 

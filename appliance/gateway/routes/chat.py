@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.completions import CHAT, GENERATE, complete
 from appliance.gateway.openapi import INFERENCE, SSE, Envelope, documented, json_ok, json_request
 from appliance.protocol.chat import ChatCompletion, ChatRequest, Completion, CompletionRequest
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.body import json_body
 from appliance.gateway.embedding import embed as embed_service
@@ -14,7 +15,7 @@ from appliance.gateway.errors import ok_raw
 from appliance.gateway.openapi import INFERENCE, Envelope, documented, json_ok, json_request
 from appliance.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 

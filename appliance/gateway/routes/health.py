@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from appliance.gateway.routing import api_router
 from appliance.gateway.openapi import ANY_REQUEST, documented, json_ok, raw_ok
 from appliance.metrics import REGISTRY
 from appliance.protocol.health import Health, Readiness
 from appliance.supervisor.supervisor import Supervisor
 
-router = APIRouter()
+router = api_router()
 
 
 @router.get("/health", **documented(ok=json_ok(Health, "the gateway answers"), errors=ANY_REQUEST, keyed=False))

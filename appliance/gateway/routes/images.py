@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.body import json_body
 from appliance.gateway.errors import ok_raw
@@ -19,7 +20,7 @@ from appliance.protocol.images import ImageGenerationRequest, ImageGenerationRes
 
 __all__ = ["decode_base64", "to_urls", "router"]  # the helpers live in gateway/imaging.py
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway import key_admin
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
@@ -15,7 +16,7 @@ from appliance.gateway.errors import ErrorCode, ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok, json_request
 from appliance.protocol.keys import KeyCreate, KeyCreated, KeyList, KeyOut, KeyPatch
 
-router = APIRouter()
+router = api_router()
 
 Manager = Annotated[ApiKey, Depends(require("api_keys:manage"))]
 

@@ -14,9 +14,10 @@ import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
+from appliance.gateway.routing import api_router
 from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.gateway.media import media_store
 from appliance.gateway.openapi import ANY_REQUEST, documented, raw_ok
@@ -38,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
-router = APIRouter(lifespan=lifespan)
+router = api_router(lifespan=lifespan)
 
 
 def _not_found() -> ApiError:

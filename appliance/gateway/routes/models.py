@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from appliance.backends.pool import Backend
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ApiError, ErrorCode, ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
@@ -16,7 +17,7 @@ from appliance.protocol.models import BackendInfo, ModelInfo, ModelList, OpenAIM
 from appliance.supervisor.supervisor import ModelPool, Supervisor
 from appliance.supervisor.worker import Worker, WorkerState
 
-router = APIRouter()
+router = api_router()
 
 HEALTH = {
     WorkerState.READY: "healthy",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from appliance.batch import service
 from appliance.config import Settings
 from appliance.db.keys import ApiKey
+from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, raw_ok
@@ -19,7 +20,7 @@ from appliance.gateway.media import media_base_url
 from appliance.gateway.routes.batches import parse_query
 from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, OpenAIBatchCreate, OpenAIList, OpenAIListQuery
 
-router = APIRouter()
+router = api_router()
 
 Key = Annotated[ApiKey, Depends(require("models:use"))]
 
