@@ -35,7 +35,8 @@ def test_two_gateways_share_one_batch_and_run_each_line_once(tiny_catalogue: Pat
     states[1].mkdir()
     catalogues = [catalogue_subset(tiny_catalogue, [EMBED], state / "models.toml", load="startup")
                   for state in states]
-    lines = [embed_line(f"line-{n}", f"text {n}") for n in range(400)]
+    # Enough lines that the first gateway cannot finish them all before the second one's runner looks (each second).
+    lines = [embed_line(f"line-{n}", f"text {n}") for n in range(3000)]
     with start_appliance(catalogues[0], states[0], env=env) as a, start_appliance(catalogues[1], states[1],
                                                                                     env=env) as b:
         created = subprocess.run([sys.executable, "-m", "appliance.cli", "keys", "create", "shared"],

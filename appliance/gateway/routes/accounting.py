@@ -23,6 +23,8 @@ from appliance.protocol.accounting import (SummaryQuery, SummaryRow, UsageItem, 
 
 router = api_router()
 
+FLUSH_WAIT_S = 2.0  # at most, for the writer; a DB that refuses rows must not hang the reader
+
 Key = Annotated[ApiKey, Depends(authenticated)]
 Q = TypeVar("Q", UsageQuery, SummaryQuery)
 
@@ -47,8 +49,11 @@ def scoped(key: ApiKey, query: UsageQuery | SummaryQuery, start: datetime | None
     return UsageFilter(start=start, end=query.end, model=query.model, backend_id=query.backend_id, key_id=key_id)
 
 
-def _accounting(request: Request) -> Accounting:
-    return request.app.state.accounting
+async def _written(request: Request) -> Accounting:
+    """This gateway's accounting, once the usage rows it has queued are written: a client reads its own requests."""
+    accounting: Accounting = request.app.state.accounting
+    await asyncio.to_thread(accounting.recorder.flush, FLUSH_WAIT_S)
+    return accounting
 
 
 @router.get("/v1/accounting/usage", **documented(
@@ -56,7 +61,8 @@ def _accounting(request: Request) -> Accounting:
 async def usage(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, UsageQuery)
     where = scoped(key, query, query.start)
-    rows, next_cursor = await asyncio.to_thread(_accounting(request).usage.page, where, query.limit, query.cursor)
+    accounting = await _written(request)
+    rows, next_cursor = await asyncio.to_thread(accounting.usage.page, where, query.limit, query.cursor)
     page = UsagePage(items=[UsageItem.model_validate(row, from_attributes=True) for row in rows],
                      next_cursor=str(next_cursor) if next_cursor else None, has_more=next_cursor is not None)
     return ok(page.model_dump(mode="json"), request)
@@ -68,7 +74,8 @@ async def summary(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, SummaryQuery)
     start = query.start or period_start(query.period, datetime.now(UTC))
     where = scoped(key, query, start)
-    rows = await asyncio.to_thread(_accounting(request).usage.summary, where, query.group_by)
+    accounting = await _written(request)
+    rows = await asyncio.to_thread(accounting.usage.summary, where, query.group_by)
     result = UsageSummary(period=query.period, group_by=query.group_by, start=start, end=query.end,
                           rows=[SummaryRow(**row) for row in rows])  # type: ignore[arg-type]
     return ok(result.model_dump(mode="json"), request)
