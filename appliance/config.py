@@ -56,9 +56,6 @@ class Settings(BaseSettings):
         32, ge=1, description="batch lines in flight per model, per gateway (vLLM serves live requests first)")
     batch_interactive_threshold: int = Field(
         0, ge=0, description="live requests in flight on a model above which batch lines wait (none waiting, ever)")
-    batch_preempt_keep: int = Field(
-        2, ge=0, description="while live requests run on a chat model, its batch lines beyond this many are stopped "
-                             "and queued again (the engine drops their sequences)")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
 
     @property

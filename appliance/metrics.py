@@ -33,7 +33,7 @@ USAGE_UNITS = Counter(
     ["model", "unit"], registry=REGISTRY,
 )
 BATCH_LINES = Counter(
-    "appliance_batch_lines_total", "Batch lines this gateway finished, by outcome (done, failed), and attempts preempted by live traffic.",
+    "appliance_batch_lines_total", "Batch lines this gateway finished, by outcome (done, failed).",
     ["state"], registry=REGISTRY,
 )
 BATCH_QUEUED = Gauge(

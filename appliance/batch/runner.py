@@ -8,13 +8,6 @@ its scheduler serves live requests first. Durable: a line is claimed in the DB
 before it runs and its result committed there; claims are renewed while the
 runner lives, and a dead runner's claims are re-queued (see store.py).
 
-Preemptive for chat: vLLM's priority policy admits live requests first but does
-not stop a batch sequence already decoding, and on a CPU every extra sequence
-lengthens each decoding step. So while live requests run on a chat model, the
-runner stops its batch lines of that model beyond ``batch_preempt_keep``
-(their HTTP calls are cancelled, which makes vLLM abort the sequences) and
-queues them again: the line runs once, later, and is metered once.
-
 Cheap per line: lines are claimed in groups (one transaction), their input read
 in contiguous spans, their results committed in groups, and a batch's key looked
 up once every ``KEY_FRESH_S``.
@@ -54,7 +47,6 @@ RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED
 MAX_PAUSE_S = 30.0
 KEY_FRESH_S = 1.0  # a batch's key is looked up again after this long: a revoked key stops its batch within it
 GATHER_S = 0.02  # results wait this long for others to be committed with them
-PREEMPT_LOOK_S = 0.01  # how often the models with batch lines in flight are checked for live traffic
 SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
 SPAN_MAX = 4 * 1024 * 1024
 
@@ -67,8 +59,6 @@ class BatchRunner:
         self.owner = "runner_" + secrets.token_hex(8)
         self.in_flight: Counter[str] = Counter()  # lines of this runner in flight, by model slug
         self.tasks: set[asyncio.Task[None]] = set()
-        self.running: dict[str, dict[asyncio.Task[None], LineRef]] = {}  # chat lines in flight, by model slug
-        self.preempted: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
@@ -87,7 +77,6 @@ class BatchRunner:
         last_housekeeping = 0.0
         every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
         writer = asyncio.get_running_loop().create_task(self._write_results(), name="batch results")
-        watcher = asyncio.get_running_loop().create_task(self._preempt_for_live_traffic(), name="batch preemption")
         try:
             while True:
                 if time.monotonic() - last_housekeeping >= every or self.idle_again:
@@ -101,7 +90,6 @@ class BatchRunner:
                         await asyncio.wait_for(self.wake.wait(), IDLE_S)
         finally:
             writer.cancel()
-            watcher.cancel()
             for task in list(self.tasks):
                 task.cancel()
             with contextlib.suppress(Exception):  # what was answered is kept; the rest goes back at once
@@ -115,23 +103,21 @@ class BatchRunner:
         entry = catalogue.get(model)
         return entry.slug if entry is not None else ""
 
-    def _live(self, slug: str) -> int:
-        """Live requests waiting for or in flight on model ``slug`` (the pool counts both, and our lines)."""
-        entry = self.app.state.catalogue.get(slug) if slug else None
-        if entry is None:
-            return 0
-        try:
-            pool = self.app.state.supervisor.pool_for(entry)
-        except KeyError:
-            return 0
-        return int(pool.in_flight) - self.in_flight[slug]
-
     def _room(self, slug: str) -> int:
         """How many more lines of model ``slug`` may start now (lines naming no known model fail fast: room)."""
         limit = self.settings.batch_concurrency_per_model
         if self.paused_until.get(slug, 0.0) > time.monotonic():
             return 0  # the model answered "not now"; its lines wait
-        if self._live(slug) > self.settings.batch_interactive_threshold:
+        if not slug:
+            return limit - self.in_flight[slug]
+        catalogue: Catalogue = self.app.state.catalogue
+        entry = catalogue.get(slug)
+        try:
+            pool = self.app.state.supervisor.pool_for(entry)
+        except KeyError:
+            return limit - self.in_flight[slug]
+        live = pool.in_flight - self.in_flight[slug]  # the pool counts waiting requests in flight too
+        if live > self.settings.batch_interactive_threshold:
             return 0  # live traffic first
         return limit - self.in_flight[slug]
 
@@ -156,26 +142,7 @@ class BatchRunner:
             self.in_flight[slug] += 1
             task = asyncio.get_running_loop().create_task(self._run_line(ref, slug, raw))
             self.tasks.add(task)
-            if self._preemptible(slug):
-                self.running.setdefault(slug, {})[task] = ref
         return len(claimed)
-
-    def _preemptible(self, slug: str) -> bool:
-        entry = self.app.state.catalogue.get(slug) if slug else None
-        return entry is not None and entry.modality == "chat"
-
-    async def _preempt_for_live_traffic(self) -> None:
-        """Stop the batch lines of a chat model beyond ``batch_preempt_keep`` while live requests run on it."""
-        while True:
-            await asyncio.sleep(PREEMPT_LOOK_S)
-            keep = self.settings.batch_preempt_keep
-            for slug, lines in self.running.items():
-                if len(lines) <= keep or self._live(slug) <= 0:
-                    continue
-                for task in list(lines)[keep:]:  # the newest go back first: the oldest are nearest their end
-                    if task not in self.preempted:
-                        self.preempted.add(task)
-                        task.cancel()
 
     def _group(self) -> int:
         """The fewest lines of a model worth a claim while others of it are in flight."""
@@ -253,20 +220,11 @@ class BatchRunner:
                 return
             self.results.append(LineResult(ref, ok, status, request_id, result))
             self.results_ready.set()
-        except asyncio.CancelledError:
-            if asyncio.current_task() not in self.preempted:
-                raise  # the runner stops: its claims are released
-            BATCH_LINES.labels("preempted").inc()
-            with contextlib.suppress(Exception):  # else the claim goes stale and is re-queued then
-                await asyncio.shield(asyncio.to_thread(self.store.requeue, self.owner, ref))
         except Exception:  # the DB away: the claim goes stale and another runner (or this one) runs it again
             log.exception("batch %s line %d: could not run or record it", ref.batch_id, ref.line_no)
         finally:
-            task = asyncio.current_task()
             self.in_flight[slug] -= 1
-            self.tasks.discard(task)  # type: ignore[arg-type]
-            self.running.get(slug, {}).pop(task, None)  # type: ignore[arg-type]
-            self.preempted.discard(task)  # type: ignore[arg-type]
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self.wake.set()
 
     async def _write_results(self) -> None:
@@ -313,9 +271,6 @@ class BatchRunner:
             body = json.dumps(json.loads(raw)["body"]).encode()
             answer = await endpoints.service_for(batch.surface, url)(call, key, body)
             ok, status, result = True, 200, answer.decode()
-        except asyncio.CancelledError:  # preempted (or stopping): nothing is charged, no usage row; it runs again
-            await asyncio.shield(metering.settle(self.app.state, call.fields, 503))
-            raise
         except ApiError as exc:
             call.state.error_code = exc.code.value
             ok, status, result = False, exc.status_code, _error(exc)
