@@ -12,7 +12,10 @@ def test_the_engine_writes_to_its_own_log_not_the_console(embed_appliance: Runni
     assert f"serving {EMBED} on" in engine  # the worker's own start line
     console = embed_appliance.log()
     assert f"serving {EMBED} on" not in console
-    assert sum(f"{EMBED} ready in" in line for line in console.splitlines()) == 1
+    # One line per start (the shared appliance may have been unloaded and loaded again by the admin tests).
+    starts = sum(f"{EMBED}: started worker" in line for line in console.splitlines())
+    readies = sum(f"{EMBED} ready in" in line for line in console.splitlines())
+    assert starts >= 1 and readies == starts
 
 
 def test_appliance_logs_shows_a_models_log(embed_appliance: RunningAppliance) -> None:
