@@ -44,6 +44,13 @@ def error_body(status_code: int, message: str, param: str | None = None,
     return bytes(openai_error(status_code, message, param, error_type).body)
 
 
+def invalid_request(exc: RequestValidationError | ValidationError) -> JSONResponse:
+    """A 400 naming the first invalid field, for the FastAPI routes and the hot routes alike."""
+    first: dict[str, Any] = exc.errors()[0]
+    param = field_path(first["loc"])
+    return openai_error(400, f"{param}: {first['msg']}", param)
+
+
 RawHandler = Callable[[bytes], Awaitable[bytes]]
 
 
@@ -85,9 +92,7 @@ class HotRoutes:
         except WorkerError as exc:
             status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type)
         except ValidationError as exc:
-            first: dict[str, Any] = exc.errors()[0]
-            param = field_path(first["loc"])
-            status, answer = 400, error_body(400, f"{param}: {first['msg']}", param)
+            status, answer = 400, bytes(invalid_request(exc).body)
         except Exception as exc:  # the engine's failure is this request's, never the worker's
             log.exception("%s failed", scope["path"])
             status, answer = 500, error_body(500, f"the worker failed: {exc}", error_type="server_error")
@@ -106,9 +111,7 @@ def create_worker_app(entry: ModelEntry) -> FastAPI:
 
     async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
-        first: dict[str, Any] = exc.errors()[0]
-        param = field_path(first["loc"])
-        return openai_error(400, f"{param}: {first['msg']}", param)
+        return invalid_request(exc)
 
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(ValidationError, _invalid)
