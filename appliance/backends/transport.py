@@ -8,6 +8,7 @@ failure means for the client is the gateway's business (``gateway/relay.py``).
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ TransportError = (aiohttp.ClientError, TimeoutError)
 # The request never reached the backend (refused, no route, no socket, connect timed out): safe to send
 # to another one.
 Unreachable = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# Writing the request found its pooled connection closed by the server (a keep-alive that ended as it was
+# reused): aiohttp reports "closing transport" without an errno, or the socket's EPIPE.
+NOT_SENT_ERRNOS = (None, errno.EPIPE)
+NOT_SENT_TRIES = 3
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The request failed while being written to a connection the server had already closed: it never ran."""
+    return (isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+            and exc.errno in NOT_SENT_ERRNOS)
 
 
 class Endpoint:
@@ -72,9 +83,17 @@ class Endpoint:
         """POST to ``base_url + path`` (``origin + path`` with ``at_root``: vLLM's /tokenize); the caller reads
         and releases the response (``async with``)."""
         url = self._url(path, at_root)
-        if stream:
-            return await self.session.post(url, data=data, headers=headers, timeout=self.stream_timeout())
-        return await self.session.post(url, data=data, headers=headers)  # the session's timeout
+        options: dict[str, Any] = {"timeout": self.stream_timeout()} if stream else {}  # else the session's
+        resendable = isinstance(data, bytes | bytearray | str)  # not a stream that the first try spent
+        for attempt in range(1, NOT_SENT_TRIES + 1):
+            try:
+                return await self.session.post(url, data=data, headers=headers, **options)
+            except aiohttp.ClientOSError as exc:
+                # The server had closed the pooled connection (it never saw the request): sent again; each
+                # try discards one such connection.
+                if not (never_sent(exc) and resendable and attempt < NOT_SENT_TRIES):
+                    raise
+        raise AssertionError("unreachable")
 
     def _url(self, path: str, at_root: bool) -> yarl.URL:
         """Parsed once per path rather than on every request."""
