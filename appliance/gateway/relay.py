@@ -94,7 +94,7 @@ async def broken(backend: Backend, exc: BaseException) -> ApiError:
         return ApiError(ErrorCode.BACKEND_TIMEOUT, f"{describe(backend)} did not answer in time.", retry_after=5)
     await backend.failed(f"{type(exc).__name__} while answering")
     then = "it is out of rotation until it answers its health checks" if is_remote(backend) else \
-        "it is being restarted"
+        "if it stopped, it is being restarted"
     return ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} failed while answering ({type(exc).__name__}); "
                                              f"{then}. Retrying once may help.")
 

@@ -124,9 +124,15 @@ class Worker:
         return self.state == WorkerState.READY
 
     async def failed(self, reason: str) -> None:
-        """A request found the socket dead: the watch loop restarts the process; no call may reuse a connection."""
+        """A request could not reach the process, or its connection broke mid-answer.
+
+        Only a process that is gone makes every pooled connection useless (the
+        watch loop restarts it); while it lives, one broken connection must not
+        cut the other requests in flight on it.
+        """
         log.warning("%s: %s", self.backend_id, reason)
-        await self.endpoint.drop_connections()
+        if self.process is None or self.process.returncode is not None:
+            await self.endpoint.drop_connections()
 
     async def aclose(self) -> None:
         await self.stop()
