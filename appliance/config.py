@@ -53,9 +53,14 @@ class Settings(BaseSettings):
         None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
     batch_concurrency_per_model: int = Field(
-        32, ge=1, description="batch lines in flight per model, per gateway (vLLM serves live requests first)")
+        96, ge=1, description="batch lines in flight per model, per gateway, while it has no live traffic")
+    batch_concurrency_while_live: int = Field(
+        0, ge=0, description="batch lines in flight per model while it has live traffic; those beyond are stopped "
+                             "(chat and generate: the engine drops them) and queued again")
     batch_interactive_threshold: int = Field(
-        0, ge=0, description="live requests in flight on a model above which batch lines wait (none waiting, ever)")
+        0, ge=0, description="live requests in flight on a model above which its batch lines yield")
+    batch_yield_s: float = Field(
+        2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
 
     @property

@@ -37,6 +37,7 @@ class BackendPool:
     def __init__(self, backends: Sequence[Backend]) -> None:
         self.backends = list(backends)
         self.waiting = 0  # requests waiting for a backend to come up
+        self.background = 0  # of those in flight: the gateway's own calls (batch lines), not live traffic
         self._turn = 0  # breaks ties in turn, so equal backends share an idle load too
 
     @property
@@ -50,6 +51,11 @@ class BackendPool:
     @property
     def in_flight(self) -> int:
         return self.waiting + sum(backend.in_flight for backend in self.backends)
+
+    @property
+    def live(self) -> int:
+        """Live requests waiting for or in flight on this model."""
+        return max(0, self.in_flight - self.background)
 
     def pick(self, exclude: Iterable[Backend] = ()) -> Backend | None:
         """A healthy backend not in ``exclude`` with the fewest requests in flight, or None."""

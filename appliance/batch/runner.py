@@ -1,10 +1,16 @@
 """The batch runner: a task in each gateway that claims queued lines and runs each through its live service.
 
-Fair to live traffic: per model it keeps at most ``batch_concurrency_per_model``
-lines in flight, and it starts lines only while no live request waits for
-that model's backends and no more than ``batch_interactive_threshold`` live
-requests are in flight on it; a local vLLM gets them with a low priority, so
-its scheduler serves live requests first. Durable: a line is claimed in the DB
+Fair to live traffic: per model it keeps up to ``batch_concurrency_per_model``
+lines in flight while the model has no live traffic, and yields once it has:
+when more than ``batch_interactive_threshold`` live requests wait for or run
+on it, and for ``batch_yield_s`` after the last of them, it keeps only
+``batch_concurrency_while_live`` lines in flight. The chat and generate lines
+beyond that are stopped at once (their calls are cancelled, so vLLM drops the
+sequences) and queued again: they run once, later, and are metered once. A
+local vLLM gets batch lines with a low priority, so its scheduler admits live
+requests first; it does not stop a running sequence for them, hence the
+stopping here. The yield lasts past each live request so that stopped lines do
+not come straight back between two of them. Durable: a line is claimed in the DB
 before it runs and its result committed there; claims are renewed while the
 runner lives, and a dead runner's claims are re-queued (see store.py).
 
@@ -47,6 +53,7 @@ RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED
 MAX_PAUSE_S = 30.0
 KEY_FRESH_S = 1.0  # a batch's key is looked up again after this long: a revoked key stops its batch within it
 GATHER_S = 0.02  # results wait this long for others to be committed with them
+WATCH_S = 0.01  # how often the models with batch lines in flight are checked for live traffic
 SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
 SPAN_MAX = 4 * 1024 * 1024
 
@@ -59,11 +66,16 @@ class BatchRunner:
         self.owner = "runner_" + secrets.token_hex(8)
         self.in_flight: Counter[str] = Counter()  # lines of this runner in flight, by model slug
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stoppable: dict[str, dict[asyncio.Task[None], LineRef]] = {}  # chat/generate lines in flight, by slug
+        self.stopped: set[asyncio.Task[None]] = set()  # cancelled to yield to live traffic: they go back to the queue
+        self.live_seen: dict[str, float] = {}  # model slug → monotonic time live traffic was last seen on it
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
         self.idle_again = False  # the last line in flight just ended: a batch may be ready to finalize now
+        self.queue_empty = False  # the last look found no queued line (else no batch can be ready to finalize)
         self.results: list[LineResult] = []  # answered, not yet committed
+        self.yielded: list[LineRef] = []  # stopped for live traffic, not yet queued again
         self.results_ready = asyncio.Event()
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
         self._key_lookup = asyncio.Lock()
@@ -77,6 +89,7 @@ class BatchRunner:
         last_housekeeping = 0.0
         every = min(HOUSEKEEPING_S, self.settings.batch_stale_s / 3)
         writer = asyncio.get_running_loop().create_task(self._write_results(), name="batch results")
+        watcher = asyncio.get_running_loop().create_task(self._yield_to_live_traffic(), name="batch yield")
         try:
             while True:
                 if time.monotonic() - last_housekeeping >= every or self.idle_again:
@@ -90,6 +103,7 @@ class BatchRunner:
                         await asyncio.wait_for(self.wake.wait(), IDLE_S)
         finally:
             writer.cancel()
+            watcher.cancel()
             for task in list(self.tasks):
                 task.cancel()
             with contextlib.suppress(Exception):  # what was answered is kept; the rest goes back at once
@@ -103,34 +117,48 @@ class BatchRunner:
         entry = catalogue.get(model)
         return entry.slug if entry is not None else ""
 
+    def _live(self, slug: str) -> int:
+        """Live requests waiting for or in flight on model ``slug`` (its pool tells them from batch lines)."""
+        entry = self.app.state.catalogue.get(slug) if slug else None
+        if entry is None:
+            return 0
+        try:
+            return int(self.app.state.supervisor.pool_for(entry).live)
+        except KeyError:
+            return 0
+
+    def _yielding(self, slug: str) -> bool:
+        """Whether model ``slug`` has live traffic now, or had it within ``batch_yield_s``."""
+        now = time.monotonic()
+        if self._live(slug) > self.settings.batch_interactive_threshold:
+            self.live_seen[slug] = now
+            return True
+        seen = self.live_seen.get(slug)
+        return seen is not None and now - seen < self.settings.batch_yield_s
+
+    def _width(self, slug: str) -> int:
+        """How many lines of model ``slug`` may be in flight now."""
+        if slug and self._yielding(slug):
+            return self.settings.batch_concurrency_while_live
+        return self.settings.batch_concurrency_per_model
+
     def _room(self, slug: str) -> int:
         """How many more lines of model ``slug`` may start now (lines naming no known model fail fast: room)."""
-        limit = self.settings.batch_concurrency_per_model
         if self.paused_until.get(slug, 0.0) > time.monotonic():
             return 0  # the model answered "not now"; its lines wait
-        if not slug:
-            return limit - self.in_flight[slug]
-        catalogue: Catalogue = self.app.state.catalogue
-        entry = catalogue.get(slug)
-        try:
-            pool = self.app.state.supervisor.pool_for(entry)
-        except KeyError:
-            return limit - self.in_flight[slug]
-        live = pool.in_flight - self.in_flight[slug]  # the pool counts waiting requests in flight too
-        if live > self.settings.batch_interactive_threshold:
-            return 0  # live traffic first
-        return limit - self.in_flight[slug]
+        return max(0, self._width(slug) - self.in_flight[slug])
 
     async def _dispatch(self) -> int:
         refs = await asyncio.to_thread(self.store.candidates, 256)
+        self.queue_empty = not refs
         room: dict[str, int] = {}
         wanted: list[LineRef] = []
         for ref in refs:
             slug = self._slug(ref.model)
             if slug not in room:
                 room[slug] = self._room(slug)
-                if self.in_flight[slug] and room[slug] < self._group():
-                    room[slug] = 0  # wait until a group's worth is free: one claim per group, not per line
+                if self.in_flight[slug] and room[slug] < max(1, self._width(slug) // 4):
+                    room[slug] = 0  # wait until a quarter is free: one claim per group of lines, not per line
             if room[slug] > 0:
                 room[slug] -= 1
                 wanted.append(ref)
@@ -142,11 +170,32 @@ class BatchRunner:
             self.in_flight[slug] += 1
             task = asyncio.get_running_loop().create_task(self._run_line(ref, slug, raw))
             self.tasks.add(task)
+            if self._stoppable(slug):
+                self.stoppable.setdefault(slug, {})[task] = ref
         return len(claimed)
 
-    def _group(self) -> int:
-        """The fewest lines of a model worth a claim while others of it are in flight."""
-        return max(1, self.settings.batch_concurrency_per_model // 4)
+    def _stoppable(self, slug: str) -> bool:
+        """Chat and generate lines: cancelling their call makes the engine drop the sequence, saving its work."""
+        entry = self.app.state.catalogue.get(slug) if slug else None
+        return entry is not None and entry.modality == "chat"
+
+    async def _yield_to_live_traffic(self) -> None:
+        """Watch the chat models for live traffic (so a batch that arrives meanwhile starts narrow), and while
+        one yields, stop its lines beyond ``batch_concurrency_while_live``, newest first."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            keep = self.settings.batch_concurrency_while_live
+            catalogue: Catalogue = self.app.state.catalogue
+            for slug in [entry.slug for entry in catalogue if entry.modality == "chat"]:
+                if not self._yielding(slug):
+                    continue
+                lines = self.stoppable.get(slug)
+                if not lines or len(lines) <= keep:
+                    continue
+                running = [task for task in lines if task not in self.stopped]
+                for task in running[keep:]:  # the oldest are nearest their end
+                    self.stopped.add(task)
+                    task.cancel()
 
     def _claim_and_read(self, wanted: list[LineRef]) -> list[tuple[LineRef, bytes]]:
         """Claim the lines (one transaction) and read their input lines, in contiguous spans of each file."""
@@ -216,15 +265,24 @@ class BatchRunner:
             ok, status, request_id, result, retry_after = await self._call(batch, ref.url, raw)
             if retry_after is not None:
                 self.paused_until[slug] = time.monotonic() + min(MAX_PAUSE_S, max(1.0, retry_after))
-                await asyncio.to_thread(self.store.requeue, self.owner, ref)
+                await asyncio.to_thread(self.store.requeue, self.owner, [ref])
                 return
             self.results.append(LineResult(ref, ok, status, request_id, result))
+            self.results_ready.set()
+        except asyncio.CancelledError:
+            if asyncio.current_task() not in self.stopped:
+                raise  # the runner stops: its claims are released
+            BATCH_LINES.labels("yielded").inc()
+            self.yielded.append(ref)  # queued again with the next group of results
             self.results_ready.set()
         except Exception:  # the DB away: the claim goes stale and another runner (or this one) runs it again
             log.exception("batch %s line %d: could not run or record it", ref.batch_id, ref.line_no)
         finally:
+            task = asyncio.current_task()
             self.in_flight[slug] -= 1
-            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.tasks.discard(task)  # type: ignore[arg-type]
+            self.stoppable.get(slug, {}).pop(task, None)  # type: ignore[arg-type]
+            self.stopped.discard(task)  # type: ignore[arg-type]
             self.wake.set()
 
     async def _write_results(self) -> None:
@@ -238,6 +296,12 @@ class BatchRunner:
 
     async def _flush(self) -> None:
         group, self.results = self.results, []
+        yielded, self.yielded = self.yielded, []
+        if yielded:
+            try:
+                await asyncio.to_thread(self.store.requeue, self.owner, yielded)
+            except Exception:  # the DB away: their claims go stale and are re-queued then
+                log.exception("could not queue %d yielded batch line(s) again", len(yielded))
         if not group:
             return
         try:
@@ -250,8 +314,8 @@ class BatchRunner:
             return
         BATCH_LINES.labels("done").inc(done)
         BATCH_LINES.labels("failed").inc(failed)
-        if not any(self.in_flight.values()) and not self.results:
-            self.idle_again = True  # a batch may be ready to finalize now
+        if not any(self.in_flight.values()) and not self.results and self.queue_empty:
+            self.idle_again = True  # a batch may be ready to finalize now (not after each line of a narrow batch)
             self.wake.set()
 
     async def _call(self, batch: BatchRow, url: str, raw: bytes) -> tuple[bool, int, str, str, float | None]:
@@ -271,6 +335,9 @@ class BatchRunner:
             body = json.dumps(json.loads(raw)["body"]).encode()
             answer = await endpoints.service_for(batch.surface, url)(call, key, body)
             ok, status, result = True, 200, answer.decode()
+        except asyncio.CancelledError:  # stopped (or the runner stops): nothing charged, no usage row; it runs again
+            await asyncio.shield(metering.settle(self.app.state, call.fields, 503))
+            raise
         except ApiError as exc:
             call.state.error_code = exc.code.value
             ok, status, result = False, exc.status_code, _error(exc)

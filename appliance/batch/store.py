@@ -153,13 +153,19 @@ class BatchStore:
             session.execute(update(BatchLineRow).where(BatchLineRow.owner == owner, BatchLineRow.state == "running")
                             .values(claimed_at=now()))
 
-    def requeue(self, owner: str, ref: LineRef) -> None:
-        """Hand one line back (its model said "not now"): queued again, for any runner."""
+    def requeue(self, owner: str, refs: list[LineRef]) -> None:
+        """Hand lines back (their model said "not now", or they yielded to live traffic): queued again, for any
+        runner (one transaction, one UPDATE per batch)."""
+        by_batch: dict[str, list[int]] = {}
+        for ref in refs:
+            by_batch.setdefault(ref.batch_id, []).append(ref.line_no)
         with Session(self.engine) as session, session.begin():
-            session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == ref.batch_id,
-                                                       BatchLineRow.line_no == ref.line_no,
-                                                       BatchLineRow.owner == owner, BatchLineRow.state == "running")
-                            .values(state="queued", owner=None, claimed_at=None))
+            for batch_id, line_nos in by_batch.items():
+                session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == batch_id,
+                                                           BatchLineRow.line_no.in_(line_nos),
+                                                           BatchLineRow.owner == owner,
+                                                           BatchLineRow.state == "running")
+                                .values(state="queued", owner=None, claimed_at=None))
 
     def release(self, owner: str) -> None:
         """A runner stopping cleanly: its running lines are queued again."""

@@ -24,7 +24,7 @@ from appliance.backends.transport import TransportError, Unreachable
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.gateway.auth import check_model_access
-from appliance.gateway.context import Caller
+from appliance.gateway.context import CallContext, Caller
 from appliance.gateway.errors import ApiError, ErrorCode, request_id_of
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
 
@@ -67,6 +67,18 @@ async def call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awa
     The backend counts the request in flight for as long as ``send`` runs.
     """
     supervisor: Supervisor = request.app.state.supervisor
+    pool = supervisor.pools.get(entry.slug) if isinstance(request, CallContext) else None
+    if pool is None:
+        return await _call(request, entry, send, supervisor)
+    pool.background += 1  # a batch line: the runner tells live traffic from it
+    try:
+        return await _call(request, entry, send, supervisor)
+    finally:
+        pool.background -= 1
+
+
+async def _call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
+                supervisor: Supervisor) -> T:
     tried: list[Backend] = []
     while True:
         try:

@@ -7,6 +7,7 @@ decision is checked without racing real requests against a clock.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +29,8 @@ from tests.conftest import catalogue_subset
 @pytest.fixture
 def runner(tiny_catalogue: Path, tmp_path: Path) -> BatchRunner:
     catalogue = load_catalogue(catalogue_subset(tiny_catalogue, [EMBED, CHAT], tmp_path / "models.toml"))
-    settings = Settings(state_dir=tmp_path, batch_concurrency_per_model=3, batch_interactive_threshold=1)
+    settings = Settings(state_dir=tmp_path, batch_concurrency_per_model=3, batch_concurrency_while_live=1,
+                        batch_interactive_threshold=1, batch_yield_s=30)
     engine: Engine = open_database(settings.effective_database_url)
     app = SimpleNamespace(state=SimpleNamespace(settings=settings, catalogue=catalogue,
                                                 supervisor=Supervisor(catalogue, settings)))
@@ -45,16 +47,46 @@ def test_an_idle_model_takes_lines_up_to_the_per_model_limit(runner: BatchRunner
     assert runner._room(CHAT) == 1 and runner._room(EMBED) == 3
 
 
-def test_live_requests_beyond_the_threshold_stop_new_lines_for_that_model_only(runner: BatchRunner) -> None:
+def test_live_requests_beyond_the_threshold_narrow_that_model_only(runner: BatchRunner) -> None:
     pool(runner, CHAT).waiting = 1  # one live request: within the threshold
     assert runner._room(CHAT) == 3
-    pool(runner, CHAT).waiting = 2  # two: the batch waits
-    assert runner._room(CHAT) == 0 and runner._room(EMBED) == 3
+    pool(runner, CHAT).waiting = 2  # two: the batch yields, down to batch_concurrency_while_live
+    assert runner._room(CHAT) == 1 and runner._room(EMBED) == 3
+    runner.in_flight[CHAT] = 1
+    assert runner._room(CHAT) == 0
+
+
+def test_a_model_keeps_yielding_for_batch_yield_s_after_its_last_live_request(runner: BatchRunner) -> None:
+    pool(runner, CHAT).waiting = 2
+    assert runner._room(CHAT) == 1
+    pool(runner, CHAT).waiting = 0  # the live requests ended just now: stopped lines must not rush back
+    assert runner._room(CHAT) == 1
+    runner.live_seen[CHAT] = time.monotonic() - 31  # batch_yield_s (30) later
+    assert runner._room(CHAT) == 3
+
+
+def test_while_yielding_the_newest_chat_lines_beyond_the_live_width_are_stopped(runner: BatchRunner) -> None:
+    async def scenario() -> list[bool]:
+        lines = [asyncio.ensure_future(asyncio.sleep(30)) for _ in range(3)]  # three chat lines in flight
+        runner.stoppable[CHAT] = dict.fromkeys(lines)  # type: ignore[arg-type]
+        runner.in_flight[CHAT] = 3
+        pool(runner, CHAT).waiting = 3 + 2  # the pool counts the runner's three lines, and two live requests arrive
+        pool(runner, CHAT).background = 3
+        watcher = asyncio.ensure_future(runner._yield_to_live_traffic())
+        await asyncio.wait(lines, timeout=1, return_when=asyncio.ALL_COMPLETED)
+        watcher.cancel()
+        cancelled = [line.cancelled() for line in lines]
+        for line in lines:
+            line.cancel()
+        return cancelled
+
+    assert asyncio.run(scenario()) == [False, True, True]  # the oldest keeps running: it is nearest its end
 
 
 def test_the_runner_does_not_count_its_own_lines_as_live_traffic(runner: BatchRunner) -> None:
     runner.in_flight[CHAT] = 2
     pool(runner, CHAT).waiting = 2  # the runner's own two lines, waiting for the model to load
+    pool(runner, CHAT).background = 2  # as the relay counts them
     assert runner._room(CHAT) == 1
 
 

@@ -12,7 +12,8 @@ the way the first path segment names:
 - ``/markup/v1``: streams a chat answer made of HTML (``<img onerror>``, ``<script>``), for escaping tests;
 - ``/status-NNN/v1``: an OpenAI error object with HTTP status NNN (and ``Retry-After: 7``);
 - ``/record/v1``: not a fault: a one-word chat completion, keeping each request body in ``app[BODIES]`` (what
-  exactly the gateway sends, e.g. a batch line's ``priority``).
+  exactly the gateway sends, e.g. a batch line's ``priority``);
+- ``/slow/v1``: the same, answered after ``SLOW_S`` (requests that are still running when something happens).
 
 Run: ``python -m tests.support.fake_backend PORT MODEL``.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 from aiohttp import web
 
 BODIES = web.AppKey("bodies", list)
+SLOW_S = 0.5
 
 
 # A chat answer that runs code wherever a page inserts it as HTML.
@@ -43,8 +45,10 @@ def make_app(model: str) -> web.Application:
     async def misbehave(request: web.Request) -> web.StreamResponse:
         mode = request.match_info["mode"]
         await request.read()
-        if mode == "record":
+        if mode in ("record", "slow"):
             request.app[BODIES].append(await request.json())
+            if mode == "slow":
+                await asyncio.sleep(SLOW_S)
             return web.json_response({"id": "chatcmpl-fake", "object": "chat.completion", "model": model,
                                       "choices": [{"index": 0, "finish_reason": "stop",
                                                    "message": {"role": "assistant", "content": "hi"}}],
