@@ -5,12 +5,15 @@
   same model, options and file, run once before and once after the appliance
   (its own progress bar's rate, model load excluded). Aim: appliance ≥ 0.9 ×
   run-batch.
-* Fairness: p50/p99 of sequential live chat requests while that batch runs vs
-  on an idle appliance, interleaved: each round probes idle, then runs the
-  batch under probes, then runs it alone. Aim: p99 ≤ 1.5 × idle.
+* Fairness: p50/p99 of sequential live chat requests with that batch submitted
+  vs on an idle appliance, interleaved: each round probes idle, submits the
+  batch and probes while it is there (printing how many of its lines finished
+  meanwhile: it yields to live traffic), lets it finish, waits out the yield
+  (``batch_yield_s``) and then times the batch alone. Aim: p99 ≤ 1.5 × idle.
 
     .venv/bin/python bench/batch.py [--lines 600] [--max-tokens 16] [--probes 100] [--rounds 3]
-                                    [--concurrency N] [--catalogue models.toml]
+                                    [--busy-probes 300] [--concurrency N] [--while-live N]
+                                    [--catalogue models.toml]
 
 Without ``--catalogue`` it uses the tiny vLLM model (``appliance tiny-models``);
 without ``--concurrency`` the appliance's default ``batch_concurrency_per_model``.
@@ -26,9 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -73,11 +76,11 @@ def run_batch_s(entry: object, source: Path, work: Path, lines: int) -> float:
     return max(1, int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds))
 
 
-def probe_latencies(http: httpx.Client, count: int | None, stop: threading.Event | None = None) -> list[float]:
-    """Sequential live chat requests: ``count`` of them, or until ``stop``."""
+def probe_latencies(http: httpx.Client, count: int) -> list[float]:
+    """``count`` sequential live chat requests."""
     took: list[float] = []
     body = {"model": MODEL, "max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
-    while (count is None or len(took) < count) and not (stop and stop.is_set()):
+    for _ in range(count):
         started = time.perf_counter()
         assert http.post("/v1/inference/chat", json=body).status_code == 200
         took.append(time.perf_counter() - started)
@@ -88,41 +91,48 @@ def quantile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else values[0]
 
 
-def run_oai_batch(http: httpx.Client, file_id: str) -> float:
-    """Seconds from submitting one OpenAI batch of ``file_id`` to its completion."""
-    started = time.perf_counter()
+def submit(http: httpx.Client, file_id: str) -> str:
     batch = http.post("/oai/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions",
                                                "completion_window": "24h"}).json()
-    while batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+    return str(batch["id"])
+
+
+def wait_done(http: httpx.Client, batch_id: str) -> dict[str, Any]:
+    while True:
+        batch: dict[str, Any] = http.get(f"/oai/v1/batches/{batch_id}").json()
+        if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+            assert batch["status"] == "completed" and batch["request_counts"]["failed"] == 0, batch
+            return batch
         time.sleep(0.1)
-        batch = http.get(f"/oai/v1/batches/{batch['id']}").json()
-    assert batch["status"] == "completed" and batch["request_counts"]["failed"] == 0, batch
-    return time.perf_counter() - started
 
 
-def appliance_leg(catalogue: Path, state: Path, source: Path, probes: int, rounds: int,
-                  concurrency: int | None) -> tuple[list[float], list[float], list[float]]:
-    """Per round: live probes idle; live probes while the batch runs; the batch alone (its seconds)."""
-    env = {"APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": str(concurrency)} if concurrency else {}
+def appliance_leg(catalogue: Path, state: Path, source: Path, probes: int, busy_probes: int, rounds: int,
+                  env: dict[str, str]) -> tuple[list[float], list[float], list[float], list[int]]:
+    """Per round: live probes idle; ``busy_probes`` live probes with a batch submitted (and the lines it
+    finished meanwhile); once it is done and the yield is over, the batch alone (its seconds)."""
     took: list[float] = []
     idle: list[float] = []
     busy: list[float] = []
+    finished_under_probes: list[int] = []
+    yield_s = float(env.get("APPLIANCE_BATCH_YIELD_S", Settings().batch_yield_s))
     with start_appliance(catalogue, state, env=env) as running:
         key = running.create_key()
-        with running.client(key, timeout=600) as http, running.client(key, timeout=600) as live:
+        with running.client(key, timeout=600) as http:
             probe_latencies(http, 3)  # warm
             file_id = http.post("/oai/v1/files", files={"file": ("in.jsonl", source.read_bytes())},
                                 data={"purpose": "batch"}).json()["id"]
             for _ in range(rounds):
                 idle += probe_latencies(http, probes)
-                stop = threading.Event()
-                prober = threading.Thread(target=lambda: busy.extend(probe_latencies(live, None, stop)))
-                prober.start()
-                run_oai_batch(http, file_id)
-                stop.set()
-                prober.join(600)
-                took.append(run_oai_batch(http, file_id))
-    return took, idle, busy
+                batch_id = submit(http, file_id)
+                busy += probe_latencies(http, busy_probes)
+                batch = http.get(f"/oai/v1/batches/{batch_id}").json()
+                finished_under_probes.append(batch["request_counts"]["completed"])
+                wait_done(http, batch_id)
+                time.sleep(yield_s + 0.5)  # the runner yields this long after the last live request
+                started = time.perf_counter()
+                wait_done(http, submit(http, file_id))
+                took.append(time.perf_counter() - started)
+    return took, idle, busy, finished_under_probes
 
 
 def main() -> None:
@@ -130,9 +140,11 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=600)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--probes", type=int, default=100, help="idle probes per round")
+    parser.add_argument("--busy-probes", type=int, default=300, help="probes per round with a batch submitted")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--catalogue", type=Path, default=None)
     parser.add_argument("--concurrency", type=int, default=None, help="batch_concurrency_per_model")
+    parser.add_argument("--while-live", type=int, default=None, help="batch_concurrency_while_live")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -145,24 +157,32 @@ def main() -> None:
         entry = load_catalogue(catalogue).get(MODEL)
         source = lines_file(work / "in.jsonl", args.lines, args.max_tokens)
         theirs_s = [run_batch_s(entry, source, work, args.lines)]
-        took, idle, busy = appliance_leg(catalogue, work / "state", source, args.probes, args.rounds,
-                                         args.concurrency)
+        env = {"APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": str(args.concurrency)} if args.concurrency else {}
+        if args.while_live is not None:
+            env["APPLIANCE_BATCH_CONCURRENCY_WHILE_LIVE"] = str(args.while_live)
+        took, idle, busy, finished = appliance_leg(catalogue, work / "state", source, args.probes,
+                                                   args.busy_probes, args.rounds, env)
         theirs_s.append(run_batch_s(entry, source, work, args.lines))
     ours = sorted(args.lines / s for s in took)
     theirs = sorted(args.lines / s for s in theirs_s)
     ratio = statistics.median(ours) / statistics.mean(theirs)
-    concurrency = args.concurrency or Settings().batch_concurrency_per_model
+    defaults = Settings()
+    concurrency = args.concurrency or defaults.batch_concurrency_per_model
+    while_live = defaults.batch_concurrency_while_live if args.while_live is None else args.while_live
     print(f"batch of {args.lines} chat lines, max_tokens {args.max_tokens}, batch_concurrency_per_model "
-          f"{concurrency}, {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
+          f"{concurrency}, batch_concurrency_while_live {while_live}, {args.rounds} rounds; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"  appliance batch : median {statistics.median(ours):7.1f} lines/s "
           f"(rounds {', '.join(f'{v:.1f}' for v in ours)}; submission to completed)")
+    print(f"  under live load : {', '.join(str(n) for n in finished)} of {args.lines} lines finished during "
+          f"the {args.busy_probes} live probes of each round (the batch yields to them)")
     print(f"  vllm run-batch  : mean   {statistics.mean(theirs):7.1f} lines/s "
           f"(before {args.lines / theirs_s[0]:.1f}, after {args.lines / theirs_s[1]:.1f}; load excluded)")
     print(f"  ratio           : {ratio:8.2f}  (aim ≥ 0.9)")
     p99_idle, p99_busy = quantile(idle, 99), quantile(busy, 99)
     print(f"live chat         : idle p50 {quantile(idle, 50) * 1000:.0f} ms p99 {p99_idle * 1000:.0f} ms "
           f"({len(idle)}); during the batch p50 {quantile(busy, 50) * 1000:.0f} ms p99 {p99_busy * 1000:.0f} ms "
-          f"({len(busy)}); p99 ratio {p99_busy / p99_idle:.2f} (aim ≤ 1.5)")
+          f"({len(busy)}, a batch submitted); p99 ratio {p99_busy / p99_idle:.2f} (aim ≤ 1.5)")
 
 
 if __name__ == "__main__":
