@@ -348,6 +348,9 @@ class BatchRunner:
             error = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to run this line; it is logged.")
             call.state.error_code = error.code.value
             ok, status, result = False, 500, _error(error)
+        task = asyncio.current_task()
+        for lines in self.stoppable.values():  # answered: no longer stopped for live traffic, so metered once
+            lines.pop(task, None)  # type: ignore[arg-type]
         await metering.settle(self.app.state, call.fields, status)
         if retry_after is None:  # one usage row per line: the attempt that gave its result
             metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
