@@ -53,6 +53,7 @@ RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED
 MAX_PAUSE_S = 30.0
 KEY_FRESH_S = 1.0  # a batch's key is looked up again after this long: a revoked key stops its batch within it
 GATHER_S = 0.02  # results wait this long for others to be committed with them
+CANDIDATES = 256  # queued lines looked at per dispatch
 WATCH_S = 0.01  # how often the models with batch lines in flight are checked for live traffic
 SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
 SPAN_MAX = 4 * 1024 * 1024
@@ -149,19 +150,30 @@ class BatchRunner:
         return max(0, self._width(slug) - self.in_flight[slug])
 
     async def _dispatch(self) -> int:
-        refs = await asyncio.to_thread(self.store.candidates, 256)
-        self.queue_empty = not refs
         room: dict[str, int] = {}
         wanted: list[LineRef] = []
-        for ref in refs:
-            slug = self._slug(ref.model)
-            if slug not in room:
-                room[slug] = self._room(slug)
-                if self.in_flight[slug] and room[slug] < max(1, self._width(slug) // 4):
-                    room[slug] = 0  # wait until a quarter is free: one claim per group of lines, not per line
-            if room[slug] > 0:
-                room[slug] -= 1
-                wanted.append(ref)
+        full: set[str] = set()  # model names (as lines give them) with no room now
+        seen: set[tuple[str, int]] = set()
+        for _look in range(2):  # a second look past the lines of full models: they must not block the others
+            refs = await asyncio.to_thread(self.store.candidates, CANDIDATES, full)
+            if not full:
+                self.queue_empty = not refs
+            for ref in refs:
+                if (ref.batch_id, ref.line_no) in seen:
+                    continue
+                seen.add((ref.batch_id, ref.line_no))
+                slug = self._slug(ref.model)
+                if slug not in room:
+                    room[slug] = self._room(slug)
+                    if self.in_flight[slug] and room[slug] < max(1, self._width(slug) // 4):
+                        room[slug] = 0  # wait until a quarter is free: one claim per group of lines, not per line
+                if room[slug] > 0:
+                    room[slug] -= 1
+                    wanted.append(ref)
+                else:
+                    full.add(ref.model)
+            if len(refs) < CANDIDATES or not full:
+                break
         if not wanted:
             return 0
         claimed = await asyncio.to_thread(self._claim_and_read, wanted)

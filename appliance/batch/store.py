@@ -9,7 +9,7 @@ that claimed its finalization.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -100,13 +100,15 @@ class BatchStore:
 
     # --- the runner ----------------------------------------------------------------------------------------
 
-    def candidates(self, limit: int) -> list[LineRef]:
-        """Queued lines of running batches, oldest batch first."""
+    def candidates(self, limit: int, skip_models: Collection[str] = ()) -> list[LineRef]:
+        """Queued lines of running batches, oldest batch first (but none naming a model in ``skip_models``)."""
         query = (select(BatchLineRow.batch_id, BatchLineRow.line_no, BatchLineRow.model, BatchLineRow.url,
                         BatchLineRow.offset, BatchLineRow.length)
                  .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
                  .where(BatchLineRow.state == "queued", BatchRow.status == "in_progress")
                  .order_by(BatchRow.seq, BatchLineRow.line_no).limit(limit))
+        if skip_models:
+            query = query.where(BatchLineRow.model.not_in(list(skip_models)))
         with Session(self.engine) as session:
             return [LineRef(*row) for row in session.execute(query)]
 

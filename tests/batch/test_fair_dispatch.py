@@ -8,6 +8,7 @@ decision is checked without racing real requests against a clock.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,13 +17,14 @@ import pytest
 from sqlalchemy import Engine
 
 from appliance.batch.files import FileStore
+from appliance.batch.intake import create_batch
 from appliance.batch.runner import BatchRunner
 from appliance.batch.store import BatchStore
 from appliance.catalogue import load_catalogue
 from appliance.config import Settings
 from appliance.db.database import open_database
 from appliance.supervisor.supervisor import Supervisor
-from tests.batch.helpers import CHAT, EMBED
+from tests.batch.helpers import CHAT, EMBED, chat_line, embed_line, jsonl
 from tests.conftest import catalogue_subset
 
 
@@ -97,3 +99,25 @@ def test_a_model_that_said_not_now_is_paused(runner: BatchRunner) -> None:
 
 def test_lines_naming_no_known_model_still_run_to_fail_fast(runner: BatchRunner) -> None:
     assert runner._slug("no/such") == "" and runner._room("") == 3
+
+
+def test_the_lines_of_a_yielding_model_do_not_hold_back_another_models_lines_behind_them(
+        runner: BatchRunner, tmp_path: Path) -> None:
+    lines = [chat_line(f"chat{n}") for n in range(300)] + [embed_line("embed")]  # more than one look's worth
+    stored = runner.files.save("key_a", "batch", "in.jsonl", io.BytesIO(jsonl(lines)), 10**6)
+    assert stored is not None
+    create_batch(runner.store.engine, key_id="key_a", surface="scaigrid", endpoint=None, input_file_id=stored.id,
+                 input_path=runner.files.path(stored.id), window="24h", metadata=None)
+    pool(runner, CHAT).waiting = 2  # live traffic on the chat model: it yields, down to one line
+    runner.in_flight[CHAT] = 1  # which it has
+
+    async def dispatch() -> tuple[int, dict[str, int]]:
+        started = await runner._dispatch()
+        in_flight = dict(runner.in_flight)
+        for task in list(runner.tasks):  # what was claimed is enough; the line need not run here
+            task.cancel()
+        await asyncio.gather(*runner.tasks, return_exceptions=True)
+        return started, in_flight
+
+    started, in_flight = asyncio.run(dispatch())
+    assert started == 1 and in_flight == {CHAT: 1, EMBED: 1}  # the embed line started, past 300 chat lines
