@@ -33,7 +33,7 @@ from typing import Any
 from appliance.batch import endpoints
 from appliance.batch.files import FileStore
 from appliance.batch.results import finalize
-from appliance.batch.store import BatchStore, LineRef, LineResult
+from appliance.batch.store import BatchStore, LineRef, LineResult, by_batch
 from appliance.catalogue import Catalogue
 from appliance.config import Settings
 from appliance.db.batches import BatchRow
@@ -212,11 +212,8 @@ class BatchRunner:
     def _claim_and_read(self, wanted: list[LineRef]) -> list[tuple[LineRef, bytes]]:
         """Claim the lines (one transaction) and read their input lines, in contiguous spans of each file."""
         claimed = self.store.claim(self.owner, wanted)
-        by_batch: dict[str, list[LineRef]] = {}
-        for ref in claimed:
-            by_batch.setdefault(ref.batch_id, []).append(ref)
         out: list[tuple[LineRef, bytes]] = []
-        for batch_id, group in by_batch.items():
+        for batch_id, group in by_batch(claimed).items():
             batch = self._batches.get(batch_id) or self._remember(self.store.get(batch_id, None))
             try:
                 if batch is None:

@@ -9,7 +9,7 @@ that claimed its finalization.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +47,14 @@ class LineRef:
     url: str = ""
     offset: int = 0  # its bytes in the batch's input file
     length: int = 0
+
+
+def by_batch(refs: Iterable[LineRef]) -> dict[str, list[LineRef]]:
+    """The lines grouped by their batch, in the order given: one statement per batch, not per line."""
+    groups: dict[str, list[LineRef]] = {}
+    for ref in refs:
+        groups.setdefault(ref.batch_id, []).append(ref)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -115,12 +123,9 @@ class BatchStore:
     def claim(self, owner: str, refs: list[LineRef]) -> list[LineRef]:
         """The lines this runner now owns: each taken only if it was still queued (one transaction, one UPDATE
         per batch of the group)."""
-        by_batch: dict[str, list[LineRef]] = {}
-        for ref in refs:
-            by_batch.setdefault(ref.batch_id, []).append(ref)
         claimed = []
         with Session(self.engine) as session, session.begin():
-            for batch_id, group in by_batch.items():
+            for batch_id, group in by_batch(refs).items():
                 taken = set(session.scalars(
                     update(BatchLineRow).where(BatchLineRow.batch_id == batch_id,
                                                BatchLineRow.line_no.in_([ref.line_no for ref in group]),
@@ -158,13 +163,10 @@ class BatchStore:
     def requeue(self, owner: str, refs: list[LineRef]) -> None:
         """Hand lines back (their model said "not now", or they yielded to live traffic): queued again, for any
         runner (one transaction, one UPDATE per batch)."""
-        by_batch: dict[str, list[int]] = {}
-        for ref in refs:
-            by_batch.setdefault(ref.batch_id, []).append(ref.line_no)
         with Session(self.engine) as session, session.begin():
-            for batch_id, line_nos in by_batch.items():
+            for batch_id, group in by_batch(refs).items():
                 session.execute(update(BatchLineRow).where(BatchLineRow.batch_id == batch_id,
-                                                           BatchLineRow.line_no.in_(line_nos),
+                                                           BatchLineRow.line_no.in_([ref.line_no for ref in group]),
                                                            BatchLineRow.owner == owner,
                                                            BatchLineRow.state == "running")
                                 .values(state="queued", owner=None, claimed_at=None))
