@@ -84,16 +84,16 @@ class Endpoint:
         and releases the response (``async with``)."""
         url = self._url(path, at_root)
         options: dict[str, Any] = {"timeout": self.stream_timeout()} if stream else {}  # else the session's
-        resendable = isinstance(data, bytes | bytearray | str)  # not a stream that the first try spent
-        for attempt in range(1, NOT_SENT_TRIES + 1):
-            try:
-                return await self.session.post(url, data=data, headers=headers, **options)
-            except aiohttp.ClientOSError as exc:
-                # The server had closed the pooled connection (it never saw the request): sent again; each
-                # try discards one such connection.
-                if not (never_sent(exc) and resendable and attempt < NOT_SENT_TRIES):
-                    raise
-        raise AssertionError("unreachable")
+        if isinstance(data, bytes | bytearray | str):  # not a stream that a first try would spend
+            for _retry in range(NOT_SENT_TRIES - 1):
+                try:
+                    return await self.session.post(url, data=data, headers=headers, **options)
+                except aiohttp.ClientOSError as exc:
+                    # The server had closed the pooled connection (it never saw the request): sent again;
+                    # each try discards one such connection.
+                    if not never_sent(exc):
+                        raise
+        return await self.session.post(url, data=data, headers=headers, **options)
 
     def _url(self, path: str, at_root: bool) -> yarl.URL:
         """Parsed once per path rather than on every request."""
