@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -56,6 +56,15 @@ class BackendPool:
     def live(self) -> int:
         """Live requests waiting for or in flight on this model."""
         return max(0, self.in_flight - self.background)
+
+    @contextlib.contextmanager
+    def background_call(self) -> Iterator[None]:
+        """Count a call of the gateway's own (a batch line) for as long as it runs, so it is not live traffic."""
+        self.background += 1
+        try:
+            yield
+        finally:
+            self.background -= 1
 
     def pick(self, exclude: Iterable[Backend] = ()) -> Backend | None:
         """A healthy backend not in ``exclude`` with the fewest requests in flight, or None."""

@@ -68,17 +68,12 @@ async def call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awa
     """
     supervisor: Supervisor = request.app.state.supervisor
     pool = supervisor.pools.get(entry.slug) if isinstance(request, CallContext) else None
-    if pool is None:
-        return await _call(request, entry, send, supervisor)
-    pool.background += 1  # a batch line: the runner tells live traffic from it
-    try:
-        return await _call(request, entry, send, supervisor)
-    finally:
-        pool.background -= 1
+    with pool.background_call() if pool is not None else contextlib.nullcontext():  # a batch line: not live
+        return await _try_backends(request, entry, send, supervisor)
 
 
-async def _call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
-                supervisor: Supervisor) -> T:
+async def _try_backends(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
+                        supervisor: Supervisor) -> T:
     tried: list[Backend] = []
     while True:
         try:
