@@ -1,16 +1,12 @@
 """The batch runner: a task in each gateway that claims queued lines and runs each through its live service.
 
-Fair to live traffic: per model it keeps up to ``batch_concurrency_per_model``
-lines in flight while the model has no live traffic, and yields once it has:
-when more than ``batch_interactive_threshold`` live requests wait for or run
-on it, and for ``batch_yield_s`` after the last of them, it keeps only
-``batch_concurrency_while_live`` lines in flight. The chat and generate lines
-beyond that are stopped at once (their calls are cancelled, so vLLM drops the
-sequences) and queued again: they run once, later, and are metered once. A
-local vLLM gets batch lines with a low priority, so its scheduler admits live
-requests first; it does not stop a running sequence for them, hence the
-stopping here. The yield lasts past each live request so that stopped lines do
-not come straight back between two of them. Durable: a line is claimed in the DB
+Fair to live traffic: per model it keeps as many lines in flight as
+``fairness.py`` allows, wide while the model has no live traffic, narrow while
+it has. The chat and generate lines beyond a narrowed width are stopped at once
+(their calls are cancelled, so vLLM drops the sequences) and queued again: they
+run once, later, and are metered once. A local vLLM gets batch lines with a low
+priority, so its scheduler admits live requests first; it does not stop a
+running sequence for them, hence the stopping here. Durable: a line is claimed in the DB
 before it runs and its result committed there; claims are renewed while the
 runner lives, and a dead runner's claims are re-queued (see store.py).
 
@@ -31,6 +27,7 @@ from collections import Counter
 from typing import Any
 
 from appliance.batch import endpoints
+from appliance.batch.fairness import LiveTraffic
 from appliance.batch.files import FileStore
 from appliance.batch.results import finalize
 from appliance.batch.store import BatchStore, LineRef, LineResult, by_batch
@@ -69,7 +66,7 @@ class BatchRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stoppable: dict[str, dict[asyncio.Task[None], LineRef]] = {}  # chat/generate lines in flight, by slug
         self.stopped: set[asyncio.Task[None]] = set()  # cancelled to yield to live traffic: they go back to the queue
-        self.live_seen: dict[str, float] = {}  # model slug → monotonic time live traffic was last seen on it
+        self.live = LiveTraffic(app)
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
@@ -118,36 +115,11 @@ class BatchRunner:
         entry = catalogue.get(model)
         return entry.slug if entry is not None else ""
 
-    def _live(self, slug: str) -> int:
-        """Live requests waiting for or in flight on model ``slug`` (its pool tells them from batch lines)."""
-        entry = self.app.state.catalogue.get(slug) if slug else None
-        if entry is None:
-            return 0
-        try:
-            return int(self.app.state.supervisor.pool_for(entry).live)
-        except KeyError:
-            return 0
-
-    def _yielding(self, slug: str) -> bool:
-        """Whether model ``slug`` has live traffic now, or had it within ``batch_yield_s``."""
-        now = time.monotonic()
-        if self._live(slug) > self.settings.batch_interactive_threshold:
-            self.live_seen[slug] = now
-            return True
-        seen = self.live_seen.get(slug)
-        return seen is not None and now - seen < self.settings.batch_yield_s
-
-    def _width(self, slug: str) -> int:
-        """How many lines of model ``slug`` may be in flight now."""
-        if slug and self._yielding(slug):
-            return self.settings.batch_concurrency_while_live
-        return self.settings.batch_concurrency_per_model
-
     def _room(self, slug: str) -> int:
         """How many more lines of model ``slug`` may start now (lines naming no known model fail fast: room)."""
         if self.paused_until.get(slug, 0.0) > time.monotonic():
             return 0  # the model answered "not now"; its lines wait
-        return max(0, self._width(slug) - self.in_flight[slug])
+        return max(0, self.live.width(slug) - self.in_flight[slug])
 
     async def _dispatch(self) -> int:
         room: dict[str, int] = {}
@@ -165,7 +137,7 @@ class BatchRunner:
                 slug = self._slug(ref.model)
                 if slug not in room:
                     room[slug] = self._room(slug)
-                    if self.in_flight[slug] and room[slug] < max(1, self._width(slug) // 4):
+                    if self.in_flight[slug] and room[slug] < max(1, self.live.width(slug) // 4):
                         room[slug] = 0  # wait until a quarter is free: one claim per group of lines, not per line
                 if room[slug] > 0:
                     room[slug] -= 1
@@ -199,7 +171,7 @@ class BatchRunner:
             keep = self.settings.batch_concurrency_while_live
             catalogue: Catalogue = self.app.state.catalogue
             for slug in [entry.slug for entry in catalogue if entry.modality == "chat"]:
-                if not self._yielding(slug):
+                if not self.live.yielding(slug):
                     continue
                 lines = self.stoppable.get(slug)
                 if not lines or len(lines) <= keep:

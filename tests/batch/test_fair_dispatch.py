@@ -63,7 +63,7 @@ def test_a_model_keeps_yielding_for_batch_yield_s_after_its_last_live_request(ru
     assert runner._room(CHAT) == 1
     pool(runner, CHAT).waiting = 0  # the live requests ended just now: stopped lines must not rush back
     assert runner._room(CHAT) == 1
-    runner.live_seen[CHAT] = time.monotonic() - 31  # batch_yield_s (30) later
+    runner.live.last_seen[CHAT] = time.monotonic() - 31  # batch_yield_s (30) later
     assert runner._room(CHAT) == 3
 
 
