@@ -243,7 +243,7 @@ class BatchRunner:
             batch = await self._batch(ref.batch_id)
             if batch is None:
                 return
-            ok, status, request_id, result, retry_after = await self._call(batch, ref.url, raw)
+            ok, status, request_id, result, retry_after = await self._call(batch, slug, ref.url, raw)
             if retry_after is not None:
                 self.paused_until[slug] = time.monotonic() + min(MAX_PAUSE_S, max(1.0, retry_after))
                 await asyncio.to_thread(self.store.requeue, self.owner, [ref])
@@ -262,7 +262,7 @@ class BatchRunner:
             task = asyncio.current_task()
             self.in_flight[slug] -= 1
             self.tasks.discard(task)  # type: ignore[arg-type]
-            self.stoppable.get(slug, {}).pop(task, None)  # type: ignore[arg-type]
+            self._unstoppable(slug)
             self.stopped.discard(task)  # type: ignore[arg-type]
             self.wake.set()
 
@@ -299,7 +299,11 @@ class BatchRunner:
             self.idle_again = True  # a batch may be ready to finalize now (not after each line of a narrow batch)
             self.wake.set()
 
-    async def _call(self, batch: BatchRow, url: str, raw: bytes) -> tuple[bool, int, str, str, float | None]:
+    def _unstoppable(self, slug: str) -> None:
+        """The current line of model ``slug`` is no longer stopped for live traffic."""
+        self.stoppable.get(slug, {}).pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    async def _call(self, batch: BatchRow, slug: str, url: str, raw: bytes) -> tuple[bool, int, str, str, float | None]:
         """Run one line through its endpoint's service, metered like a live request.
 
         (ok, status, request id, answer or error JSON, and the seconds to wait when it is to be run again).
@@ -329,9 +333,7 @@ class BatchRunner:
             error = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to run this line; it is logged.")
             call.state.error_code = error.code.value
             ok, status, result = False, 500, _error(error)
-        task = asyncio.current_task()
-        for lines in self.stoppable.values():  # answered: no longer stopped for live traffic, so metered once
-            lines.pop(task, None)  # type: ignore[arg-type]
+        self._unstoppable(slug)  # answered: it runs (and is metered) once
         await metering.settle(self.app.state, call.fields, status)
         if retry_after is None:  # one usage row per line: the attempt that gave its result
             metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
