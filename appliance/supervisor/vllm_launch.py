@@ -27,6 +27,8 @@ ENV_OPTIONS = {
     "cpu_kvcache_space_gb": "VLLM_CPU_KVCACHE_SPACE",  # KV cache size of the CPU build, in GiB
     "cpu_omp_threads_bind": "VLLM_CPU_OMP_THREADS_BIND",
 }
+# Options of the appliance's own about how it runs vLLM (supervisor/priority.py): neither flag nor variable.
+OWN_OPTIONS = {"busy_poll_nice"}
 # The appliance decides these itself; a catalogue must not override them.
 RESERVED = {"model", "served_model_name", "uds", "host", "port", "api_key"}
 
@@ -53,7 +55,7 @@ def option_flags(options: dict[str, Any]) -> list[str]:
     """``engine_options`` as vLLM flags (without the environment-only and appliance options)."""
     args: list[str] = []
     for name, value in options.items():
-        if name in ENV_OPTIONS or name == "extra_args":
+        if name in ENV_OPTIONS or name in OWN_OPTIONS or name == "extra_args":
             continue
         if name in RESERVED:
             raise VllmOptionError(f"engine option '{name}' is set by the appliance itself; remove it")

@@ -21,6 +21,7 @@ from appliance.engines.registry import engine_spec
 from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
 from appliance.supervisor.engine_logs import engine_log
 from appliance.supervisor.launch import worker_command, worker_environment
+from appliance.supervisor.priority import lower_priority
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -168,6 +169,7 @@ class Worker:
                 process = await self._spawn()
                 if await self._wait_healthy(process):
                     self._engine_group = engine_group(process.pid)
+                    self._lower_busy_pollers()
                     healthy_since = time.monotonic()
                     self.expected_start_s = healthy_since - self._started_at
                     self._set_state(WorkerState.READY)
@@ -196,6 +198,16 @@ class Worker:
             log.warning("%s: %s; restarting in %.0f s", self.entry.slug, self.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _lower_busy_pollers(self) -> None:
+        spec = engine_spec(self.entry.engine)
+        if not spec.busy_pollers or self._engine_group is None:
+            return
+        nice = getattr(spec.options.model_validate(self.entry.engine_options), "busy_poll_nice", 0)
+        if nice > 0:
+            changed = lower_priority(self._engine_group, spec.busy_pollers, nice)
+            log.info("%s: %s run at nice %d (they busy-poll between steps)", self.entry.slug,
+                     ", ".join(sorted(changed)) or "no busy-polling process", nice)
 
     def _sweep_engine_group(self) -> None:
         """End what is left of the engine's process group once its guard is gone.

@@ -27,6 +27,7 @@ from appliance.supervisor.vllm_launch import VLLM_MODULE
 from appliance.supervisor.worker import socket_file
 from tests.batch.helpers import b64, wait_batch
 from tests.support.appliance import RunningAppliance, start_appliance
+from tests.support.processes import descendants, engine_process
 
 VLLM = "scailabs/poolnoodle-omni"
 HF = "scailabs/tiny-chat"
@@ -170,6 +171,17 @@ def test_batch_lines_run_on_a_vllm_that_serves_live_requests_first(chat_applianc
     # The lines went with priority 10 (tests/batch/test_batch_priority.py) to a vLLM scheduling by it:
     engine_log = (chat_appliance.state_dir / "logs" / f"{VLLM.replace('/', '--')}.log").read_text()
     assert "'scheduling_policy': 'priority'" in engine_log  # vLLM's own list of the flags it was given
+
+
+def test_vllms_busy_polling_processes_run_at_nice_19_and_its_http_server_does_not(
+        chat_appliance: RunningAppliance, client: httpx.Client) -> None:
+    server = engine_process(chat_appliance.process.pid, VLLM_MODULE)
+    pollers = [proc for proc in descendants(server.pid) if proc.name().startswith("VLLM::")]
+    assert sorted(proc.name() for proc in pollers) == ["VLLM::EngineCore", "VLLM::Worker"]
+    for proc in pollers:
+        assert {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in proc.threads()} == {19}, proc.name()
+    assert server.nice() == 0
+    assert "VLLM::EngineCore, VLLM::Worker run at nice 19" in chat_appliance.log()
 
 
 def test_chat_answers_in_the_openai_shape_inside_the_envelope(client: httpx.Client) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from appliance.catalogue import ModelEntry
+from appliance.engines.options import VllmOptions
 from appliance.supervisor.launch import LaunchError, worker_command, worker_environment
 from appliance.supervisor.vllm_launch import REPO_VLLM_PYTHON, option_flags, vllm_python
 
@@ -67,3 +69,11 @@ def test_the_interpreter_is_the_entrys_then_the_setting_then_the_repos(monkeypat
     monkeypatch.delenv("APPLIANCE_VLLM_PYTHON")
     if REPO_VLLM_PYTHON.exists():
         assert vllm_python(entry()) == str(REPO_VLLM_PYTHON)
+
+
+def test_the_nice_value_of_its_busy_pollers_is_the_appliances_option_not_a_vllm_flag() -> None:
+    command = " ".join(worker_command(entry(busy_poll_nice=10), Path("/s")))
+    assert "nice" not in command and "busy" not in command
+    assert VllmOptions.model_validate({}).busy_poll_nice == 19
+    with pytest.raises(ValidationError):
+        VllmOptions.model_validate({"busy_poll_nice": 20})  # nice values end at 19
