@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
     batch_concurrency_per_model: int = Field(
-        96, ge=1, description="batch lines in flight per model, per gateway, while it has no live traffic")
+        256, ge=1, description="batch lines in flight per model, per gateway, while it has no live traffic")
     batch_concurrency_while_live: int = Field(
         0, ge=0, description="batch lines in flight per model while it has live traffic; those beyond are stopped "
                              "(chat and generate: the engine drops them) and queued again")

@@ -17,6 +17,8 @@ from tests.support.appliance import start_appliance
 # A killed runner's claims are re-queued 3 s after its last renewal; 16 lines in flight make the runner claim
 # and commit in groups (of 4 at least), so the kill lands between a group's claim and its results.
 STALE = {"APPLIANCE_BATCH_STALE_S": "3", "APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": "16"}
+# Fewer lines in flight than the batch has, so that some are still queued when it is cancelled.
+NARROW = {"APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": "16"}
 
 
 def wait_progress(http: httpx.Client, batch_id: str, completed: int, timeout: float = 180) -> dict:
@@ -62,7 +64,8 @@ def test_sigkill_mid_batch_then_restart_answers_every_line_exactly_once(tiny_cat
 def test_cancel_mid_run_keeps_what_completed_and_closes_the_rest(tiny_catalogue: Path, tmp_path: Path) -> None:
     catalogue = catalogue_subset(tiny_catalogue, [CHAT], tmp_path / "models.toml", load="startup")
     lines = [chat_line(f"line-{n}", max_tokens=16) for n in range(200)]
-    with start_appliance(catalogue, tmp_path / "state") as running, running.client(running.create_key()) as http:
+    with start_appliance(catalogue, tmp_path / "state", env=NARROW) as running, \
+            running.client(running.create_key()) as http:
         batch_id = http.post("/v1/inference/batch", json={"input_file_base64": b64(lines)}).json()["data"]["id"]
         wait_progress(http, batch_id, completed=1)
         cancelled = http.post(f"/v1/inference/batch/{batch_id}/cancel")
