@@ -5,6 +5,10 @@
   same model, options and file, run once before and once after the appliance
   (its own progress bar's rate, model load excluded). Aim: appliance ≥ 0.9 ×
   run-batch.
+* The relay's share: the same lines posted straight to the appliance's own
+  vLLM server (its Unix socket, as many in flight as the batch runs), by a
+  lean aiohttp client: what any HTTP relay to vLLM's server could reach on
+  this box, so appliance / direct is what the gateway itself costs.
 * Fairness: p50/p99 of sequential live chat requests with that batch submitted
   vs on an idle appliance, interleaved: each round probes idle, submits the
   batch and probes while it is there (printing how many of its lines finished
@@ -22,6 +26,7 @@ without ``--concurrency`` the appliance's default ``batch_concurrency_per_model`
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -33,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from appliance.catalogue import load_catalogue  # noqa: E402
 from appliance.config import Settings  # noqa: E402
 from appliance.supervisor.vllm_launch import option_flags, vllm_environment, vllm_python  # noqa: E402
+from appliance.supervisor.worker import socket_file  # noqa: E402
 from tests.conftest import catalogue_subset  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
 
@@ -76,6 +83,28 @@ def run_batch_s(entry: object, source: Path, work: Path, lines: int) -> float:
     return max(1, int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds))
 
 
+def direct_http_s(socket_path: Path, source: Path, concurrency: int) -> float:
+    """Seconds to post every line of ``source`` to vLLM's server on ``socket_path``, ``concurrency`` at once."""
+    bodies = [json.dumps({**json.loads(line)["body"], "model": MODEL}).encode() for line in source.open()]
+
+    async def run() -> float:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path), limit=0)) as http:
+            pending = iter(bodies)
+
+            async def worker() -> None:
+                for body in pending:
+                    async with http.post("http://vllm/v1/chat/completions", data=body,
+                                         headers={"content-type": "application/json"}) as answer:
+                        assert answer.status == 200, await answer.text()
+                        await answer.read()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - started
+
+    return asyncio.run(run())
+
+
 def probe_latencies(http: httpx.Client, count: int) -> list[float]:
     """``count`` sequential live chat requests."""
     took: list[float] = []
@@ -107,10 +136,13 @@ def wait_done(http: httpx.Client, batch_id: str) -> dict[str, Any]:
 
 
 def appliance_leg(catalogue: Path, state: Path, source: Path, probes: int, busy_probes: int, rounds: int,
-                  env: dict[str, str]) -> tuple[list[float], list[float], list[float], list[int]]:
+                  env: dict[str, str]) -> tuple[list[float], list[float], list[float], list[float], list[int]]:
     """Per round: live probes idle; ``busy_probes`` live probes with a batch submitted (and the lines it
-    finished meanwhile); once it is done and the yield is over, the batch alone (its seconds)."""
+    finished meanwhile); once it is done and the yield is over, the batch alone (its seconds); then the same
+    lines straight to the appliance's vLLM server (its seconds)."""
     took: list[float] = []
+    direct: list[float] = []
+    concurrency = int(env.get("APPLIANCE_BATCH_CONCURRENCY_PER_MODEL", Settings().batch_concurrency_per_model))
     idle: list[float] = []
     busy: list[float] = []
     finished_under_probes: list[int] = []
@@ -132,7 +164,8 @@ def appliance_leg(catalogue: Path, state: Path, source: Path, probes: int, busy_
                 started = time.perf_counter()
                 wait_done(http, submit(http, file_id))
                 took.append(time.perf_counter() - started)
-    return took, idle, busy, finished_under_probes
+                direct.append(direct_http_s(state / "sockets" / socket_file(MODEL), source, concurrency))
+    return took, direct, idle, busy, finished_under_probes
 
 
 def main() -> None:
@@ -160,10 +193,11 @@ def main() -> None:
         env = {"APPLIANCE_BATCH_CONCURRENCY_PER_MODEL": str(args.concurrency)} if args.concurrency else {}
         if args.while_live is not None:
             env["APPLIANCE_BATCH_CONCURRENCY_WHILE_LIVE"] = str(args.while_live)
-        took, idle, busy, finished = appliance_leg(catalogue, work / "state", source, args.probes,
+        took, direct_s, idle, busy, finished = appliance_leg(catalogue, work / "state", source, args.probes,
                                                    args.busy_probes, args.rounds, env)
         theirs_s.append(run_batch_s(entry, source, work, args.lines))
     ours = sorted(args.lines / s for s in took)
+    direct = sorted(args.lines / s for s in direct_s)
     theirs = sorted(args.lines / s for s in theirs_s)
     ratio = statistics.median(ours) / statistics.mean(theirs)
     defaults = Settings()
@@ -179,6 +213,10 @@ def main() -> None:
     print(f"  vllm run-batch  : mean   {statistics.mean(theirs):7.1f} lines/s "
           f"(before {args.lines / theirs_s[0]:.1f}, after {args.lines / theirs_s[1]:.1f}; load excluded)")
     print(f"  ratio           : {ratio:8.2f}  (aim ≥ 0.9)")
+    print(f"  vllm server     : median {statistics.median(direct):7.1f} lines/s (rounds "
+          f"{', '.join(f'{v:.1f}' for v in direct)}; straight to its socket, {concurrency} in flight): the "
+          f"appliance reaches {statistics.median(ours) / statistics.median(direct):.2f} of it, it "
+          f"{statistics.median(direct) / statistics.mean(theirs):.2f} of run-batch")
     p99_idle, p99_busy = quantile(idle, 99), quantile(busy, 99)
     print(f"live chat         : idle p50 {quantile(idle, 50) * 1000:.0f} ms p99 {p99_idle * 1000:.0f} ms "
           f"({len(idle)}); during the batch p50 {quantile(busy, 50) * 1000:.0f} ms p99 {p99_busy * 1000:.0f} ms "
