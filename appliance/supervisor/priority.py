@@ -4,7 +4,7 @@ vLLM's engine core and its worker spin on shared memory for a second after
 each message (``sched_yield`` in a loop), so under load they hold every core
 they can get. On a box with few cores the gateway and vLLM's own HTTP server,
 which carry each request to them, then wait for a time slice: measured on two
-cores, a batch ran at 34–143 lines/s with them at nice 0 and 177–231 at nice 19
+cores, a batch ran at 34–143 lines/s with them at nice 0 and 205–231 at nice 19
 (docs/benchmarks.md). At nice 19 they still get every cycle nobody else wants.
 """
 
