@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 BUSY_POLL_NICE = 19  # vLLM's spinning processes take only the CPU the relay path leaves (supervisor/priority.py)
 
+
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
