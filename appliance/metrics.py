@@ -33,8 +33,9 @@ USAGE_UNITS = Counter(
     ["model", "unit"], registry=REGISTRY,
 )
 BATCH_LINES = Counter(
-    "appliance_batch_lines_total", "Batch lines this gateway finished, by outcome (done, failed), and the runs it stopped to yield to "
-    "live traffic (yielded: those lines were queued again).",
+    "appliance_batch_lines_total",
+    "Batch lines this gateway finished, by outcome (done, failed), and the runs it stopped to yield to live "
+    "traffic (yielded: those lines were queued again).",
     ["state"], registry=REGISTRY,
 )
 BATCH_QUEUED = Gauge(

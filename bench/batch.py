@@ -85,7 +85,7 @@ def run_batch_s(entry: object, source: Path, work: Path, lines: int) -> float:
 
 def direct_http_s(socket_path: Path, source: Path, concurrency: int) -> float:
     """Seconds to post every line of ``source`` to vLLM's server on ``socket_path``, ``concurrency`` at once."""
-    bodies = [json.dumps({**json.loads(line)["body"], "model": MODEL}).encode() for line in source.open()]
+    bodies = [json.dumps(json.loads(line)["body"]).encode() for line in source.open()]  # they name MODEL
 
     async def run() -> float:
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path), limit=0)) as http:
