@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from appliance.catalogue import load_catalogue  # noqa: E402
 from appliance.config import Settings  # noqa: E402
 from appliance.supervisor.vllm_launch import option_flags, vllm_environment, vllm_python  # noqa: E402
-from appliance.supervisor.worker import socket_file  # noqa: E402
+from appliance.supervisor.local_backend import socket_file  # noqa: E402
 from tests.conftest import catalogue_subset  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
 

@@ -32,7 +32,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the appliance's workers run: no spinning between rounds
 
 from appliance.config import load_settings  # noqa: E402
-from appliance.supervisor.worker import socket_file  # noqa: E402
+from appliance.supervisor.local_backend import socket_file  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
 
 SLUG = "bench/embed"

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 from appliance.config import load_settings  # noqa: E402
-from appliance.supervisor.worker import socket_file  # noqa: E402
+from appliance.supervisor.local_backend import socket_file  # noqa: E402
 from tests.support.appliance import start_appliance  # noqa: E402
 
 SLUG = "bench/embed"

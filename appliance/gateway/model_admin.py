@@ -13,7 +13,7 @@ from appliance.catalogue import Catalogue
 from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.protocol.admin import AdminStatus, BackendStatus, LedgerStatus, ModelState, ModelStatus, RecentStats
 from appliance.supervisor.supervisor import ModelPool, ModelUnavailable, Supervisor
-from appliance.supervisor.worker import Worker, WorkerState
+from appliance.supervisor.local_backend import LocalBackend, WorkerState
 
 RECENT_WINDOW_S = 300  # "recent" latency and throughput: the last five minutes of usage rows
 
@@ -41,14 +41,14 @@ def pool_state(pool: ModelPool) -> ModelState:
     return min((worker_state(w) for w in pool.workers), key=STATE_ORDER.index, default="unloaded")
 
 
-def worker_state(worker: Worker) -> ModelState:
+def worker_state(worker: LocalBackend) -> ModelState:
     if worker.state == WorkerState.STOPPED and worker.running:  # started; its loop has not spawned it yet
         return "starting"
     return STATE_OF_WORKER[worker.state]
 
 
 def backend_status(backend: Backend) -> BackendStatus:
-    if isinstance(backend, Worker):
+    if isinstance(backend, LocalBackend):
         return BackendStatus(id=backend.backend_id, state=backend.state.value, in_flight=backend.in_flight,
                              restarts=backend.restarts, last_error=backend.last_error)
     up = backend.is_up()

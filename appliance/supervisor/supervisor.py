@@ -18,7 +18,7 @@ from appliance.backends.remote import RemoteBackend
 from appliance.catalogue import Catalogue, ModelEntry
 from appliance.config import Settings
 from appliance.engines.registry import engine_spec
-from appliance.supervisor.worker import Worker, WorkerState
+from appliance.supervisor.local_backend import LocalBackend, WorkerState
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -37,15 +37,15 @@ class ModelUnavailable(Exception):
 class ModelPool(BackendPool):
     """A model's pool, with what the supervisor needs to know of it."""
 
-    def __init__(self, entry: ModelEntry, backends: list[Worker] | list[RemoteBackend]) -> None:
+    def __init__(self, entry: ModelEntry, backends: list[LocalBackend] | list[RemoteBackend]) -> None:
         super().__init__(backends)
         self.entry = entry
         self.local = engine_spec(entry.engine).local
         self.last_used = time.monotonic()
 
     @property
-    def workers(self) -> list[Worker]:
-        return [b for b in self.backends if isinstance(b, Worker)]
+    def workers(self) -> list[LocalBackend]:
+        return [b for b in self.backends if isinstance(b, LocalBackend)]
 
     @property
     def running(self) -> bool:
@@ -84,7 +84,7 @@ class Supervisor:
     def _pool(self, entry: ModelEntry) -> ModelPool:
         timeout = entry.timeout_s or self.settings.backend_timeout_s
         if engine_spec(entry.engine).local:
-            return ModelPool(entry, [Worker(entry, self.settings.socket_dir, self.settings.worker_start_timeout_s,
+            return ModelPool(entry, [LocalBackend(entry, self.settings.socket_dir, self.settings.worker_start_timeout_s,
                                             timeout, replica, self.settings.media_dir)
                                      for replica in range(entry.replicas)])
         bearer = os.environ.get(entry.api_key_env) if entry.api_key_env else None

@@ -24,7 +24,7 @@ import tomli_w
 
 from appliance.config import Settings
 from appliance.supervisor.vllm_launch import VLLM_MODULE
-from appliance.supervisor.worker import socket_file
+from appliance.supervisor.local_backend import socket_file
 from tests.batch.helpers import b64, wait_batch
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.processes import descendants, engine_process

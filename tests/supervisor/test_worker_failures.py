@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from appliance.catalogue import ModelEntry
-from appliance.supervisor.worker import Worker
+from appliance.supervisor.local_backend import LocalBackend
 
 ENTRY = ModelEntry(slug="acme/embed", modality="embedding", engine="sentence-transformers", path=Path("/m"))
 
@@ -32,7 +32,7 @@ async def slow_engine(socket_path: Path) -> web.AppRunner:
 
 
 async def in_flight_after_failure(tmp_path: Path, process_alive: bool) -> asyncio.Task[object]:
-    worker = Worker(ENTRY, tmp_path, start_timeout_s=10, backend_timeout_s=10)
+    worker = LocalBackend(ENTRY, tmp_path, start_timeout_s=10, backend_timeout_s=10)
     runner = await slow_engine(worker.socket_path)
     # A real process stands in for the engine's guard: alive, or already exited.
     worker.process = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(30)")

@@ -15,7 +15,7 @@ from appliance.gateway.errors import ApiError, ErrorCode, ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
 from appliance.protocol.models import BackendInfo, ModelInfo, ModelList, OpenAIModel, OpenAIModelList
 from appliance.supervisor.supervisor import ModelPool, Supervisor
-from appliance.supervisor.worker import Worker, WorkerState
+from appliance.supervisor.local_backend import LocalBackend, WorkerState
 
 router = api_router()
 
@@ -31,7 +31,7 @@ HEALTH_ORDER = ("healthy", "loading", "restarting", "idle", "unhealthy")
 
 
 def backend_health(backend: Backend) -> str:
-    if isinstance(backend, Worker):
+    if isinstance(backend, LocalBackend):
         return HEALTH[backend.state]
     return "healthy" if backend.is_up() else "unhealthy"
 

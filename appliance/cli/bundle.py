@@ -9,7 +9,7 @@ import typer
 
 from appliance.bundle.manifest import BundleError, human_size
 from appliance.bundle.targets import TARGETS
-from appliance.cli_support import fail as _fail
+from appliance.cli.support import fail as _fail
 
 bundle_app = typer.Typer(help="Offline bundles: code, wheels and models for an air-gapped box.", no_args_is_help=True)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli_support import fail
+from appliance.cli.support import fail
 
 
 def import_command(

@@ -1,4 +1,5 @@
-"""One model's worker process: spawn, wait until healthy, watch, restart with back-off, stop."""
+"""One model's local backend: its worker process (spawn, wait until healthy, watch, restart with
+back-off, stop) and the endpoint that reaches it."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def socket_file(slug: str) -> str:
     return f"{socket_name(slug)[:36]}-{hashlib.sha256(slug.encode()).hexdigest()[:8]}.sock"
 
 
-class Worker:
+class LocalBackend:
     """One local replica of a model: the process serving it on a Unix socket, and the endpoint that reaches it.
 
     The supervisor owns the process; the gateway sends requests through
@@ -140,7 +141,7 @@ class Worker:
         await self.endpoint.aclose()
 
     @contextlib.asynccontextmanager
-    async def use(self) -> AsyncIterator[Worker]:
+    async def use(self) -> AsyncIterator[LocalBackend]:
         """Count a request as in flight, so that idle unloading and draining see it."""
         self.in_flight += 1
         self.last_used = time.monotonic()

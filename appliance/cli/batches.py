@@ -8,19 +8,16 @@ from typing import Annotated
 
 import typer
 
-from appliance.config import load_settings
+from appliance.cli.support import StateDirOption, settings_of
 
 batches_app = typer.Typer(help="Batches: list, show, cancel (every key's).", no_args_is_help=True)
-
-StateDirOption = Annotated[Path | None, typer.Option("--state-dir", envvar="APPLIANCE_STATE_DIR",
-                                                     help="keys DB, sockets, media; default /var/lib/appliance")]
 
 
 def _store(state_dir: Path | None):  # type: ignore[no-untyped-def]
     from appliance.batch.store import BatchStore
     from appliance.db.database import open_database
 
-    return BatchStore(open_database(load_settings(None, state_dir=state_dir).effective_database_url))
+    return BatchStore(open_database(settings_of(None, state_dir).effective_database_url))
 
 
 def _counts(store, batch_id: str) -> str:  # type: ignore[no-untyped-def]
