@@ -84,7 +84,8 @@ def demo(
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
     from appliance.db.database import open_database
-    from appliance.db.keys import PERMISSIONS, KeyStore
+    from appliance.db.keys import KeyStore
+    from appliance.permissions import PERMISSIONS
     from appliance.tiny_models import build_all
 
     state = (state_dir or Path(".cache/demo")).resolve()

@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from appliance.accounting.periods import PERIODS, UNITS
 from appliance.db.tables import ApiKeyRow
+from appliance.permissions import DEFAULT_PERMISSIONS, PERMISSIONS
 
-PERMISSIONS = ("models:list", "models:use", "api_keys:manage", "admin:access")
-DEFAULT_PERMISSIONS = ("models:list", "models:use")
 KEY_PREFIX = "sgk_"
 
 

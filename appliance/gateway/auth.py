@@ -1,4 +1,4 @@
-"""Bearer API keys, permissions and per-key model allow-lists."""
+"""Bearer API keys, their permissions and their rate limits: who may make a request at all."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
-from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey, KeyStore
-from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode
 from appliance.gateway.ratelimit import RateLimiter
 
 
@@ -51,7 +50,3 @@ def require(permission: str | None) -> Callable[[Request], Coroutine[Any, Any, A
 
 authenticated = require(None)  # any valid key: e.g. to read its own usage
 
-
-def check_model_access(key: ApiKey, entry: ModelEntry) -> None:
-    if key.models is not None and not set(entry.names) & set(key.models):
-        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")

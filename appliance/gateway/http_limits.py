@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from appliance.gateway.errors import ApiError, ErrorCode, error_response
+from appliance.gateway.errors import error_response
 from appliance.gateway.middleware import new_request_id
+from appliance.gateway.routing import surface_for_path
+from appliance.serving.errors import ApiError, ErrorCode
 
 MAX_URL_BYTES = 16 * 1024  # path and query; browsers and proxies stop well below this
 MAX_HEAD_BYTES = 64 * 1024  # request line and every header together
@@ -24,7 +26,7 @@ class _Refused(Exception):
 def refusal(code: ErrorCode, message: str, path: str) -> bytes:
     """A whole HTTP/1.1 response, enveloped like every other error, that closes the connection."""
     request_id = new_request_id()
-    response = error_response(ApiError(code, message), path, request_id)
+    response = error_response(ApiError(code, message), surface_for_path(path), request_id)
     head = [f"HTTP/1.1 {response.status_code} {_REASONS[response.status_code]}",
             "content-type: application/json", f"content-length: {len(response.body)}",
             f"x-scaigrid-request-id: {request_id}", "connection: close"]

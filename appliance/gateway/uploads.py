@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import aiohttp
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from appliance.catalogue import ModelEntry
-from appliance.gateway.errors import ApiError, ErrorCode, validation_error
-from appliance.gateway.relay import Answer, post
+from appliance.serving.audio import AudioFile
+from appliance.serving.errors import ApiError, ErrorCode, validation_error
 
 FORM_OVERHEAD = 64 * 1024  # room for the other form fields and the multipart framing
 
@@ -28,6 +26,11 @@ FORM_OVERHEAD = 64 * 1024  # room for the other form fields and the multipart fr
 class Upload:
     form: FormData
     file: UploadFile
+
+    @property
+    def audio(self) -> AudioFile:
+        return AudioFile(self.file.file, self.file.filename or "audio",
+                         self.file.content_type or "application/octet-stream")
 
     def fields(self) -> dict[str, str | list[str]]:
         """The text fields; a repeated field (``timestamp_granularities[]``) as a list."""
@@ -82,21 +85,3 @@ async def read_upload(request: Request, limit: int, field: str = "file") -> Uplo
         await form.close()
         raise validation_error(field, "the file is empty")
     return Upload(form, upload)
-
-
-async def forward_upload(request: Request, entry: ModelEntry, path: str, upload: Upload,
-                         fields: dict[str, str | list[str]], json_answer: bool = True) -> Answer:
-    """POST the upload's file and ``fields`` to a backend as multipart; its error answers raise their ApiError."""
-    file = upload.file
-
-    def form() -> aiohttp.FormData:  # made anew for each backend tried: a form can be sent once
-        data = aiohttp.FormData()
-        for name, value in fields.items():
-            for item in value if isinstance(value, list) else [value]:
-                data.add_field(name, item)
-        file.file.seek(0)
-        data.add_field("file", file.file, filename=file.filename or "audio",
-                       content_type=file.content_type or "application/octet-stream")
-        return data
-
-    return await post(request, entry, path, form, content_type=None, json_answer=json_answer)

@@ -8,11 +8,9 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, \
     model_validator
 
-from appliance.db.keys import PERMISSIONS
+from appliance.permissions import Permission
 
 Period = Literal["day", "week", "month", "total"]
-Permission = Literal["models:list", "models:use", "api_keys:manage", "admin:access"]
-assert set(Permission.__args__) == set(PERMISSIONS)  # type: ignore[attr-defined]
 Positive = Annotated[StrictInt, Field(gt=0)]
 
 

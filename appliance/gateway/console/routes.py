@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.responses import RedirectResponse, Response
 
 from appliance.gateway.routing import api_router
-from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode
 
 router = api_router(include_in_schema=False)
 

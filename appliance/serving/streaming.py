@@ -1,4 +1,4 @@
-"""Relaying a worker's Server-Sent-Events stream (chat and generate) to the client, frame by frame.
+"""Streamed answers: a worker's Server-Sent-Events (chat and generate) relayed frame by frame, and raw bytes.
 
 Frames go out as they arrive, untouched. A failure before the first byte is an
 ordinary error answer; a failure after it is an ``event: error`` frame, still
@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from appliance.backends.pool import Backend
 from appliance.backends.transport import TransportError
 from appliance.catalogue import ModelEntry
-from appliance.gateway.errors import ApiError, ErrorCode, is_openai_surface
-from appliance.gateway.relay import RelayResponse, Upstream, broken, describe, open_upstream, openai_error_fields
+from appliance.serving.context import Call, Surface
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.relay import Upstream, broken, describe, open_upstream, openai_error_fields
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass
+class Stream:
+    """A streamed answer, as a service returns it: the gateway sends ``chunks`` as they come, in ``media_type``.
+
+    Closing ``chunks`` (also when the client goes away) releases the backend.
+    """
+
+    chunks: AsyncIterator[bytes]
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def error_frame(error: ApiError, openai_shape: bool) -> bytes:
@@ -36,9 +48,9 @@ def error_frame(error: ApiError, openai_shape: bool) -> bytes:
     return b"event: error\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: bytes,
+async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: bytes,
                     on_error: Callable[[ApiError], ApiError] = lambda error: error,
-                    tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> StreamingResponse:
+                    tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> Stream:
     """POST ``payload`` to a backend of the model and answer with its event stream.
 
     ``on_error`` may refine an error the backend gives before streaming (e.g.
@@ -46,11 +58,11 @@ async def relay_sse(request: Request, entry: ModelEntry, path: str, payload: byt
     way out (accounting reads the usage chunk there). The backend stays counted
     in flight until the stream ends.
     """
-    upstream = await open_upstream(request, entry, path, payload, on_error)
-    frames = _frames(upstream, openai_shape=is_openai_surface(request.url.path))
+    upstream = await open_upstream(call, entry, path, payload, on_error)
+    frames = _frames(upstream, openai_shape=call.surface is Surface.OPENAI)
     if tap is not None:
         frames = tap(frames)
-    return RelayResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(frames, "text/event-stream", SSE_HEADERS)
 
 
 def renamer(entry: ModelEntry) -> Callable[[bytes], bytes] | None:

@@ -1,4 +1,4 @@
-"""Chat and generate, between the route and the worker: check the request, shape the payload, map refusals.
+"""The chat and generate service: check the request, shape the engine's payload, map its refusals.
 
 The worker is vLLM's OpenAI server (or the transformers worker speaking the
 same protocol); the gateway checks what it can without a tokenizer and turns
@@ -13,23 +13,22 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request, Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
-from appliance.db.keys import ApiKey
-from appliance.gateway.body import json_body
-from appliance.gateway.context import Caller
-from appliance.gateway.errors import ApiError, ErrorCode, from_errors, ok_raw, request_id_of, validation_error
-from appliance.gateway.metering import budgeted, reserve
-from appliance.gateway.relay import post_json, resolve_model
-from appliance.gateway.sse import relay_sse
-from appliance.gateway.stream_usage import usage_tap, with_engine_usage
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
+from appliance.serving.body import line_adapter, strip_line
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode, from_errors, validation_error
+from appliance.serving.metering import budgeted, reserve
+from appliance.serving.models import resolve_model
+from appliance.serving.relay import post_json
+from appliance.serving.stream_usage import usage_tap, with_engine_usage
+from appliance.serving.streaming import Stream, relay_sse
 
-log = logging.getLogger("appliance.gateway.chat")
+log = logging.getLogger("appliance.serving.chat")
 
 # Discriminator tags pydantic puts into an error's location; a client knows only the field names.
 _TAGS = set(ROLES) | {"text", "image_url"}
@@ -43,18 +42,23 @@ class Kind:
     path: str
     prompt_field: str
 
+    @property
+    def line_adapter(self) -> TypeAdapter[Any]:
+        return line_adapter(self.request_model)
+
 
 CHAT = Kind(ChatRequest, "/chat/completions", "messages")
 GENERATE = Kind(CompletionRequest, "/completions", "prompt")
 
 
-def parse_request(raw: bytes, kind: Kind) -> SamplingFields:
-    """The validated request; every mistake a VALIDATION_ERROR naming its field (``messages[2].role``)."""
+def parse_request(raw: bytes, kind: Kind, line: bool = False) -> SamplingFields:
+    """The validated request (``line``: the body of a batch line, validated from the whole line in one pass);
+    every mistake a VALIDATION_ERROR naming its field (``messages[2].role``)."""
     try:
-        body = kind.request_model.model_validate_json(raw)
+        body = kind.line_adapter.validate_json(raw).body if line else kind.request_model.model_validate_json(raw)
     except ValidationError as exc:
         errors = []
-        for err in exc.errors():
+        for err in strip_line(exc.errors()) if line else exc.errors():
             loc = tuple(err.get("loc", ()))
             if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
                 err = {**err, "msg": f"role must be one of {', '.join(ROLES)}"}
@@ -102,13 +106,13 @@ def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = Fals
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-async def token_bound(request: Caller, body: SamplingFields, entry: ModelEntry) -> int:
+async def token_bound(call: Call, body: SamplingFields, entry: ModelEntry) -> int:
     """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
     /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
     prompt = body.prompt if isinstance(body, CompletionRequest) else None
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
         return completion_bound(None, prompt, None, body.max_tokens, entry)  # token ids: already exact
-    counted = await _engine_count(request, body, entry)
+    counted = await _engine_count(call, body, entry)
     if counted is not None:
         total = counted + output_bound(body.max_tokens, entry)
         return min(total, entry.context_window) if entry.context_window else total
@@ -119,7 +123,7 @@ async def token_bound(request: Caller, body: SamplingFields, entry: ModelEntry) 
     return completion_bound(None, prompt, None, body.max_tokens, entry)
 
 
-async def _engine_count(request: Caller, body: SamplingFields, entry: ModelEntry) -> int | None:
+async def _engine_count(call: Call, body: SamplingFields, entry: ModelEntry) -> int | None:
     if isinstance(body, ChatRequest):
         ask = TokenizeRequest(model=entry.served_model, messages=body.messages, tools=body.tools)
     elif isinstance(body, CompletionRequest) and isinstance(body.prompt, str | list):
@@ -130,7 +134,7 @@ async def _engine_count(request: Caller, body: SamplingFields, entry: ModelEntry
     else:
         return None
     try:
-        answer = await post_json(request, entry, "/tokenize", ask.model_dump_json(exclude_none=True).encode(),
+        answer = await post_json(call, entry, "/tokenize", ask.model_dump_json(exclude_none=True).encode(),
                                  at_root=True)  # vLLM serves it beside /v1, not under it
         return TokenizeResponse.model_validate_json(answer).count
     except (ApiError, ValidationError) as exc:
@@ -163,40 +167,29 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
     return refined
 
 
-async def complete(request: Request, key: ApiKey, kind: Kind, enveloped: bool) -> Response:
-    """Answer one chat or generate request, streamed or whole."""
-    raw = await json_body(request)
-    body = parse_request(raw, kind)
-    if not body.stream:
-        answer = await complete_json(request, key, kind, raw, body)
-        return ok_raw(answer, request) if enveloped else Response(answer, media_type="application/json")
-    entry, meter, payload = await _prepare(request, key, kind, body)
-    asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
-    return await relay_sse(request, entry, kind.path, payload, refine(kind, entry), tap=usage_tap(request, asked))
+async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int = 0) -> bytes | Stream:
+    """The chat or generate service: the engine's answer whole (its OpenAI JSON), or its event stream.
 
-
-async def complete_json(caller: Caller, key: ApiKey, kind: Kind, raw: bytes,
-                        body: SamplingFields | None = None, priority: int = 0) -> bytes:
-    """The chat or generate service, whole (not streamed): a live request's and a batch line's one path
-    (a batch line's with a ``priority`` that lets live requests go first)."""
-    body = body or parse_request(raw, kind)
+    A batch line comes with a ``priority`` that lets live requests go first.
+    """
+    entry, meter, payload = await _prepare(call, kind, body, priority)
     if body.stream:
-        raise validation_error("stream", "a batch line cannot be streamed; leave stream out or false")
-    entry, meter, payload = await _prepare(caller, key, kind, body, priority)
+        asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
+        return await relay_sse(call, entry, kind.path, payload, refine(kind, entry), tap=usage_tap(call, asked))
     try:
-        answer = await post_json(caller, entry, kind.path, payload)
+        answer = await post_json(call, entry, kind.path, payload)
     except ApiError as exc:
         raise refine(kind, entry)(exc) from None
     apply_usage(meter.units, read_usage(answer))
     return answer
 
 
-async def _prepare(caller: Caller, key: ApiKey, kind: Kind, body: SamplingFields,
+async def _prepare(call: Call, kind: Kind, body: SamplingFields,
                    priority: int = 0) -> tuple[ModelEntry, Any, bytes]:
     """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
-    entry = resolve_model(caller, key, body.model, "chat")
+    entry = resolve_model(call, body.model, "chat")
     if body.metadata:
-        log.info("request %s to %s: metadata %s", request_id_of(caller), entry.slug,
+        log.info("request %s to %s: metadata %s", call.request_id, entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    meter = await reserve(caller, key, "tokens", await token_bound(caller, body, entry) if budgeted(key) else 0)
+    meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call.key) else 0)
     return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)

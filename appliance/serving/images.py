@@ -15,19 +15,18 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.catalogue import ModelEntry
-from appliance.db.keys import ApiKey
-from appliance.gateway.body import parse_json
-from appliance.gateway.context import Caller
-from appliance.gateway.errors import ApiError, ErrorCode, validation_error
-from appliance.gateway.media import media_base_url, media_store
-from appliance.gateway.metering import reserve
 from appliance.engines.registry import engine_spec
-from appliance.gateway.relay import post_json, resolve_model
 from appliance.media.store import MediaFull, MediaStore, StoredMedia
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
     WorkerImagesResponse, allowed_sizes
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.media import media_base_url
+from appliance.serving.metering import reserve
+from appliance.serving.models import resolve_model
+from appliance.serving.relay import post_json
 
-log = logging.getLogger("appliance.gateway")
+log = logging.getLogger("appliance.serving.images")
 
 B64_SLICE = 256 * 1024  # a multiple of 4, so only the last slice may carry padding
 
@@ -95,19 +94,18 @@ def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> 
     return ImageGenerationResponse(created=answer.created, data=items).model_dump_json().encode()
 
 
-async def generate_images(request: Caller, key: ApiKey, raw: bytes) -> bytes:
-    """The image service: validate, resolve, reserve, generate; base64 or media URLs, as asked."""
-    body = parse_json(raw, ImageGenerationRequest)
-    entry = resolve_model(request, key, body.model, "image")
+async def generate_images(call: Call, body: ImageGenerationRequest) -> bytes:
+    """The image service: resolve, reserve, generate; base64 or media URLs, as asked."""
+    entry = resolve_model(call, body.model, "image")
     size = choose_size(entry, body.size, body.model)
-    meter = await reserve(request, key, "images", body.n)
+    meter = await reserve(call, "images", body.n)
     # A local worker writes url-mode images into the media directory itself; a remote one sends base64.
     wire_format = "url" if body.response_format == "url" and engine_spec(entry.engine).local else "b64_json"
     payload = body.model_copy(update={"model": entry.served_model, "size": size, "response_format": wire_format})
-    answer = await post_json(request, entry, "/images/generations",
+    answer = await post_json(call, entry, "/images/generations",
                              payload.model_dump_json(exclude_none=True).encode())
     meter.units.images, meter.units.image_size, meter.units.known = body.n, size, True
     if body.response_format == "b64_json":
         return answer
     # Off the event loop: a DB commit and fsyncs (and, for a remote backend, decoding megabytes of base64).
-    return await asyncio.to_thread(to_urls, answer, media_store(request.app), media_base_url(request), entry.slug)
+    return await asyncio.to_thread(to_urls, answer, call.runtime.media, media_base_url(call), entry.slug)

@@ -1,10 +1,11 @@
-"""Accounting at the edge of each inference request: reserve before, settle and record after.
+"""Accounting at the edge of each inference call: reserve before, settle and record after.
 
-A service calls ``reserve`` once it knows the model and the most the request
-can use; it puts what the engine reports into ``meter_of(request).units``. The
-outermost layer (middleware.py) calls ``settle`` just before the answer's last
-byte leaves (so a client's next request sees the settled budget) and
-``record`` when the request is over: one usage row, whatever its outcome.
+A service calls ``reserve`` once it knows the model and the most the call can
+use; it puts what the engine reports into ``meter_of(call).units``. For a live
+request the gateway's outermost layer calls ``settle`` just before the answer's
+last byte leaves (so a client's next request sees the settled budget) and
+``finish`` when the request is over; the batch runner calls ``finish`` when a
+line is answered. Either way: one usage row per call, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ from appliance.accounting.periods import period_bounds
 from appliance.accounting.service import Accounting
 from appliance.accounting.units import Units
 from appliance.db.keys import ApiKey
-from appliance.gateway.context import Caller
-from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.ids import new_id
 from appliance.metrics import USAGE_UNITS
-
-# The routes whose requests are metered: every inference call, on both surfaces.
-INFERENCE_PATHS = ("/v1/inference/", "/oai/v1/chat/completions", "/oai/v1/completions", "/oai/v1/embeddings",
-                   "/oai/v1/images/", "/oai/v1/audio/")
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode
 
 
 @dataclass
@@ -44,25 +41,20 @@ def budgeted(key: ApiKey, unit: str = "tokens") -> bool:
     return key.budget is not None and unit in key.budget.limits()
 
 
-def is_inference(path: str) -> bool:
-    """Submitting a batch is not itself inference: its lines are metered one by one as they run."""
-    return path.startswith(INFERENCE_PATHS) and not path.startswith("/v1/inference/batch")
-
-
-def meter_of(request: Caller) -> Meter:
-    fields = request.state._state  # the dict itself: State's __getattr__ raises (slowly) for a missing name
-    meter = fields.get("meter")
+def meter_of(call: Call) -> Meter:
+    meter = call.fields.get("meter")
     if meter is None:
-        meter = fields["meter"] = Meter()
+        meter = call.fields["meter"] = Meter()
     return meter
 
 
-async def reserve(request: Caller, key: ApiKey, unit: str, amount: float) -> Meter:
+async def reserve(call: Call, unit: str, amount: float) -> Meter:
     """Hold ``amount`` of the key's budget in ``unit`` (nothing when it has none); BUDGET_EXCEEDED if it won't fit."""
-    meter = meter_of(request)
+    meter = meter_of(call)
+    key = call.key
     if not budgeted(key, unit):
         return meter
-    accounting: Accounting = request.app.state.accounting
+    accounting: Accounting = call.runtime.accounting
     try:
         meter.reservation = await asyncio.to_thread(accounting.budgets.reserve, key, unit, amount)
     except OverBudget as exc:
@@ -93,7 +85,7 @@ def budget_exceeded(exc: OverBudget, amount: float) -> ApiError:
                     f"this request may use up to {amount:.10g}; {when}.", retry_after=retry_after)
 
 
-async def settle(app_state: Any, state: dict[str, Any], status: int) -> None:
+async def settle(runtime: Any, state: dict[str, Any], status: int) -> None:
     """Release the request's reservation and count its use (once; shielded from the client's disconnect)."""
     meter: Meter | None = state.get("meter")
     if meter is None or meter.settled:
@@ -108,15 +100,21 @@ async def settle(app_state: Any, state: dict[str, Any], status: int) -> None:
         used = meter.units.amount(reservation.unit)
     else:  # a stream cut before the engine's count: its use is unknown, so it costs what was reserved
         used = reservation.amount
-    accounting: Accounting = app_state.accounting
+    accounting: Accounting = runtime.accounting
     with anyio.CancelScope(shield=True):
         await asyncio.to_thread(accounting.budgets.settle, reservation, used)
 
 
-def record(app_state: Any, route: str, state: dict[str, Any], status: int, started: float) -> None:
-    """Queue the request's usage row (a metered route, a known key) and count its units in the metrics."""
+async def finish(runtime: Any, state: dict[str, Any], route: str, status: int, started: float) -> None:
+    """The call is over: settle its reservation (if not yet) and queue its usage row."""
+    await settle(runtime, state, status)
+    record(runtime, route, state, status, started)
+
+
+def record(runtime: Any, route: str, state: dict[str, Any], status: int, started: float) -> None:
+    """Queue the call's usage row (a known key) and count its units in the metrics."""
     key: ApiKey | None = state.get("api_key")
-    accounting: Accounting | None = getattr(app_state, "accounting", None)
+    accounting: Accounting | None = getattr(runtime, "accounting", None)
     if key is None or accounting is None:
         return
     meter: Meter = state.get("meter") or Meter()

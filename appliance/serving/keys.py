@@ -14,20 +14,20 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Request
-
 from appliance.accounting.budgets import Budgets
-from appliance.db.keys import DEFAULT_PERMISSIONS, ApiKey, Budget, KeyStore
-from appliance.gateway.errors import ApiError, ErrorCode, validation_error
+from appliance.db.keys import ApiKey, Budget, KeyStore
+from appliance.permissions import DEFAULT_PERMISSIONS
 from appliance.protocol.keys import BudgetIn, BudgetOut, KeyCreate, KeyCreated, KeyOut, KeyPatch, Spent
+from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.runtime import Runtime
 
 
-def _store(request: Request) -> KeyStore:
-    return request.app.state.keys
+def _store(runtime: Runtime) -> KeyStore:
+    return runtime.keys
 
 
-def _budgets(request: Request) -> Budgets:
-    return request.app.state.accounting.budgets
+def _budgets(runtime: Runtime) -> Budgets:
+    return runtime.accounting.budgets
 
 
 def is_admin(key: ApiKey) -> bool:
@@ -83,42 +83,42 @@ def _check_expiry(expires_at: datetime | None) -> None:
         raise validation_error("expires_at", "the time is in the past; give a future ISO 8601 time")
 
 
-async def create(request: Request, caller: ApiKey, body: KeyCreate) -> KeyCreated:
+async def create(runtime: Runtime, caller: ApiKey, body: KeyCreate) -> KeyCreated:
     permissions = list(body.permissions) if body.permissions else list(DEFAULT_PERMISSIONS)
     models = _check_grant(caller, permissions, body.models)
     _check_expiry(body.expires_at)
     key, secret = await asyncio.to_thread(
-        _store(request).create, body.name, permissions, models, body.rate_limit, body.expires_at,
+        _store(runtime).create, body.name, permissions, models, body.rate_limit, body.expires_at,
         to_budget(body.budget), caller.id)
-    out = await asyncio.to_thread(key_out, key, _budgets(request))
+    out = await asyncio.to_thread(key_out, key, _budgets(runtime))
     return KeyCreated(**out.model_dump(), key=secret)
 
 
-async def find(request: Request, caller: ApiKey, key_id: str) -> ApiKey:
+async def find(runtime: Runtime, caller: ApiKey, key_id: str) -> ApiKey:
     """The key with ``key_id`` if the caller may see it; NOT_FOUND otherwise (another's key is not confirmed)."""
-    key = await asyncio.to_thread(_store(request).get, key_id)
+    key = await asyncio.to_thread(_store(runtime).get, key_id)
     if key is None or not visible(caller, key):
         raise ApiError(ErrorCode.NOT_FOUND, f"No API key '{key_id}' among the keys this key manages.")
     return key
 
 
-async def show(request: Request, caller: ApiKey, key_id: str) -> KeyOut:
-    key = await find(request, caller, key_id)
-    return await asyncio.to_thread(key_out, key, _budgets(request))
+async def show(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
+    key = await find(runtime, caller, key_id)
+    return await asyncio.to_thread(key_out, key, _budgets(runtime))
 
 
-async def listing(request: Request, caller: ApiKey, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
-    keys = await asyncio.to_thread(_store(request).list, None if is_admin(caller) else caller.id)
+async def listing(runtime: Runtime, caller: ApiKey, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
+    keys = await asyncio.to_thread(_store(runtime).list, None if is_admin(caller) else caller.id)
     if cursor:
         ids = [key.id for key in keys]
         keys = keys[ids.index(cursor) + 1:] if cursor in ids else []
     page = keys[:limit]
-    budgets = _budgets(request)
+    budgets = _budgets(runtime)
     return await asyncio.to_thread(lambda: [key_out(key, budgets) for key in page]), len(keys) > limit
 
 
-async def patch(request: Request, caller: ApiKey, key_id: str, body: KeyPatch) -> KeyOut:
-    key = await find(request, caller, key_id)
+async def patch(runtime: Runtime, caller: ApiKey, key_id: str, body: KeyPatch) -> KeyOut:
+    key = await find(runtime, caller, key_id)
     if key.revoked_at is not None:
         raise validation_error("key_id", f"the key '{key_id}' is revoked and cannot be changed; create a new one")
     changes: dict[str, Any] = {field: getattr(body, field) for field in body.model_fields_set}
@@ -133,13 +133,13 @@ async def patch(request: Request, caller: ApiKey, key_id: str, body: KeyPatch) -
         changes["budget"] = to_budget(changes["budget"])
     if "expires_at" in changes:
         _check_expiry(changes["expires_at"])
-    updated = await asyncio.to_thread(_store(request).update, key_id, **changes)
+    updated = await asyncio.to_thread(_store(runtime).update, key_id, **changes)
     assert updated is not None
-    return await asyncio.to_thread(key_out, updated, _budgets(request))
+    return await asyncio.to_thread(key_out, updated, _budgets(runtime))
 
 
-async def revoke(request: Request, caller: ApiKey, key_id: str) -> KeyOut:
-    key = await find(request, caller, key_id)
+async def revoke(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
+    key = await find(runtime, caller, key_id)
     if key.revoked_at is None:
-        await asyncio.to_thread(_store(request).revoke, key_id)
-    return await show(request, caller, key_id)
+        await asyncio.to_thread(_store(runtime).revoke, key_id)
+    return await show(runtime, caller, key_id)

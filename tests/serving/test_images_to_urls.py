@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from appliance.db.database import open_database
-from appliance.gateway.errors import ApiError, ErrorCode
-from appliance.gateway.routes.images import decode_base64, to_urls
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.images import decode_base64, to_urls
 from appliance.media.files import handover_name, write_atomically
 from appliance.media.store import MediaStore
 

@@ -6,10 +6,9 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from starlette.requests import Request
-
-from appliance.gateway.metering import meter_of
-from appliance.gateway.stream_usage import usage_tap, with_engine_usage
+from appliance.serving.context import Call, Surface
+from appliance.serving.metering import meter_of
+from appliance.serving.stream_usage import usage_tap, with_engine_usage
 
 
 def frame(data: dict) -> bytes:
@@ -22,8 +21,8 @@ USAGE = frame({"object": "chat.completion.chunk", "choices": [],
 DONE = b"data: [DONE]\n\n"
 
 
-def run(chunks: list[bytes], asked: bool) -> tuple[bytes, Request]:
-    request = Request({"type": "http", "state": {}})
+def run(chunks: list[bytes], asked: bool) -> tuple[bytes, Call]:
+    request = Call(runtime=None, key=None, surface=Surface.OPENAI, base_url="")  # type: ignore[arg-type]
 
     async def upstream() -> AsyncIterator[bytes]:
         for chunk in chunks:
@@ -51,7 +50,7 @@ def test_a_stream_without_usage_leaves_the_units_unknown_and_notes_an_error_fram
     error = b'event: error\ndata: {"code":"BACKEND_ERROR","message":"boom"}\n\n'
     out, request = run([CONTENT, error + DONE], asked=False)
     assert out == CONTENT + error + DONE
-    assert not meter_of(request).units.known and request.state.error_code == "BACKEND_ERROR"
+    assert not meter_of(request).units.known and request.error_code == "BACKEND_ERROR"
 
 
 def test_the_engine_is_always_asked_for_usage_and_other_stream_options_are_kept() -> None:

@@ -1,6 +1,6 @@
-"""From a route to a model's backend and back: resolve the model, pick a backend, map its failures.
+"""From a service to a model's backend and back: pick a backend, send, map its failures.
 
-Every call goes through ``call``: it asks the supervisor for a backend (a local
+Every call goes through ``call_backend``: it asks the supervisor for a backend (a local
 replica or a remote server), sends the request through that backend's
 endpoint (the one transport), and when the backend cannot be reached at all
 tries the next healthy one, so a dead backend costs no request.
@@ -16,38 +16,15 @@ from typing import Any, TypeVar
 
 import aiohttp
 import anyio
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from appliance.backends.pool import Backend
 from appliance.backends.transport import TransportError, Unreachable
-from appliance.catalogue import Catalogue, ModelEntry
-from appliance.db.keys import ApiKey
-from appliance.gateway.auth import check_model_access
-from appliance.gateway.context import CallContext, Caller
-from appliance.gateway.errors import ApiError, ErrorCode, request_id_of
+from appliance.catalogue import ModelEntry
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
 
-MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
-                  "transcription": "a transcription", "speech": "a speech"}
-
 T = TypeVar("T")
-
-
-def resolve_model(request: Caller, key: ApiKey, name: str, modality: str) -> ModelEntry:
-    """The catalogue entry the client asked for, checked against the route's modality and the key."""
-    catalogue: Catalogue = request.app.state.catalogue
-    entry = catalogue.get(name)
-    if entry is None:
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{name}' on this appliance; GET /v1/models lists them.")
-    if entry.modality != modality:
-        raise ApiError(ErrorCode.VALIDATION_ERROR,
-                       f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
-                       f"{MODALITY_NAMES[modality]} model.",
-                       details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
-    check_model_access(key, entry)
-    request.state.model = entry.slug
-    return entry
 
 
 def is_remote(backend: Backend) -> bool:
@@ -61,18 +38,18 @@ def describe(backend: Backend) -> str:
     return f"The engine of model '{backend.entry.slug}'"
 
 
-async def call(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
-    """``send`` the request to a backend of ``entry``; on to the next one while a backend cannot be reached.
+async def call_backend(call: Call, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
+    """``send`` the call to a backend of ``entry``; on to the next one while a backend cannot be reached.
 
-    The backend counts the request in flight for as long as ``send`` runs.
+    The backend counts the call in flight for as long as ``send`` runs.
     """
-    supervisor: Supervisor = request.app.state.supervisor
-    pool = supervisor.pools.get(entry.slug) if isinstance(request, CallContext) else None
+    supervisor: Supervisor = call.runtime.supervisor
+    pool = supervisor.pools.get(entry.slug) if call.background else None
     with pool.background_call() if pool is not None else contextlib.nullcontext():  # a batch line: not live
-        return await _try_backends(request, entry, send, supervisor)
+        return await _try_backends(call, entry, send, supervisor)
 
 
-async def _try_backends(request: Caller, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
+async def _try_backends(call: Call, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
                         supervisor: Supervisor) -> T:
     tried: list[Backend] = []
     while True:
@@ -84,7 +61,7 @@ async def _try_backends(request: Caller, entry: ModelEntry, send: Callable[[Back
                 raise ApiError(ErrorCode.MODEL_UNAVAILABLE, f"{describe(last)} is not reachable right now.",
                                retry_after=last.retry_after_s()) from None
             raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
-        request.state.backend = backend.backend_id
+        call.served_by(backend=backend.backend_id)
         async with backend.use():
             try:
                 return await send(backend)
@@ -106,8 +83,8 @@ async def broken(backend: Backend, exc: BaseException) -> ApiError:
                                              f"{then}. Retrying once may help.")
 
 
-def backend_headers(request: Caller, content_type: str | None = "application/json") -> dict[str, str]:
-    headers = {"x-request-id": request_id_of(request)}
+def backend_headers(call: Call, content_type: str | None = "application/json") -> dict[str, str]:
+    headers = {"x-request-id": call.request_id}
     if content_type:
         headers["content-type"] = content_type
     return headers
@@ -120,25 +97,25 @@ class Answer:
     headers: Mapping[str, str]
 
 
-async def post(request: Caller, entry: ModelEntry, path: str, data: Callable[[], Any],
+async def post(call: Call, entry: ModelEntry, path: str, data: Callable[[], Any],
                content_type: str | None = "application/json", json_answer: bool = True,
                at_root: bool = False) -> Answer:
     """POST ``data()`` (made anew for each backend tried) and return the whole answer, or raise its ApiError."""
 
     async def send(backend: Backend) -> Answer:
-        status, headers, body = await backend.endpoint.post_bytes(path, data(), backend_headers(request, content_type),
+        status, headers, body = await backend.endpoint.post_bytes(path, data(), backend_headers(call, content_type),
                                                                   at_root=at_root)
         if status >= 400:
             raise backend_error(backend, status, body, headers)
         media_type = headers.get("content-type", "application/json")
         return Answer(checked_json(backend, body) if json_answer else body, media_type, headers)
 
-    return await call(request, entry, send)
+    return await call_backend(call, entry, send)
 
 
-async def post_json(request: Caller, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
+async def post_json(call: Call, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
     """POST a JSON body and return the backend's JSON answer."""
-    return (await post(request, entry, path, lambda: payload, at_root=at_root)).body
+    return (await post(call, entry, path, lambda: payload, at_root=at_root)).body
 
 
 def checked_json(backend: Backend, body: bytes) -> bytes:
@@ -219,7 +196,7 @@ class Upstream:
         return self.response.headers.get("content-type")
 
 
-async def open_upstream(request: Caller, entry: ModelEntry, path: str, payload: bytes,
+async def open_upstream(call: Call, entry: ModelEntry, path: str, payload: bytes,
                         on_error: Callable[[ApiError], ApiError] = lambda error: error) -> Upstream:
     """POST to a backend of ``entry`` and return its answer unread, to be streamed.
 
@@ -231,7 +208,7 @@ async def open_upstream(request: Caller, entry: ModelEntry, path: str, payload: 
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(backend.use())  # stays in flight until the stream ends
         try:
-            response = await backend.endpoint.post(path, payload, backend_headers(request), stream=True)
+            response = await backend.endpoint.post(path, payload, backend_headers(call), stream=True)
             stack.callback(response.close)  # closes the connection, unless read to its end: vLLM aborts
             if response.status >= 400:
                 raise backend_error(backend, response.status, await response.read(), response.headers)
@@ -241,19 +218,19 @@ async def open_upstream(request: Caller, entry: ModelEntry, path: str, payload: 
         return Upstream(backend, response, stack)
 
     try:
-        return await call(request, entry, send)
+        return await call_backend(call, entry, send)
     except ApiError as exc:
         raise on_error(exc) from None
 
 
-async def open_stream(request: Caller, entry: ModelEntry, path: str, payload: bytes) -> tuple[
+async def open_stream(call: Call, entry: ModelEntry, path: str, payload: bytes) -> tuple[
         AsyncIterator[bytes], str | None]:
     """The backend's answer as raw chunks (speech), and its media type.
 
     A failure after the first byte cuts the stream, which the client sees as an
     incomplete body rather than a short answer that looks whole.
     """
-    upstream = await open_upstream(request, entry, path, payload)
+    upstream = await open_upstream(call, entry, path, payload)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
@@ -267,19 +244,3 @@ async def open_stream(request: Caller, entry: ModelEntry, path: str, payload: by
                 await upstream.stack.aclose()
 
     return chunks(), upstream.media_type
-
-
-class RelayResponse(StreamingResponse):
-    """A StreamingResponse that always closes its frames, hence the upstream connection, when it ends.
-
-    Starlette cancels a response whose client went away while it waits to send,
-    which leaves the frame generator suspended at a ``yield``; closed only by the
-    garbage collector, it would keep vLLM generating for nobody.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]

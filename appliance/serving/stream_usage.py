@@ -13,10 +13,9 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import Request
-
 from appliance.accounting.units import apply_usage
-from appliance.gateway.metering import meter_of
+from appliance.serving.context import Call
+from appliance.serving.metering import meter_of
 
 Tap = Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
 
@@ -28,13 +27,13 @@ def with_engine_usage(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "stream_options": options}
 
 
-def usage_tap(request: Request, client_wants_usage: bool) -> Tap:
-    """A filter over the relayed frames that counts the stream's usage into the request's meter."""
-    meter = meter_of(request)
+def usage_tap(call: Call, client_wants_usage: bool) -> Tap:
+    """A filter over the relayed frames that counts the stream's usage into the call's meter."""
+    meter = meter_of(call)
 
     def frame_out(frame: bytes) -> bytes | None:
         if frame.startswith(b"event: error"):
-            request.state.error_code = _error_code(frame.split(b"data: ", 1)[-1])
+            call.error_code = _error_code(frame.split(b"data: ", 1)[-1])
             return frame
         if not frame.startswith(b"data: {") or b'"usage"' not in frame:
             return frame

@@ -6,13 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 
-from fastapi import Request
-
 from appliance.backends.pool import Backend
-from appliance.catalogue import Catalogue
-from appliance.gateway.errors import ApiError, ErrorCode
 from appliance.protocol.admin import AdminStatus, BackendStatus, LedgerStatus, ModelState, ModelStatus, RecentStats
-from appliance.supervisor.supervisor import ModelPool, ModelUnavailable, Supervisor
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.models import model_not_found
+from appliance.serving.runtime import Runtime
+from appliance.supervisor.supervisor import ModelPool, ModelUnavailable
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 
 RECENT_WINDOW_S = 300  # "recent" latency and throughput: the last five minutes of usage rows
@@ -79,11 +78,10 @@ def model_status(pool: ModelPool, recent: dict[str, dict[str, float]]) -> ModelS
     )
 
 
-async def status(request: Request) -> AdminStatus:
-    supervisor: Supervisor = request.app.state.supervisor
-    catalogue: Catalogue = request.app.state.catalogue
+async def status(runtime: Runtime) -> AdminStatus:
+    supervisor, catalogue = runtime.supervisor, runtime.catalogue
     since = datetime.now(UTC) - timedelta(seconds=RECENT_WINDOW_S)
-    recent = await asyncio.to_thread(request.app.state.accounting.usage.recent, since)
+    recent = await asyncio.to_thread(runtime.accounting.usage.recent, since)
     models = [model_status(supervisor.pool_for(entry), recent) for entry in sorted(catalogue, key=lambda e: e.slug)]
     return AdminStatus(version=version(), ready=supervisor.startup_ready(),
                        ledger=LedgerStatus(total_gb=supervisor.settings.gpu_memory_gb,
@@ -91,29 +89,29 @@ async def status(request: Request) -> AdminStatus:
                        models=models)
 
 
-def _local_pool(request: Request, slug: str) -> ModelPool:
-    entry = request.app.state.catalogue.get(slug)
+def _local_pool(runtime: Runtime, slug: str) -> ModelPool:
+    entry = runtime.catalogue.get(slug)
     if entry is None:
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{slug}' on this appliance; GET /v1/models lists them.")
-    pool: ModelPool = request.app.state.supervisor.pool_for(entry)
+        raise model_not_found(slug)
+    pool: ModelPool = runtime.supervisor.pool_for(entry)
     if not pool.local:
         raise ApiError(ErrorCode.VALIDATION_ERROR, f"Model '{entry.slug}' is served by remote backends; "
                        "the appliance cannot load or unload it.")
     return pool
 
 
-async def load(request: Request, slug: str) -> ModelStatus:
+async def load(runtime: Runtime, slug: str) -> ModelStatus:
     """Start the model's workers; it loads in the background (its state is ``starting``, then ``loaded``)."""
-    pool = _local_pool(request, slug)
+    pool = _local_pool(runtime, slug)
     try:
-        await request.app.state.supervisor.load(pool.entry.slug)
+        await runtime.supervisor.load(pool.entry.slug)
     except ModelUnavailable as exc:
         raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
     return model_status(pool, {})
 
 
-async def unload(request: Request, slug: str) -> ModelStatus:
+async def unload(runtime: Runtime, slug: str) -> ModelStatus:
     """Stop the model's workers (requests in flight on them fail); the next request loads it again."""
-    pool = _local_pool(request, slug)
-    await request.app.state.supervisor.unload(pool.entry.slug)
+    pool = _local_pool(runtime, slug)
+    await runtime.supervisor.unload(pool.entry.slug)
     return model_status(pool, {})
