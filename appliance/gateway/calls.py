@@ -22,7 +22,8 @@ from appliance.serving.streaming import Stream
 def call_of(request: Request, key: ApiKey) -> Call:
     """The call of ``key`` this request is: its record is the request's own state."""
     scope = request.scope
-    return Call(request.app.state, key, surface_of(scope), str(request.base_url), scope.setdefault("state", {}))
+    return Call(request.app.state, key, surface_of(scope), lambda: str(request.base_url),
+                scope.setdefault("state", {}))
 
 
 def respond(call: Call, request: Request, result: bytes | Stream) -> Response:

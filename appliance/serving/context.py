@@ -9,6 +9,7 @@ the outermost layer reads for the response headers, metrics and metering.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -32,14 +33,21 @@ class Call:
     runtime: Runtime
     key: ApiKey
     surface: Surface
-    base_url: str  # where the caller reached the appliance: the default base of the media URLs it is given
+    # Where the caller reached the appliance (the default base of the media URLs it is given); asked only when
+    # needed: building it from an HTTP request costs more than the rest of the call's set-up.
+    locate: Callable[[], str]
     fields: dict[str, Any] = field(default_factory=dict)
     background: bool = False  # a batch line: counted apart from live traffic
 
     @classmethod
     def for_line(cls, runtime: Runtime, key: ApiKey, surface: Surface, base_url: str) -> Call:
         """A batch line's call: no HTTP request behind it, a request id of its own."""
-        return cls(runtime, key, surface, base_url, {"request_id": new_id("req_"), "api_key": key}, background=True)
+        return cls(runtime, key, surface, lambda: base_url, {"request_id": new_id("req_"), "api_key": key},
+                   background=True)
+
+    @property
+    def base_url(self) -> str:
+        return self.locate()
 
     @property
     def request_id(self) -> str:
