@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 # A socket path must fit in 108 bytes: a directory of at most 50 and a file name of at most 50.
 MAX_SOCKET_DIR_LENGTH = 50
+# The system's temporary directory, read before the gateway points its own temporary files at STATE/tmp.
+SYSTEM_TEMP_DIR = Path(tempfile.gettempdir())
 
 _file_values: ContextVar[dict[str, Any]] = ContextVar("appliance_file_settings", default={})
 
@@ -41,6 +43,12 @@ class Settings(BaseSettings):
     remote_probe_interval_s: float = Field(10.0, gt=0, description="how often remote backends are health-checked")
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
+    http_header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's line and "
+                                         "headers (a new connection included) before it is closed")
+    http_body_timeout_s: float = Field(30.0, gt=0, description="longest silence in the middle of a request body "
+                                       "before the connection is closed")
+    max_connections_per_client: int = Field(256, ge=1, description="open connections one client address may hold; "
+                                            "more are refused with 429")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
     max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
                                         "files go, then new images wait; unset = a tenth of the state dir's disk")
@@ -52,6 +60,9 @@ class Settings(BaseSettings):
     batch_files_dir: Path | None = Field(
         None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
+    files_quota_bytes_per_key: int | None = Field(
+        1024 * 1024 * 1024, gt=0, description="bytes of batch files (inputs and results) one key may store; "
+                                              "unset = no quota")
     batch_concurrency_per_model: int = Field(
         256, ge=1, description="batch lines in flight per model, per gateway, while it has no live traffic")
     batch_concurrency_while_live: int = Field(
@@ -70,7 +81,7 @@ class Settings(BaseSettings):
         if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
             return preferred
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"appliance-{digest}"
+        return SYSTEM_TEMP_DIR / f"appliance-{digest}"
 
     @property
     def media_dir(self) -> Path:

@@ -53,6 +53,7 @@ CANDIDATES = 256  # queued lines looked at per dispatch
 WATCH_S = 0.01  # how often the models with batch lines in flight are checked for live traffic
 SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
 SPAN_MAX = 4 * 1024 * 1024
+PARTIALS_SWEEP_S = 300.0  # how often partial files nobody writes any more are removed (and once at start)
 
 
 class BatchRunner:
@@ -75,6 +76,7 @@ class BatchRunner:
         self.yielded: list[LineRef] = []  # stopped for live traffic, not yet queued again
         self.results_ready = asyncio.Event()
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
+        self._partials_swept_at: float | None = None
         self._key_lookup = asyncio.Lock()
 
     @property
@@ -351,6 +353,10 @@ class BatchRunner:
     def _keep_house(self) -> None:
         stale_s = self.settings.batch_stale_s
         self.store.renew(self.owner)
+        if self._partials_swept_at is None or time.monotonic() - self._partials_swept_at > PARTIALS_SWEEP_S:
+            self._partials_swept_at = time.monotonic()
+            if swept := self.files.sweep_partials():
+                log.info("removed %d partial batch file(s) left by an interrupted upload or finalization", swept)
         requeued = self.store.requeue_stale(stale_s)
         if requeued:
             log.warning("re-queued %d batch line(s) of a runner that stopped", requeued)

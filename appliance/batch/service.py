@@ -11,18 +11,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.batch.files import FileStore, utc
+from appliance.batch.files import DiskNearlyFull, FileStore, OverLimit, OverQuota, utc
 from appliance.batch.intake import create_batch
 from appliance.batch.store import ACTIVE, BatchStore
 from appliance.db.batches import BatchFileRow, BatchRow
 from appliance.db.keys import ApiKey
 from appliance.protocol.batches import BatchErrors, BatchObject, FileObject, RequestCounts
 from appliance.serving.context import Call
-from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.errors import ApiError, ErrorCode, disk_nearly_full, validation_error
+from appliance.serving.fetch import check_allowed, fetch_allowed
 from appliance.serving.media import media_base_url
 from appliance.serving.runtime import Runtime
 
@@ -37,8 +37,10 @@ def stores(runtime: Runtime) -> tuple[BatchStore, FileStore]:
     found = runtime.batch_stores
     if found is None:
         engine = runtime.keys.engine
+        settings = runtime.settings
         found = runtime.batch_stores = (BatchStore(engine),
-                                        FileStore(engine, runtime.settings.effective_batch_files_dir))
+                                        FileStore(engine, settings.effective_batch_files_dir,
+                                                  quota_bytes=settings.files_quota_bytes_per_key))
     return found  # type: ignore[no-any-return]
 
 
@@ -103,10 +105,20 @@ async def create(call: Call, surface: str, endpoint: str | None, input_file_id: 
 
 async def save_upload(call: Call, filename: str, source: Any, limit: int) -> BatchFileRow:
     _, files = stores(call.runtime)
-    row = await asyncio.to_thread(files.save, call.key.id, "batch", filename, source, limit)
-    if row is None:
-        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.")
-    return row
+    try:
+        return await asyncio.to_thread(files.save, call.key.id, "batch", filename, source, limit)
+    except OverLimit:
+        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.") from None
+    except OverQuota as exc:
+        raise ApiError(ErrorCode.QUOTA_EXCEEDED, f"This API key's stored files would pass its quota of "
+                                                 f"{_megabytes(exc.quota)} ({_megabytes(exc.used)} in use); delete "
+                                                 "files it no longer needs (DELETE /oai/v1/files/{file_id}).") from None
+    except DiskNearlyFull as exc:
+        raise disk_nearly_full(exc.free, exc.reserve) from None
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / (1024 * 1024):.1f} MB"
 
 
 async def input_from_base64(call: Call, text: str) -> BatchFileRow:
@@ -124,32 +136,27 @@ async def input_from_url(call: Call, url: str) -> str:
     """The id of the input file ``url`` names: an uploaded file, or a download from an allowed host."""
     if url.startswith("scaigrid://file/"):
         return url.removeprefix("scaigrid://file/")
-    parts = urlsplit(url)
     settings = call.runtime.settings
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not url.startswith(("http://", "https://")):
         raise validation_error("input_file_url", "must be scaigrid://file/<file id> or an http(s) URL")
-    if parts.hostname.lower() not in {host.lower() for host in settings.batch_url_allow}:
-        raise validation_error("input_file_url", f"the host '{parts.hostname}' is not in this appliance's "
-                                                 "batch_url_allow setting; upload the file instead")
+    check_allowed(url, settings.batch_url_allow, "input_file_url", "batch_url_allow")
     _, files = stores(call.runtime)
     with tempfile.TemporaryFile(dir=files.root) as spool:  # on disk, never whole in memory
-        try:
-            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
-                if response.status != 200:
-                    raise validation_error("input_file_url", f"fetching it answered HTTP {response.status}")
-                seen = 0
-                async for chunk in response.content.iter_chunked(1024 * 1024):
-                    seen += len(chunk)
-                    if seen > MAX_INPUT_BYTES:
-                        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The input file is over {MAX_INPUT_BYTES} "
-                                                                    "bytes.")
-                    await asyncio.to_thread(spool.write, chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise validation_error("input_file_url", f"could not be fetched ({type(exc).__name__})") from None
+        await fetch_allowed(url, settings.batch_url_allow, field="input_file_url", setting="batch_url_allow",
+                            max_bytes=MAX_INPUT_BYTES, timeout_s=FETCH_TIMEOUT_S,
+                            sink=lambda chunk: asyncio.to_thread(spool.write, chunk))
         spool.seek(0)
-        row = await save_upload(call, parts.path.rsplit("/", 1)[-1] or "input.jsonl", spool, MAX_INPUT_BYTES)
+        name = urlsplit(url).path.rsplit("/", 1)[-1] or "input.jsonl"
+        row = await save_upload(call, name, spool, MAX_INPUT_BYTES)
     return row.id
+
+
+async def delete_file(runtime: Runtime, row: BatchFileRow) -> None:
+    """Delete a file that no running batch reads; works on a full disk too (the DB's reserve makes room)."""
+    if await asyncio.to_thread(file_in_use, runtime, row.id):
+        raise validation_error("file_id", "a batch that is still running reads this file; cancel it first")
+    _, files = stores(runtime)
+    await asyncio.to_thread(runtime.disk_reserve.with_room, lambda: files.delete([row.id]))
 
 
 def file_in_use(runtime: Runtime, file_id: str) -> bool:

@@ -14,7 +14,7 @@ import typer
 from appliance.catalogue import Catalogue
 from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, settings_of
 from appliance.config import Settings
-from appliance.state_dir import prepare_state_dir
+from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
 
 
 
@@ -28,9 +28,12 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    raise_open_files_limit()
+    use_private_temp_dir(settings.state_dir)
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+                            access_log=False, http=BoundedHttpProtocol.configured(settings),
+                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
     server = uvicorn.Server(config)
 
     async def run() -> None:

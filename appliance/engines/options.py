@@ -104,6 +104,8 @@ class VllmOptions(Options):
     # The appliance's own: how it runs vLLM's processes.
     busy_poll_nice: int = Field(BUSY_POLL_NICE, ge=0, le=19, description=(
         "nice value of vLLM's engine core and worker, which busy-poll between steps; 0 leaves them as vLLM starts"))
+    stall_timeout_s: float = Field(60.0, gt=0, description=(
+        "with requests in flight, this long without a token processed is a stalled engine: it is restarted"))
     extra_args: list[str] = Field(default_factory=list, description="any other vLLM flags, verbatim")
 
 

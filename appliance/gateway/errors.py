@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from appliance.db.reserve import is_disk_full
 from appliance.gateway.routing import surface_of
 from appliance.serving.context import Surface
 from appliance.serving.errors import NOT_RETRYABLE, ApiError, ErrorCode, from_errors
@@ -107,6 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return answer(request, err)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
+        if is_disk_full(exc):  # not a bug: the operator's to fix, and the client's to hear of
+            log.error("%s %s failed: the state directory's disk is full", request.method, request.url.path)
+            return answer(request, ApiError(ErrorCode.QUOTA_EXCEEDED, "The appliance's disk is full, so it cannot "
+                                            "record this change; delete files or ask the operator to free space."))
         # Starlette's last resort would answer a bare text/plain 500; a bug still answers in the envelope.
         log.error("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id_of(request),
                   exc_info=exc)

@@ -116,6 +116,12 @@ class OpenAIList(BaseModel):
     has_more: bool
 
 
+class FileUploadForm(BaseModel):
+    """The form fields of POST /oai/v1/files besides ``file`` (multipart/form-data)."""
+
+    purpose: str = Field(description="'batch': the only purpose this appliance takes")
+
+
 class FileObject(BaseModel):
     id: str
     object: Literal["file"] = "file"

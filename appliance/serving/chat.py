@@ -22,6 +22,7 @@ from appliance.protocol.sampling import SamplingFields
 from appliance.serving.body import line_adapter, strip_line
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, from_errors, validation_error
+from appliance.serving.input_size import check_texts, check_total
 from appliance.serving.metering import budgeted, reserve
 from appliance.serving.models import resolve_model
 from appliance.serving.relay import post_json
@@ -106,6 +107,18 @@ def engine_payload(body: SamplingFields, entry: ModelEntry, bounded: bool = Fals
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def _check_size(body: SamplingFields, entry: ModelEntry) -> None:
+    """Refuse, before any engine tokenizes it, a prompt far longer than the model's window (serving/input_size)."""
+    if isinstance(body, ChatRequest):
+        texts = [message.content if isinstance(message.content, str) else
+                 "".join(getattr(part, "text", "") for part in message.content or []) for message in body.messages]
+        check_total(entry, sum(len(text.encode()) for text in texts), "messages")
+    elif isinstance(body, CompletionRequest) and isinstance(body.prompt, str):
+        check_total(entry, len(body.prompt.encode()), "prompt")
+    elif isinstance(body, CompletionRequest) and body.prompt and isinstance(body.prompt[0], str):
+        check_texts(entry, body.prompt, "prompt")  # type: ignore[arg-type]
+
+
 async def token_bound(call: Call, body: SamplingFields, entry: ModelEntry) -> int:
     """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
     /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
@@ -188,6 +201,7 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields,
                    priority: int = 0) -> tuple[ModelEntry, Any, bytes]:
     """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
     entry = resolve_model(call, body.model, "chat")
+    _check_size(body, entry)
     if body.metadata:
         log.info("request %s to %s: metadata %s", call.request_id, entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])

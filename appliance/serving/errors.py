@@ -126,3 +126,10 @@ def from_errors(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> Api
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{first['field']}: {first['message']}{more}", details=details)
+
+
+def disk_nearly_full(free: int, reserve: int) -> ApiError:
+    """QUOTA_EXCEEDED for a write that would leave the disk less room than the state DB needs."""
+    return ApiError(ErrorCode.QUOTA_EXCEEDED, f"The appliance's disk is nearly full ({free / (1 << 20):.1f} MB free, "
+                                              f"{reserve / (1 << 20):.1f} MB kept for its database); delete files "
+                                              "or ask the operator to free space.")

@@ -5,7 +5,11 @@
 - A key grants only what it holds: permissions it lacks are refused, and a key
   limited to some models makes keys limited to (some of) those.
 - No key changes its own limits (rate, budget, models) unless it holds
-  ``admin:access``; it may revoke itself.
+  ``admin:access``; it may revoke itself, and shorten its expiry, never extend it.
+- A key stays inside its parent (the key that made it): it expires no later
+  (unset, it inherits the parent's expiry), allows no more requests a minute
+  (unset, the parent's), and its requests count against the parent's rate
+  limit too (gateway/auth.py). Revoking a key revokes its descendants.
 """
 
 from __future__ import annotations
@@ -83,13 +87,35 @@ def _check_expiry(expires_at: datetime | None) -> None:
         raise validation_error("expires_at", "the time is in the past; give a future ISO 8601 time")
 
 
+def _within_parent(parent: ApiKey | None, expires_at: datetime | None, rate_limit: int | None,
+                   ) -> tuple[datetime | None, int | None]:
+    """The expiry and rate limit of a key made (or changed) under ``parent``: unset ones inherit the parent's;
+    asking for more than the parent has is refused."""
+    if parent is None:
+        return expires_at, rate_limit
+    if parent.expires_at is not None:
+        if expires_at is None:
+            expires_at = parent.expires_at
+        elif expires_at > parent.expires_at:
+            raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"expires_at: a key cannot outlive the key that made "
+                           f"it, which expires at {parent.expires_at.isoformat()}; give that time or an earlier one.")
+    if parent.rate_limit is not None:
+        if rate_limit is None:
+            rate_limit = parent.rate_limit
+        elif rate_limit > parent.rate_limit:
+            raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"rate_limit: a key cannot allow more requests than "
+                           f"the key that made it ({parent.rate_limit} a minute).")
+    return expires_at, rate_limit
+
+
 async def create(runtime: Runtime, caller: ApiKey, body: KeyCreate) -> KeyCreated:
     permissions = list(body.permissions) if body.permissions else list(DEFAULT_PERMISSIONS)
     models = _check_grant(caller, permissions, body.models)
     _check_expiry(body.expires_at)
+    expires_at, rate_limit = _within_parent(caller, body.expires_at, body.rate_limit)
     key, secret = await asyncio.to_thread(
-        _store(runtime).create, body.name, permissions, models, body.rate_limit, body.expires_at,
-        to_budget(body.budget), caller.id)
+        _store(runtime).create, body.name, permissions, models, rate_limit, expires_at, to_budget(body.budget),
+        caller.id)
     out = await asyncio.to_thread(key_out, key, _budgets(runtime))
     return KeyCreated(**out.model_dump(), key=secret)
 
@@ -108,10 +134,7 @@ async def show(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
 
 
 async def listing(runtime: Runtime, caller: ApiKey, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
-    keys = await asyncio.to_thread(_store(runtime).list, None if is_admin(caller) else caller.id)
-    if cursor:
-        ids = [key.id for key in keys]
-        keys = keys[ids.index(cursor) + 1:] if cursor in ids else []
+    keys = await asyncio.to_thread(_store(runtime).list, None if is_admin(caller) else caller.id, cursor, limit + 1)
     page = keys[:limit]
     budgets = _budgets(runtime)
     return await asyncio.to_thread(lambda: [key_out(key, budgets) for key in page]), len(keys) > limit
@@ -133,13 +156,26 @@ async def patch(runtime: Runtime, caller: ApiKey, key_id: str, body: KeyPatch) -
         changes["budget"] = to_budget(changes["budget"])
     if "expires_at" in changes:
         _check_expiry(changes["expires_at"])
+        if key.id == caller.id and not _shortens(key.expires_at, changes["expires_at"]):
+            raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, "expires_at: an API key cannot extend its own expiry; "
+                                                              "it may only bring it forward.")
+    if changes.keys() & {"expires_at", "rate_limit"}:
+        parent = await asyncio.to_thread(_store(runtime).get, key.created_by) if key.created_by else None
+        expires_at, rate_limit = _within_parent(parent, changes.get("expires_at", key.expires_at),
+                                                changes.get("rate_limit", key.rate_limit))
+        changes.update({name: value for name, value in (("expires_at", expires_at), ("rate_limit", rate_limit))
+                        if name in changes})
     updated = await asyncio.to_thread(_store(runtime).update, key_id, **changes)
     assert updated is not None
     return await asyncio.to_thread(key_out, updated, _budgets(runtime))
 
 
+def _shortens(current: datetime | None, new: datetime | None) -> bool:
+    return new is not None and (current is None or new <= current)
+
+
 async def revoke(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
     key = await find(runtime, caller, key_id)
-    if key.revoked_at is None:
-        await asyncio.to_thread(_store(runtime).revoke, key_id)
+    if key.revoked_at is None:  # works on a full disk too: the DB's reserve makes room for it
+        await asyncio.to_thread(runtime.disk_reserve.with_room, lambda: _store(runtime).revoke(key_id))
     return await show(runtime, caller, key_id)

@@ -76,6 +76,9 @@ async def broken(backend: Backend, exc: BaseException) -> ApiError:
     """The error a failure in the middle of a call means; a backend that died is taken out of rotation."""
     if isinstance(exc, TimeoutError):
         return ApiError(ErrorCode.BACKEND_TIMEOUT, f"{describe(backend)} did not answer in time.", retry_after=5)
+    if getattr(backend, "unresponsive", False):  # the supervisor gave up waiting on it and restarts it
+        return ApiError(ErrorCode.BACKEND_TIMEOUT, f"{describe(backend)} stopped responding and is being "
+                                                   "restarted; retry in a moment.", retry_after=backend.retry_after_s())
     await backend.failed(f"{type(exc).__name__} while answering")
     then = "it is out of rotation until it answers its health checks" if is_remote(backend) else \
         "if it stopped, it is being restarted"

@@ -13,6 +13,7 @@ from appliance.accounting.service import Accounting
 from appliance.catalogue import Catalogue
 from appliance.config import Settings
 from appliance.db.keys import KeyStore
+from appliance.db.reserve import DiskReserve
 from appliance.media.store import MediaStore
 from appliance.supervisor.supervisor import Supervisor
 
@@ -26,6 +27,7 @@ class Runtime:
         self.keys = keys
         self.accounting = accounting
         self._media: MediaStore | None = None
+        self.disk_reserve = DiskReserve(settings.state_dir)
         # Kept here by the floors above, which own them: the batch stores and runner, the gateway's rate limiter,
         # background tasks referenced until done.
         self.batch_stores: Any = None

@@ -28,7 +28,7 @@ ENV_OPTIONS = {
     "cpu_omp_threads_bind": "VLLM_CPU_OMP_THREADS_BIND",
 }
 # Options of the appliance's own about how it runs vLLM (supervisor/priority.py): neither flag nor variable.
-OWN_OPTIONS = {"busy_poll_nice"}
+OWN_OPTIONS = {"busy_poll_nice", "stall_timeout_s"}
 # The appliance decides these itself; a catalogue must not override them.
 RESERVED = {"model", "served_model_name", "uds", "host", "port", "api_key"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import Depends, File, Form, Request, UploadFile
+from fastapi import Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from appliance.batch import service
@@ -13,11 +13,12 @@ from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body, parse_query
 from appliance.gateway.calls import call_of
-from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, raw_ok
+from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, multipart_request, raw_ok
 from appliance.gateway.routing import api_router
-from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, OpenAIBatchCreate, OpenAIList, \
-    OpenAIListQuery
-from appliance.serving.errors import ErrorCode, validation_error
+from appliance.gateway.uploads import read_upload
+from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, FileUploadForm, OpenAIBatchCreate, \
+    OpenAIList, OpenAIListQuery
+from appliance.serving.errors import ApiError, ErrorCode, validation_error
 
 router = api_router()
 
@@ -34,14 +35,21 @@ def _listing(items: list[object], more: bool) -> JSONResponse:
                             first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=more))
 
 
-@router.post("/oai/v1/files", **documented(ok=json_ok(FileObject, "the stored file"), errors=KEYED, openai=True))
-async def create_file(request: Request, key: Key, file: Annotated[UploadFile, File()],
-                      purpose: Annotated[str, Form()]) -> JSONResponse:
-    if purpose != "batch":
-        raise validation_error("purpose", f"'{purpose[:40]}' is not served here; this appliance takes files with "
-                                          "purpose 'batch'")
-    row = await service.save_upload(call_of(request, key), file.filename or "input.jsonl", file.file,
-                                    request.app.state.settings.max_body_bytes)
+@router.post("/oai/v1/files", **documented(
+    body=multipart_request(FileUploadForm, files=["file"]), ok=json_ok(FileObject, "the stored file"), errors=KEYED,
+    openai=True))
+async def create_file(request: Request, key: Key) -> JSONResponse:
+    limit = request.app.state.settings.max_body_bytes
+    upload = await read_upload(request, limit, what="the file")  # the key was checked first: no keyless spooling
+    try:
+        purpose = upload.fields().get("purpose")
+        if purpose != "batch":
+            given = f"'{str(purpose)[:40]}' is not served here" if purpose else "the form needs a 'purpose'"
+            raise validation_error("purpose", f"{given}; this appliance takes files with purpose 'batch'")
+        row = await service.save_upload(call_of(request, key), upload.file.filename or "input.jsonl",
+                                        upload.file.file, limit)
+    finally:
+        await upload.form.close()
     return _json(service.file_object(row))
 
 
@@ -71,10 +79,7 @@ async def retrieve_file(request: Request, key: Key, file_id: str) -> JSONRespons
     ok=json_ok(FileDeleted, "the file is deleted"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
     row = await _file(request, key, file_id)
-    if await asyncio.to_thread(service.file_in_use, request.app.state, row.id):
-        raise validation_error("file_id", "a batch that is still running reads this file; cancel it first")
-    _, files = service.stores(request.app.state)
-    await asyncio.to_thread(files.delete, [row.id])
+    await service.delete_file(request.app.state, row)
     return _json(FileDeleted(id=row.id))
 
 
@@ -83,7 +88,11 @@ async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
 async def file_content(request: Request, key: Key, file_id: str) -> FileResponse:
     row = await _file(request, key, file_id)
     _, files = service.stores(request.app.state)
-    return FileResponse(files.path(row.id), media_type="application/jsonl", filename=row.filename)
+    path = files.path(row.id)
+    if not path.is_file():  # its row outlived its bytes (removed by hand, a restore without the files)
+        raise ApiError(ErrorCode.NOT_FOUND, f"The bytes of file '{row.id}' are gone from this appliance; upload it "
+                                            "again (its batches' results are in their output files).")
+    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
 
 
 @router.post("/oai/v1/batches", **documented(
