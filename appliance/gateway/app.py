@@ -23,7 +23,7 @@ from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.console import routes as console
 from appliance.gateway.routes import accounting, admin, audio, batches, chat, embed, health, images, keys, media, \
-    models, oai_batches
+    models, oai_batches, tls
 from appliance.gateway.systemd import notify
 from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
@@ -71,10 +71,11 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state.accounting = usage
     app.state.rate_limiter = RateLimiter()
     app.state.tasks = set()  # background tasks, referenced until done
+    app.state.tls = None  # the certificate in service (appliance.tls.context.ServedCertificate) when serving HTTPS
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches, admin,
-                   console):
+                   tls, console):
         app.include_router(module.router)
     return app
 
@@ -85,7 +86,8 @@ def create_gateway(settings: Settings, catalogue: Catalogue) -> ASGIApp:
 
 
 async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
-    """Re-read the catalogue file and serve it (SIGHUP; ``appliance models reload``, ``systemctl reload``)."""
+    """Re-read the catalogue file and serve it (SIGHUP, with the TLS certificate; ``appliance models reload``,
+    ``systemctl reload``)."""
     current: Catalogue = app.state.catalogue
     if current.source is None:
         raise CatalogueError("this appliance was started without a catalogue file; nothing to reload")
@@ -95,6 +97,8 @@ async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
 
 
 async def _on_sighup(app: FastAPI) -> None:
+    if app.state.tls is not None:
+        app.state.tls.reload()  # new connections get the new certificate; a bad one is logged and the old one stays
     try:
         await reload_catalogue(app)
     except CatalogueError as exc:
