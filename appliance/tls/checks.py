@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,7 +108,9 @@ def system_roots() -> tuple[x509.Certificate, ...]:
     for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
         if candidate and Path(candidate).is_file():
             try:
-                return tuple(x509.load_pem_x509_certificates(Path(candidate).read_bytes()))
+                with warnings.catch_warnings():  # a few old roots break RFC 5280 (negative serials): not ours to judge
+                    warnings.simplefilter("ignore")
+                    return tuple(x509.load_pem_x509_certificates(Path(candidate).read_bytes()))
             except ValueError:
                 continue
     return ()
@@ -142,6 +145,26 @@ def _build_chain(leaf: x509.Certificate, others: list[x509.Certificate], sources
     raise TlsError(f"the chain in {sources} loops; give each certificate once, from the server's to the root")
 
 
+def _check_ca_limits(path: list[x509.Certificate], root: x509.Certificate | None) -> None:
+    """Each CA above the leaf may sign certificates (keyCertSign) and allows as many CAs below it as are there."""
+    above = path[1:] + ([root] if root is not None and root is not path[-1] else [])
+    for depth, ca in enumerate(above):  # depth: how many CA certificates sit between it and the leaf
+        try:
+            usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+            if not usage.key_cert_sign:
+                raise TlsError(f"the chain is broken: '{describe(ca.subject)}' may not sign certificates (its key "
+                               "usage lacks keyCertSign)")
+        except x509.ExtensionNotFound:
+            pass
+        try:
+            limit = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        except x509.ExtensionNotFound:
+            continue
+        if limit is not None and depth > limit:
+            raise TlsError(f"the chain is invalid: '{describe(ca.subject)}' allows {limit} CA certificate(s) below "
+                           f"it (path length), and the chain has {depth}; clients would refuse it")
+
+
 def check_import(cert_path: Path, key_path: Path, chain_path: Path | None, wanted_dns: list[str],
                  wanted_ips: list[str], now: datetime | None = None,
                  roots: tuple[x509.Certificate, ...] | None = None) -> Installable:
@@ -161,6 +184,7 @@ def check_import(cert_path: Path, key_path: Path, chain_path: Path | None, wante
     others = [c for c in certificates if c is not leaf]
     sources = f"{cert_path}" + (f" and {chain_path}" if chain_path else "")
     chain, root = _build_chain(leaf, others, sources, now, system_roots() if roots is None else roots)
+    _check_ca_limits(chain, root)
     unused = [describe(c.subject) for c in others if c not in chain and c is not root]
     notes = [f"left out, as not part of the chain: {', '.join(unused)}"] if unused else []
     return Installable(chain, root, key, notes)
