@@ -147,5 +147,13 @@ def tls_status(
     typer.echo(f"issuer       {report.issuer}{' (self-signed)' if report.self_signed else ''}")
     typer.echo(f"valid        {report.not_before:%Y-%m-%d} to {report.not_after:%Y-%m-%d %H:%M} UTC ({state})")
     typer.echo(f"sha256       {report.sha256}")
-    typer.echo(f"clients      trust {paths.ca} (served at /ca.pem)" if report.ca_url else
-               "clients      no ca.pem here: the issuing CA is one clients already trust")
+    if report.ca_url:
+        from cryptography.hazmat.primitives import hashes
+
+        from appliance.tls.pem import load_certificates
+
+        ca = load_certificates(paths.ca, "CA certificate")[0]
+        typer.echo(f"clients      trust {paths.ca} (served at /ca.pem)")
+        typer.echo(f"ca sha256    {ca.fingerprint(hashes.SHA256()).hex(':').upper()} (compare a downloaded copy)")
+    else:
+        typer.echo("clients      no ca.pem here: the issuing CA is one clients already trust")

@@ -27,7 +27,7 @@ class TlsStatus(BaseModel):
 
 def status_of(facts: CertificateFacts, warn_days: int, ca_available: bool = False, mtls: bool = False,
               now: datetime | None = None) -> TlsStatus:
-    days = round((facts.not_after - (now or datetime.now(UTC))).total_seconds() / 86400, 2)
+    days = round((facts.not_after - (now or datetime.now(UTC))).total_seconds() / 86400, 4)
     return TlsStatus(https=True, names=facts.names, subject=facts.subject, issuer=facts.issuer,
                      not_before=facts.not_before, not_after=facts.not_after, days_left=days, warn_days=warn_days,
                      expiring=days <= warn_days, self_signed=facts.self_signed, sha256=facts.sha256,
