@@ -12,6 +12,7 @@ import typer
 
 from appliance.cli.support import StateDirOption, fail, settings_of
 from appliance.config import Settings
+from appliance.tls.store import DEFAULT_DIR, TlsPaths
 
 tls_app = typer.Typer(help="The HTTPS certificate: make the box's own, import yours, show the one in service.",
                       no_args_is_help=True)
@@ -28,9 +29,7 @@ def _settings(config: Path | None, state_dir: Path | None = None) -> Settings:
     return settings_of(config, state_dir)
 
 
-def _paths(directory: Path | None, settings: Settings, ca_dir: Path | None = None):  # noqa: ANN202
-    from appliance.tls.store import DEFAULT_DIR, TlsPaths
-
+def _paths(directory: Path | None, settings: Settings, ca_dir: Path | None = None) -> TlsPaths:
     chosen = directory or (settings.tls_cert_file.parent if settings.tls_cert_file else DEFAULT_DIR)
     return TlsPaths.of(chosen, ca_dir)
 

@@ -35,8 +35,8 @@ def _name(common_name: str) -> x509.Name:
 
 def _key_ids(builder: x509.CertificateBuilder, key: PrivateKey, issuer_key: PrivateKey) -> x509.CertificateBuilder:
     return (builder
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)  # type: ignore[arg-type]
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),  # type: ignore[arg-type]
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                            critical=False))
 
 
@@ -45,14 +45,14 @@ def create_ca(common_name: str, key: PrivateKey, days: int = CA_DAYS,
     now = now or datetime.now(UTC)
     name = _name(common_name)
     builder = (x509.CertificateBuilder()
-               .subject_name(name).issuer_name(name).public_key(key.public_key())  # type: ignore[arg-type]
+               .subject_name(name).issuer_name(name).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - BACKDATE).not_valid_after(now + timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True))
-    return _key_ids(builder, key, key).sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    return _key_ids(builder, key, key).sign(key, hashes.SHA256())
 
 
 def issue_server_certificate(ca: x509.Certificate, ca_key: PrivateKey, key: PrivateKey, dns_names: list[str],
@@ -66,7 +66,7 @@ def issue_server_certificate(ca: x509.Certificate, ca_key: PrivateKey, key: Priv
     alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     builder = (x509.CertificateBuilder()
                .subject_name(_name(dns_names[0] if dns_names else ip_addresses[0]))
-               .issuer_name(ca.subject).public_key(key.public_key())  # type: ignore[arg-type]
+               .issuer_name(ca.subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - BACKDATE).not_valid_after(now + timedelta(days=days))
                .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
@@ -76,7 +76,7 @@ def issue_server_certificate(ca: x509.Certificate, ca_key: PrivateKey, key: Priv
                                             key_cert_sign=False, crl_sign=False, encipher_only=False,
                                             decipher_only=False), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
-    return _key_ids(builder, key, ca_key).sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return _key_ids(builder, key, ca_key).sign(ca_key, hashes.SHA256())
 
 
 def issue_client_certificate(ca: x509.Certificate, ca_key: PrivateKey, key: PrivateKey, common_name: str,
@@ -84,9 +84,9 @@ def issue_client_certificate(ca: x509.Certificate, ca_key: PrivateKey, key: Priv
     """A TLS client certificate (mTLS: ``tls_client_ca_file``) for a caller named ``common_name``."""
     now = now or datetime.now(UTC)
     builder = (x509.CertificateBuilder()
-               .subject_name(_name(common_name)).issuer_name(ca.subject).public_key(key.public_key())  # type: ignore[arg-type]
+               .subject_name(_name(common_name)).issuer_name(ca.subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - BACKDATE).not_valid_after(now + timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-    return _key_ids(builder, key, ca_key).sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return _key_ids(builder, key, ca_key).sign(ca_key, hashes.SHA256())

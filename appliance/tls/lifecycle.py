@@ -1,4 +1,4 @@
-"""`appliance tls init | import | status`, as functions: make the box's certificate, take the operator's, describe it."""
+"""`appliance tls init | import | status` as functions: make the box's certificate, take an operator's, describe it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from appliance.tls import authority
 from appliance.tls.checks import Installable, check_import
 from appliance.tls.context import CertificateFacts
 from appliance.tls.names import host_names, lan_addresses, split_names, uncovered
-from appliance.tls.pem import TlsError, days_left, issued_by, load_certificates, load_private_key, subject_names
+from appliance.tls.pem import (PrivateKey, TlsError, days_left, issued_by, load_certificates, load_private_key,
+                               subject_names)
 from appliance.tls.status import TlsStatus, status_of
 from appliance.tls.store import TlsPaths, install, make_dir, pem_of, pem_of_key, write_file
 
-RENEW_WITHIN_DAYS = 30  # `tls init` (and so every scripts/install) renews the box's own certificate this close to expiry
+RENEW_WITHIN_DAYS = 30  # `tls init` (so every scripts/install) renews the box's own certificate this close to expiry
 
 
 @dataclass
@@ -34,7 +35,7 @@ def box_names(names: list[str]) -> tuple[list[str], list[str]]:
     return host_names(), lan_addresses()
 
 
-def _load_or_create_ca(paths: TlsPaths, common_name: str) -> tuple[x509.Certificate, object, bool]:
+def _load_or_create_ca(paths: TlsPaths, common_name: str) -> tuple[x509.Certificate, PrivateKey, bool]:
     if paths.ca_cert.exists() and paths.ca_key.exists():
         return load_certificates(paths.ca_cert, "CA certificate")[0], load_private_key(paths.ca_key), False
     if paths.ca_cert.exists() or paths.ca_key.exists():
@@ -74,7 +75,7 @@ def init(paths: TlsPaths, names: list[str], renew: bool = False, days: int = aut
         return InitResult(created_ca, False, "the certificate in place is valid and covers the names",
                           CertificateFacts.of(load_certificates(paths.cert)[0]))
     key = authority.new_key()
-    certificate = authority.issue_server_certificate(ca, ca_key, key, dns, ips, days=days)  # type: ignore[arg-type]
+    certificate = authority.issue_server_certificate(ca, ca_key, key, dns, ips, days=days)
     install(paths, [certificate], key, ca)
     return InitResult(created_ca, True, reason, CertificateFacts.of(certificate))
 

@@ -94,9 +94,9 @@ class TlsListener:
         try:
             first = await asyncio.wait_for(_peek(loop, conn), FIRST_BYTES_TIMEOUT_S)
             if first[:1] == bytes([TLS_HANDSHAKE]):
+                handed_over = True  # from here the loop's transport owns the socket and closes it, on failure too
                 await loop.connect_accepted_socket(self.protocol_factory, conn, ssl=self.certificate.context,
                                                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
-                handed_over = True
             elif first[:1].isalpha():
                 await self._answer_plain_http(loop, conn)
         except (OSError, TimeoutError, ConnectionError) as exc:  # a failed handshake, a client gone: its own business

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
@@ -97,16 +98,12 @@ def days_left(certificate: x509.Certificate, now: datetime | None = None) -> flo
 def is_self_signed(certificate: x509.Certificate) -> bool:
     if certificate.issuer != certificate.subject:
         return False
-    try:
-        certificate.verify_directly_issued_by(certificate)
-    except (ValueError, TypeError, Exception):  # InvalidSignature and unsupported algorithms alike
-        return False
-    return True
+    return issued_by(certificate, certificate)
 
 
 def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         certificate.verify_directly_issued_by(issuer)
-    except Exception:  # InvalidSignature, a name that differs, an algorithm it cannot check
+    except (InvalidSignature, ValueError, TypeError):  # a bad signature, names that differ, an algorithm it lacks
         return False
     return True

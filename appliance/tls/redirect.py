@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+import socket
 
 from appliance.tls.listener import FIRST_BYTES_TIMEOUT_S, MAX_PLAIN_HEAD, Refusal, parse_head
 
@@ -74,8 +74,9 @@ class RedirectProtocol(asyncio.Protocol):
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (b"" if method == "HEAD" else text)
 
 
-async def start_redirect(sock: object, https_port: int, public_base_url: str | None,
+async def start_redirect(sock: socket.socket, https_port: int, public_base_url: str | None,
                          refuse: Refusal) -> asyncio.AbstractServer:
-    loop = asyncio.get_running_loop()
-    factory: Callable[[], asyncio.Protocol] = lambda: RedirectProtocol(https_port, public_base_url, refuse)  # noqa: E731
-    return await loop.create_server(factory, sock=sock)  # type: ignore[arg-type]
+    def factory() -> asyncio.Protocol:
+        return RedirectProtocol(https_port, public_base_url, refuse)
+
+    return await asyncio.get_running_loop().create_server(factory, sock=sock)

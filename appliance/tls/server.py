@@ -38,7 +38,9 @@ class HttpsServer(uvicorn.Server):
         if self.http is not None:
             servers.append(await start_redirect(self.http, https_port, self.public_base_url, self.refuse))
         self.servers = servers
-        where = [f"https://{_address(self.https)}"] + ([f"http://{_address(self.http)} (redirect)"] if self.http else [])
+        where = [f"https://{_address(self.https)}"]
+        if self.http is not None:
+            where.append(f"http://{_address(self.http)} (redirect)")
         uvicorn.server.logger.info("serving on %s", ", ".join(where))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from appliance.tls import authority
@@ -148,11 +148,6 @@ def start_https_appliance(catalogue: Path, state_dir: Path, tls_dir: Path, host_
         yield running
     finally:
         running.stop()
-
-
-def pem_key_of(key: object) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-                             serialization.NoEncryption())
 
 
 def rsa_key(bits: int) -> rsa.RSAPrivateKey:

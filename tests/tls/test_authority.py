@@ -82,7 +82,8 @@ def test_init_again_keeps_a_good_certificate_and_renews_one_near_expiry_with_the
     install(paths, [old], key, ca_cert)
     renewed = init(paths, ["box.lan"])
     assert renewed.issued and "expires within 30 days" in renewed.reason
-    assert paths.ca.read_bytes() == ca and load_certificates(paths.cert)[0].not_valid_after_utc > old.not_valid_after_utc
+    assert paths.ca.read_bytes() == ca
+    assert load_certificates(paths.cert)[0].not_valid_after_utc > old.not_valid_after_utc
     assert (paths.directory / "previous" / "cert.pem").read_bytes() == pem_of(old)  # kept for a manual roll-back
     # a new name of the box is a new certificate too
     assert init(paths, ["box.lan", "10.0.0.9"]).reason == "it does not cover 10.0.0.9"

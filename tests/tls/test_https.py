@@ -23,7 +23,7 @@ import pytest
 
 from appliance.tls.context import TLS12_CIPHERS
 from tests.support.appliance import free_port
-from tests.support.https import HttpsAppliance, start_https_appliance
+from tests.support.https import HttpsAppliance
 from tests.tls.conftest import CHAT, EMBED, remote_only_catalogue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,6 +163,7 @@ def test_a_certificate_that_cannot_start_https_stops_serve_with_the_reason(tmp_p
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"error: HTTPS cannot start: {cert} and {key} cannot be served together" in result.stderr
-    only_cert = subprocess.run([sys.executable, "-m", "appliance.cli", "serve", "--config", str(tmp_path / "models.toml"),
-                                "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60)
+    only_cert = subprocess.run([sys.executable, "-m", "appliance.cli", "serve", "--config",
+                                str(tmp_path / "models.toml"), "--tls-cert", str(cert)],
+                               capture_output=True, text=True, timeout=60)
     assert only_cert.returncode == 1 and "tls_cert_file and tls_key_file go together" in only_cert.stderr

@@ -130,7 +130,8 @@ def test_tls_import_on_a_running_box_serves_the_new_certificate_and_a_refused_on
     trust_corporate = tmp_path / "corporate.pem"
     trust_corporate.write_bytes(httpx.get(f"{box.url}/ca.pem", verify=False).content)  # what a client downloads
     assert load_certificates(trust_corporate) == [corporate.certificate]
-    with httpx.Client(base_url=box.url, verify=ssl.create_default_context(cafile=str(trust_corporate))) as client:  # the full chain verifies
+    trusting = ssl.create_default_context(cafile=str(trust_corporate))
+    with httpx.Client(base_url=box.url, verify=trusting) as client:  # the full chain verifies
         assert client.get("/health").status_code == 200
         status = client.get("/tls/status").json()
     assert status["issuer"] == "Corp Issuing CA" and status["subject"] == "localhost"
