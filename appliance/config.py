@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -32,7 +32,18 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="where `models import` puts weights; default STATE_DIR/models")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    public_base_url: str | None = Field(None, description="absolute base for media URLs; default: the request's host")
+    public_base_url: str | None = Field(None, description="absolute base for media and batch URLs; default: the "
+                                       "certificate's first host name with TLS, else the request's host")
+    tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM, then its chain)")
+    tls_key_file: Path | None = Field(None, description="the certificate's private key (PEM, unencrypted)")
+    tls_ca_file: Path | None = Field(None, description="the CA certificate offered at /ca.pem; default ca.pem "
+                                     "beside tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="mTLS: clients must present a certificate this CA "
+                                            "signed")
+    tls_expiry_warn_days: int = Field(30, ge=0, description="the console warns this many days before the "
+                                      "certificate expires")
+    http_redirect_port: int | None = Field(None, ge=0, le=65535, description="with TLS: a plain-HTTP port that "
+                                           "only redirects to HTTPS (socket-activated: the 'http' socket)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 
@@ -73,6 +84,18 @@ class Settings(BaseSettings):
     batch_yield_s: float = Field(
         2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both (HTTPS) or neither (HTTP)")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs HTTPS: set tls_cert_file and tls_key_file too")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def socket_dir(self) -> Path:

@@ -25,7 +25,7 @@ from appliance.gateway.middleware import RequestContext
 from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.routes import accounting, admin, audio, batches, chat, embed, health, images, keys, media, \
-    models, oai_batches
+    models, oai_batches, tls
 from appliance.gateway.systemd import notify
 from appliance.media.sweeper import run_sweeper
 from appliance.serving.runtime import Runtime
@@ -82,7 +82,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches, admin,
-                   console):
+                   tls, console):
         app.include_router(module.router)
     return app
 
@@ -93,7 +93,8 @@ def create_gateway(settings: Settings, catalogue: Catalogue) -> ASGIApp:
 
 
 async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
-    """Re-read the catalogue file and serve it (SIGHUP; ``appliance models reload``, ``systemctl reload``)."""
+    """Re-read the catalogue file and serve it (SIGHUP, with the TLS certificate; ``appliance models reload``,
+    ``systemctl reload``)."""
     runtime: Runtime = app.state  # type: ignore[assignment]
     current = runtime.catalogue
     if current.source is None:
@@ -104,6 +105,8 @@ async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
 
 
 async def _on_sighup(app: FastAPI) -> None:
+    if app.state.tls is not None:
+        app.state.tls.reload()  # new connections get the new certificate; a bad one is logged and the old one stays
     try:
         await reload_catalogue(app)
     except CatalogueError as exc:

@@ -33,6 +33,7 @@ class Runtime:
         self.batch_stores: Any = None
         self.batch_runner: Any = None
         self.rate_limiter: Any = None
+        self.tls: Any = None  # the certificate in service (appliance.tls.context.ServedCertificate) over HTTPS
         self.tasks: set[Any] = set()
 
     @property
