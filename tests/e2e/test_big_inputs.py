@@ -48,6 +48,8 @@ def test_a_text_far_past_the_window_is_refused_before_any_engine_sees_it(http: h
     embed = http.post("/v1/inference/embed", json={"model": EMBED, "input": ["short", HUGE]})
     assert embed.status_code == 422 and embed.json()["error"]["details"][0]["field"] == "input[1]", embed.text
     assert "window of 256 tokens" in embed.json()["error"]["message"]
+    together = http.post("/v1/inference/embed", json={"model": EMBED, "input": ["word " * 50_000] * 40})
+    assert together.status_code == 422 and "together" in together.json()["error"]["message"]
     chat = http.post("/v1/inference/chat", json={"model": CHAT, "messages": [{"role": "user", "content": HUGE}]})
     assert chat.status_code == 422 and chat.json()["error"]["details"][0]["field"] == "messages", chat.text
     generate = http.post("/v1/inference/generate", json={"model": CHAT, "prompt": HUGE})
@@ -62,7 +64,7 @@ def test_a_worker_answers_its_health_checks_while_it_tokenizes_a_large_request(
         assert time.monotonic() < deadline, "the embeddings model did not load"
         time.sleep(1)  # on demand: it loads now
     socket = load_settings(None, state_dir=appliance.state_dir).socket_dir / socket_file(EMBED)
-    big = ["many words here " * 500] * 2048  # under the gateway's bound per text; seconds of tokenizing in all
+    big = ["many words here " * 4000] * 140  # 9 MB: under the gateway's bounds; seconds of tokenizing in all
     done: list[float] = []
 
     def send_big() -> None:
