@@ -146,13 +146,15 @@ def main() -> None:
     for round_no in range(args.starts):
         for name in (["text", "omni"] if round_no % 2 else ["omni", "text"]):
             process, client, seconds = start(entries[name], work)
-            starts[name].append(seconds)
-            print(f"start {round_no + 1} {name}: healthy after {seconds:.1f} s, {memory_mb(process)}", flush=True)
-            if name == "omni" and round_no == args.starts - 1:
-                measure(client, entries[name].slug, args.rounds)
-                print(f"omni after the requests: {memory_mb(process)}")
-            client.close()
-            stop(process)
+            try:
+                starts[name].append(seconds)
+                print(f"start {round_no + 1} {name}: healthy after {seconds:.1f} s, {memory_mb(process)}", flush=True)
+                if name == "omni" and round_no == args.starts - 1:
+                    measure(client, entries[name].slug, args.rounds)
+                    print(f"omni after the requests: {memory_mb(process)}")
+            finally:
+                client.close()
+                stop(process)
     for name, seconds in starts.items():
         print(f"start-up {name}: median {statistics.median(seconds):.1f} s "
               f"(range {min(seconds):.1f}–{max(seconds):.1f})")
