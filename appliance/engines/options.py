@@ -7,7 +7,7 @@ default (the worker decides it); these models list names and types only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,6 +98,13 @@ class VllmOptions(Options):
     reasoning_parser: str | None = None
     tokenizer: str | None = None
     revision: str | None = None
+    # Multimodal models (engines/multimodal.py reads these too, to bound what a media part costs).
+    limit_mm_per_prompt: dict[str, int] | None = Field(
+        None, description='media items a prompt may carry, e.g. {"image": 4, "audio": 2, "video": 0}')
+    mm_processor_kwargs: dict[str, Any] | None = Field(
+        None, description='overrides of the model\'s processor config, e.g. {"max_pixels": 1003520}')
+    allowed_media_domains: list[str] | None = Field(None, description=(
+        "hosts vLLM may fetch media URLs from; default none (the gateway hands it checked bytes, never a URL)"))
     # The appliance's own: environment variables of the CPU build.
     cpu_kvcache_space_gb: float | None = Field(None, gt=0, description="VLLM_CPU_KVCACHE_SPACE, in GiB")
     cpu_omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from appliance.engines import options as opts
 
 MODALITIES = ("chat", "embedding", "image", "transcription", "speech")
+# What a chat model takes beyond text: image parts, audio parts, tool definitions (the catalogue's `capabilities`).
+CAPABILITIES = ("vision", "audio_input", "tools")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class EngineSpec:
     # Counters on the engine's /metrics that grow while it works (tokens processed): with requests in flight and
     # none of them growing for a while, the engine is stalled (its health endpoint may still answer).
     progress_counters: tuple[str, ...] = ()
+    # The capabilities a model on this engine may have (which of them a model has is the catalogue's word).
+    capabilities: frozenset[str] = frozenset()
 
     @property
     def local(self) -> bool:
@@ -46,9 +50,12 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
                start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command",
                required_files=("config.json",), busy_pollers=("VLLM::",),  # VLLM::EngineCore, VLLM::Worker
-               progress_counters=("vllm:prompt_tokens_total", "vllm:generation_tokens_total")),
+               progress_counters=("vllm:prompt_tokens_total", "vllm:generation_tokens_total"),
+               capabilities=frozenset(CAPABILITIES)),
+    # Text only: its worker renders content parts' text and no media.
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
-               "appliance.workers.transformers_chat", "transformers", required_files=("config.json",)),
+               "appliance.workers.transformers_chat", "transformers", required_files=("config.json",),
+               capabilities=frozenset({"tools"})),
     EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,
                "appliance.workers.embeddings", "sentence_transformers", required_files=("modules.json",)),
     EngineSpec("diffusers", frozenset({"image"}), opts.DiffusersOptions, "appliance.workers.images", "diffusers",
@@ -58,7 +65,8 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("piper", frozenset({"speech"}), opts.PiperOptions, "appliance.workers.speech", "piper",
                required_files=("*.onnx", "*.onnx.json")),
     # An OpenAI-compatible server elsewhere (vllm serve with Ray, Ray Serve LLM, another appliance).
-    EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0),
+    EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0,
+               capabilities=frozenset(CAPABILITIES)),
 )}
 
 
