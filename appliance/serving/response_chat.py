@@ -242,6 +242,16 @@ def usage_of(usage: dict[str, Any] | None) -> Item | None:
             "total_tokens": prompt + completion}
 
 
+def set_usage(response: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    """The Response's ``usage``: an object when the engine counted, absent otherwise (OpenAI's document has no
+    null usage)."""
+    counted = usage_of(usage)
+    if counted is None:
+        response.pop("usage", None)
+    else:
+        response["usage"] = counted
+
+
 def ending(finish: str | None, failed: bool = False) -> tuple[str, Item | None]:
     """The Response's status and ``incomplete_details`` for the chat's finish reason."""
     if failed:

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from appliance.ids import new_id
-from appliance.serving.response_chat import call_item, dumps, ending, item_id, text_item, text_part, usage_of
+from appliance.serving.response_chat import call_item, dumps, ending, item_id, set_usage, text_item, text_part
 
 TERMINAL = (b"event: response.completed", b"event: response.incomplete", b"event: response.failed")
 
@@ -116,6 +116,7 @@ class EventStream:
         item = self._calls.get(position)
         if item is None:
             self._close_text()
+            self._close_calls()  # the call before this one is whole: each item ends before the next begins
             index, fc_id = len(self.output), item_id("function_call")
             name = function.get("name") or ""
             self.output.append(call_item(fc_id, call.get("id") or new_id("call_"), name, "", "in_progress"))
@@ -152,6 +153,9 @@ class EventStream:
 
     def _close_calls(self) -> None:
         for item in sorted(self._calls.values(), key=lambda one: one["index"]):
+            if item.get("closed"):
+                continue
+            item["closed"] = True
             index = item["index"]
             done = {**self.output[index], "arguments": "".join(item["pieces"]), "status": self._item_status()}
             self.output[index] = done
@@ -159,7 +163,6 @@ class EventStream:
                                                                  "output_index": index,
                                                                  "arguments": done["arguments"]})
             self.event("response.output_item.done", {"output_index": index, "item": done})
-        self._calls = {}
 
     def complete(self, completed_at: int) -> None:
         """The chat stream ended: close what is open, and end with ``response.completed`` or ``.incomplete``."""
@@ -168,7 +171,8 @@ class EventStream:
         self._close_text()
         self._close_calls()
         status, details = ending(self.finish)
-        self.response.update(status=status, incomplete_details=details, usage=usage_of(self.usage))
+        self.response.update(status=status, incomplete_details=details)
+        set_usage(self.response, self.usage)
         if status == "completed":
             self.response["completed_at"] = completed_at
         self.lifecycle(f"response.{status}")
@@ -180,8 +184,8 @@ class EventStream:
         self._close_text()
         self._close_calls()
         self.event("error", {"code": code, "message": message, "param": None})
-        self.response.update(status="failed", error={"code": code, "message": message},
-                             usage=usage_of(self.usage))
+        self.response.update(status="failed", error={"code": code, "message": message})
+        set_usage(self.response, self.usage)
         self.lifecycle("response.failed")
 
 

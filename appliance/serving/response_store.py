@@ -157,7 +157,8 @@ class ResponseStore:
                                                                   ResponseRow.status.in_(ACTIVE),
                                                                   or_(ResponseRow.owner.is_(None),
                                                                       ResponseRow.claimed_at < cutoff))
-                                        .values(owner=owner, claimed_at=now(), attempts=row.attempts + 1)).rowcount
+                                        .values(owner=owner, claimed_at=now(), attempts=row.attempts + 1)
+                                        .execution_options(synchronize_session=False)).rowcount
                 if taken:
                     row.attempts += 1
                     claimed.append(row)

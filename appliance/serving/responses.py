@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from appliance.accounting.units import read_usage
 from appliance.catalogue import ModelEntry
 from appliance.ids import new_id
 from appliance.protocol.fields import field_path
@@ -37,7 +36,7 @@ from appliance.serving.errors import ApiError, ErrorCode, errors_to_details
 from appliance.serving.metering import meter_of
 from appliance.serving.models import resolve_model
 from appliance.serving.response_chat import (InvalidRequest, Item, chat_messages, chat_request, check_calls,
-                                             drop_oldest_turn, dumps, ending, output_of, usage_of, stored_items)
+                                             drop_oldest_turn, dumps, ending, output_of, set_usage, stored_items)
 from appliance.serving.response_events import EventStream
 from appliance.serving.response_store import ACTIVE, FINISHED
 from appliance.serving.streaming import SSE_HEADERS, Stream
@@ -87,7 +86,11 @@ def _client_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 def _invalid(errors: list[dict[str, Any]]) -> InvalidRequest:
     errors = [err for err in errors if not _other_branch(err, errors)]
     for err in errors:
-        if err.get("type") in ("union_tag_not_found", "union_tag_invalid"):
+        if err.get("type") == "union_tag_invalid":
+            context = err.get("ctx") or {}
+            err["msg"] = f"'{str(context.get('tag'))[:40]}' is not one of {context.get('expected_tags')}"
+            err["loc"] = (*err["loc"], "type")
+        elif err.get("type") == "union_tag_not_found":
             err["msg"] = "must be an object with a 'type'"
     details = errors_to_details(errors, _TAGS)
     first = details[0] if details else {"field": "body", "message": "invalid request"}
@@ -163,8 +166,7 @@ def skeleton(body: ResponseRequest, entry: ModelEntry, response_id: str, created
                  else {"type": "text"}},
         "tool_choice": _choice(body), "tools": [_tool(tool) for tool in body.tools or []
                                                 if isinstance(tool, FunctionTool)],
-        "top_p": body.top_p, "truncation": body.truncation or "disabled", "usage": None,
-        "metadata": body.metadata or {},
+        "top_p": body.top_p, "truncation": body.truncation or "disabled", "metadata": body.metadata or {},
     }
     if isinstance(text_format, FormatJsonSchema):
         response["text"]["format"]["schema"] = text_format.json_schema
@@ -255,8 +257,8 @@ def finished(response: dict[str, Any], answer: bytes) -> dict[str, Any]:
     completion = json.loads(answer)
     output, finish = output_of(completion, response["parallel_tool_calls"])
     status, details = ending(finish)
-    response.update(output=output, status=status, incomplete_details=details,
-                    usage=usage_of(completion.get("usage") or read_usage(answer)))
+    response.update(output=output, status=status, incomplete_details=details)
+    set_usage(response, completion.get("usage"))
     if status == "completed":
         response["completed_at"] = int(time.time())
     return response
