@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -50,7 +50,6 @@ TERMINAL_TEXT = tuple(prefix.decode() for prefix in TERMINAL)
 HOUSEKEEPING_S = 2.0  # at most, between renewals and looks for orphaned jobs (a third of the stale time if less)
 PURGE_S = 600.0  # between deletions of responses past their retention
 MAX_ATTEMPTS = 3  # runs of one job (its gateway killed each time) before it fails
-FLUSH_S = 0.1  # a streamed job's events reach the DB at least this often
 POLL_S = 0.1  # how often a reader on another gateway looks for new events
 # What a failed job's error says: OpenAI's codes for a Response's error.
 ERROR_CODES = {ErrorCode.RATE_LIMITED: "rate_limit_exceeded", ErrorCode.BUDGET_EXCEEDED: "rate_limit_exceeded",
@@ -100,8 +99,6 @@ class Job:
     next_seq: int  # the sequence number of its next event (a job taken over goes on from the kept ones)
     feed: Feed
     task: asyncio.Task[None] | None = None
-    pending: list[tuple[int, str]] = field(default_factory=list)  # events not yet in the DB
-    flushed_at: float = 0.0
 
 
 class ResponseJobs:
@@ -289,22 +286,20 @@ class ResponseJobs:
             self.jobs.pop(job.response_id, None)
 
     async def _emit(self, job: Job, events: EventStream) -> None:
-        """Hand the new events to this gateway's readers, and to the DB at least every ``FLUSH_S``."""
+        """The new events to the DB, then to this gateway's readers: no client sees an event the DB has not, so a
+        job taken over never numbers an event a client already had."""
         numbered = events.take_numbered()
         if not numbered:
             return
+        if job.body.streamed:
+            await asyncio.to_thread(self.store.add_events, job.response_id,
+                                    [(seq, frame.decode()) for seq, frame in numbered])
         job.feed.put(numbered)
-        job.pending += [(seq, frame.decode()) for seq, frame in numbered]
-        if time.monotonic() - job.flushed_at >= FLUSH_S:
-            pending, job.pending = job.pending, []
-            await asyncio.to_thread(self.store.add_events, job.response_id, pending)
-            job.flushed_at = time.monotonic()
 
     async def _finish(self, job: Job, events: EventStream) -> None:
         """The result, and the last events, in one write (if this runner still owns the job); then to the readers."""
         numbered = events.take_numbered()
-        frames = job.pending + [(seq, frame.decode()) for seq, frame in numbered] if job.body.streamed else []
-        job.pending = []
+        frames = [(seq, frame.decode()) for seq, frame in numbered] if job.body.streamed else []
         written = await asyncio.to_thread(self.store.finish, job.response_id, self.owner, job.response["status"],
                                           dumps(job.response), frames)
         if written:
