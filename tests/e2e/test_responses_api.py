@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.batch.helpers import jsonl, wait_batch
 from tests.conftest import catalogue_subset
@@ -423,6 +424,10 @@ def test_batch_lines_of_url_v1_responses(sdk: openai.OpenAI) -> None:
 # --- the OpenAI Agents SDK and LangChain ----------------------------------------------------------------------------
 
 
+class Forecast(BaseModel):
+    sky: Literal["sunny", "rainy"]
+
+
 def test_the_agents_sdk_runs_a_tool_using_agent(appliance: RunningAppliance, key: str) -> None:
     from agents import (Agent, ModelSettings, RunConfig, Runner, function_tool, set_default_openai_api,
                         set_default_openai_client, set_tracing_disabled)
@@ -443,8 +448,10 @@ def test_the_agents_sdk_runs_a_tool_using_agent(appliance: RunningAppliance, key
                                                      max_retries=0), use_for_tracing=False)
         # A slug's "scailabs/" is no provider prefix of the SDK's: the model id goes to the box as it is.
         config = RunConfig(model_provider=MultiProvider(unknown_prefix_mode="model_id"))
+        # The tool first (forced: a random model would not choose it); then, the tool choice reset to auto as the
+        # SDK does after a call, the answer in a schema that ends it (a random model stops nowhere by itself).
         agent = Agent(name="weather", instructions="Answer with the weather.", model=VLLM, tools=[get_weather],
-                      model_settings=ModelSettings(tool_choice="required", max_tokens=48))
+                      output_type=Forecast, model_settings=ModelSettings(tool_choice="get_weather", max_tokens=100))
         result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4, run_config=config)
         streamed_run = Runner.run_streamed(agent, "And in Oslo?", max_turns=4, run_config=config)
         async for _event in streamed_run.stream_events():
@@ -456,7 +463,7 @@ def test_the_agents_sdk_runs_a_tool_using_agent(appliance: RunningAppliance, key
     for outcome in (result, streamed_run):
         kinds = [item.type for item in outcome.new_items]
         assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item"
-        assert isinstance(outcome.final_output, str) and outcome.final_output
+        assert isinstance(outcome.final_output, Forecast) and outcome.final_output.sky in ("sunny", "rainy")
 
 
 def test_langchain_chats_streams_and_calls_tools_over_the_responses_api(appliance: RunningAppliance,
@@ -471,6 +478,8 @@ def test_langchain_chats_streams_and_calls_tools_over_the_responses_api(applianc
     pieces = list(llm.stream("Hello there"))
     assert "".join(piece.text for piece in pieces)
     tool = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
-    called = llm.bind_tools([tool], tool_choice="get_weather").invoke("Weather in Oslo?", max_tokens=100)
+    roomier = ChatOpenAI(model=VLLM, base_url=f"{appliance.url}/oai/v1", api_key=key,  # type: ignore[arg-type]
+                         use_responses_api=True, max_tokens=100, max_retries=0)
+    called = roomier.bind_tools([tool], tool_choice="get_weather").invoke("Weather in Oslo?")
     assert called.tool_calls and called.tool_calls[0]["name"] == "get_weather"
     assert called.tool_calls[0]["args"]["city"] in ("Paris", "Oslo")
