@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import subprocess
 import sys
@@ -87,8 +88,10 @@ async def chat_first_token(session: aiohttp.ClientSession, url: str, body: dict[
     async with session.post(url, json=body) as response:
         assert response.status == 200, await response.text()
         async for line in response.content:
-            if not first and line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
-                first = time.perf_counter() - started
+            if not first and line.startswith(b"data: {") and b'"content"' in line:
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if (choices[0].get("delta") or {}).get("content"):
+                    first = time.perf_counter() - started
     return first
 
 

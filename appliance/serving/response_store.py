@@ -31,6 +31,7 @@ log = logging.getLogger("appliance.responses")
 ACTIVE = ("queued", "in_progress")
 FINISHED = ("completed", "incomplete", "failed")
 MAX_CHAIN = 1000  # responses followed back through previous_response_id
+_INSERT = insert(ResponseRow.__table__)
 
 
 def now() -> datetime:
@@ -66,9 +67,9 @@ class ResponseStore:
         return rows[::-1] if rows else None
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
-        """New responses, each a dict of ``ResponseRow``'s columns."""
-        with Session(self.engine) as session, session.begin():
-            session.execute(insert(ResponseRow), rows)
+        """New responses, each a dict of ``ResponseRow``'s columns (Core, no ORM session: it is the hot path's)."""
+        with self.engine.begin() as connection:
+            connection.execute(_INSERT, rows)
 
     def cancel(self, response_id: str, body: str) -> bool:
         """Cancel a queued or running response (its job stops where it is); False once it had ended."""
