@@ -18,7 +18,7 @@ class ResponseRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # resp_…
     key_id: Mapped[str] = mapped_column(String(32), index=True)  # only this key sees it
     model: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(12))  # queued | in_progress | completed | incomplete | failed | cancelled
+    status: Mapped[str] = mapped_column(String(12))  # queued, in_progress; completed, incomplete, failed, cancelled
     background: Mapped[bool] = mapped_column(Boolean, default=False)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)  # background + stream: its events are kept
     previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -18,7 +18,7 @@ from appliance.ids import new_id
 from appliance.protocol.chat import ChatRequest
 from appliance.protocol.responses import (FormatJsonObject, FormatJsonSchema, FunctionCallItem,
                                           FunctionCallOutputItem, FunctionChoice, FunctionTool, InputImage,
-                                          InputText, MessageItem, OutputText, Refusal, ResponseRequest)
+                                          MessageItem, Refusal, ResponseRequest)
 from appliance.serving.errors import ApiError, ErrorCode
 
 Item = dict[str, Any]
@@ -265,6 +265,3 @@ def ending(finish: str | None, failed: bool = False) -> tuple[str, Item | None]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-__all__ = ["InputText", "OutputText"]

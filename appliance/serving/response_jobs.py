@@ -51,6 +51,10 @@ HOUSEKEEPING_S = 2.0  # at most, between renewals and looks for orphaned jobs (a
 PURGE_S = 600.0  # between deletions of responses past their retention
 MAX_ATTEMPTS = 3  # runs of one job (its gateway killed each time) before it fails
 POLL_S = 0.1  # how often a reader on another gateway looks for new events
+# A live request would be told to retry these; a background job waits and tries again, for up to RETRY_FOR_S.
+RETRIED = frozenset({ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_RATE_LIMITED})
+RETRY_FOR_S = 600.0
+MAX_PAUSE_S = 10.0
 # What a failed job's error says: OpenAI's codes for a Response's error.
 ERROR_CODES = {ErrorCode.RATE_LIMITED: "rate_limit_exceeded", ErrorCode.BUDGET_EXCEEDED: "rate_limit_exceeded",
                ErrorCode.QUOTA_EXCEEDED: "rate_limit_exceeded", ErrorCode.BACKEND_RATE_LIMITED: "rate_limit_exceeded",
@@ -167,13 +171,18 @@ class ResponseJobs:
         key: ApiKey | None = await asyncio.to_thread(self.runtime.keys.get, row.key_id)
         if reason is None and (key is None or not key.active()):
             reason = "its API key was revoked or has expired"
+        body = None
+        if reason is None:
+            try:
+                body = ResponseRequest.model_validate_json(row.request or "")
+            except ValueError:
+                reason = "its stored request could not be read again"
         if reason is not None:
             log.warning("background response %s failed: %s", row.id, reason)
             await self._fail_orphan(row.id, response, next_seq, row.stream, reason)
             return
-        assert key is not None
+        assert key is not None and body is not None
         log.warning("background response %s taken over from a gateway that stopped (attempt %d)", row.id, row.attempts)
-        body = ResponseRequest.model_validate_json(row.request)
         settings = self.runtime.settings
         base = (settings.public_base_url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/"
         self._start(Job(row.id, key, body, base, response, next_seq, Feed(next_seq)))
@@ -219,7 +228,7 @@ class ResponseJobs:
             job.task.cancel()
 
     async def _run_job(self, job: Job) -> None:
-        from appliance.serving.responses import ROUTE, finished, prepare, run_chat
+        from appliance.serving.responses import ROUTE, finished, prepare
 
         call = Call(self.runtime, job.key, Surface.OPENAI, job.base_url,
                     {"request_id": new_id("req_"), "api_key": job.key})
@@ -234,11 +243,13 @@ class ResponseJobs:
             prepared.response = events.response = job.response
             job.response["status"] = "in_progress"
             if not await asyncio.to_thread(self.store.start, job.response_id, self.owner, dumps(job.response)):
-                return  # cancelled or deleted before it began
+                job.feed.close()  # cancelled or deleted before it began: nothing ran, nothing to record
+                self.jobs.pop(job.response_id, None)
+                return
             if stream and job.next_seq <= 1:
                 events.lifecycle("response.in_progress")
             await self._emit(job, events)
-            result = await run_chat(call, prepared, stream)
+            result = await self._chat(call, prepared, stream)
             if isinstance(result, Stream):
                 failure = None
                 async with contextlib.aclosing(result.chunks) as chunks:  # type: ignore[type-var]
@@ -284,6 +295,21 @@ class ResponseJobs:
             await metering.finish(self.runtime, call.fields, ROUTE, status_code, started)
             job.feed.close()
             self.jobs.pop(job.response_id, None)
+
+    async def _chat(self, call: Call, prepared: Any, stream: bool) -> Any:
+        """The job's chat completion; a model still loading (a gateway just restarted) or at capacity is waited
+        for, not a failure."""
+        from appliance.serving.responses import release_reservation, run_chat
+
+        deadline = time.monotonic() + RETRY_FOR_S
+        while True:
+            try:
+                return await run_chat(call, prepared, stream)
+            except ApiError as exc:
+                if exc.code not in RETRIED or time.monotonic() > deadline:
+                    raise
+                await release_reservation(call)
+                await asyncio.sleep(min(MAX_PAUSE_S, max(0.5, float(exc.retry_after or 1))))
 
     async def _emit(self, job: Job, events: EventStream) -> None:
         """The new events to the DB, then to this gateway's readers: no client sees an event the DB has not, so a

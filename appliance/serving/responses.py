@@ -219,7 +219,7 @@ async def run_chat(call: Call, prepared: Prepared, stream: bool) -> bytes | Stre
             shorter = drop_oldest_turn(messages) if body.truncation == "auto" and _over_the_window(exc) else None
             if shorter is None:
                 raise _renamed(exc) from None
-        await _release(call)
+        await release_reservation(call)
         messages = shorter
 
 
@@ -244,7 +244,7 @@ def _renamed(error: ApiError) -> InvalidRequest:
     return InvalidRequest(field, message)
 
 
-async def _release(call: Call) -> None:
+async def release_reservation(call: Call) -> None:
     """Give back the budget a refused attempt reserved, before the next attempt reserves its own."""
     meter = meter_of(call)
     if meter.reservation is not None:

@@ -8,7 +8,10 @@ after its last renewal.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,8 +87,9 @@ def test_sigkill_loses_no_stored_response_and_a_background_job_is_taken_over(tin
         conforms("Response", done)
         assert done["status"] in ("completed", "incomplete") and done["output"][0]["content"][0]["text"]
         assert "taken over from a gateway that stopped" in second.log()
-        rows = [row for row in usage_of(client, expected=2) if row["route"] == "/oai/v1/responses"]
-        assert len(rows) == 2  # the follow-up's and the job's (run once to its end, here); the POSTs are none
+        rows = [row for row in usage_of(client, expected=3) if row["route"] == "/oai/v1/responses"]
+        job_rows = [row for row in rows if row["tokens_out"] > 8]  # the job's: the others answered 8 tokens
+        assert len(job_rows) == 1  # run to its end once, here (the killed run wrote none); its POST is none
 
 
 def test_a_streamed_background_job_killed_mid_answer_fails_saying_so(tiny_catalogue: Path, tmp_path: Path) -> None:
@@ -133,7 +137,11 @@ def test_two_gateways_share_chains_and_a_background_job_outlives_one_of_them(
     a_state, b_state = tmp_path / "a", tmp_path / "b"
     with start_appliance(catalogue(tiny_catalogue, a_state), a_state, env=env) as a, \
             start_appliance(catalogue(tiny_catalogue, b_state), b_state, env=env) as b:
-        key = a.create_key()
+        made = subprocess.run([sys.executable, "-m", "appliance.cli", "keys", "create", "shared"], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "APPLIANCE_DATABASE_URL": database_url,
+                                                          "APPLIANCE_STATE_DIR": str(a_state)})
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip().splitlines()[-1]
         with a.client(key) as on_a, b.client(key) as on_b:
             first = create(on_a, input="Remember: the code is 7.")
             second = create(on_b, input="What is the code?", previous_response_id=first["id"])

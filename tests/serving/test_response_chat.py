@@ -96,7 +96,8 @@ def test_a_function_call_output_must_answer_a_call_before_it() -> None:
 def test_truncation_drops_the_oldest_turn_and_keeps_the_system_messages() -> None:
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "1"},
                 {"role": "assistant", "content": None, "tool_calls": []}, {"role": "tool", "content": "r"},
-                {"role": "user", "content": "2"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "3"}]
+                {"role": "user", "content": "2"}, {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "3"}]
     once = drop_oldest_turn(messages)
     assert once == [messages[0], *messages[4:]]
     twice = drop_oldest_turn(once or [])
