@@ -276,7 +276,13 @@ class ResponseRequest(BaseModel):
     previous_response_id: str | None = Field(None, min_length=1, max_length=64)
     truncation: Literal["auto", "disabled"] | None = "disabled"
     user: str | None = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="vLLM's extension: repeatable sampling")
+    # vLLM's sampling extras, as chat takes them (the SDK's extra_body)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="repeatable sampling")
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
+    min_tokens: int | None = Field(None, ge=0)
+    ignore_eos: bool | None = None
     conversation: Any = Field(None, description="not supported: use previous_response_id")
     prompt: Any = Field(None, description="not supported: prompt templates live on OpenAI's platform")
 

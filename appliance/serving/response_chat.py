@@ -22,6 +22,8 @@ from appliance.protocol.responses import (FormatJsonObject, FormatJsonSchema, Fu
 from appliance.serving.errors import ApiError, ErrorCode
 
 Item = dict[str, Any]
+VLLM_EXTRAS = tuple((name, name) for name in ("seed", "top_k", "min_p", "repetition_penalty", "min_tokens",
+                                             "ignore_eos"))
 
 
 class InvalidRequest(ApiError):
@@ -144,7 +146,7 @@ def chat_request(body: ResponseRequest, messages: list[dict[str, Any]], stream: 
     """The chat completion that answers ``body`` (validated here too: the same checks a chat request gets)."""
     data: dict[str, Any] = {"model": body.model, "messages": messages, "stream": stream}
     for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("max_output_tokens", "max_tokens"),
-                         ("user", "user"), ("seed", "seed"), ("parallel_tool_calls", "parallel_tool_calls")):
+                         ("user", "user"), ("parallel_tool_calls", "parallel_tool_calls"), *VLLM_EXTRAS):
         value = getattr(body, ours)
         if value is not None:
             data[theirs] = value

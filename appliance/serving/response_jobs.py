@@ -102,6 +102,7 @@ class Job:
     response: dict[str, Any]  # the stored Response object: its id, created_at and the request's echo
     next_seq: int  # the sequence number of its next event (a job taken over goes on from the kept ones)
     feed: Feed
+    began: bool = False  # its response.in_progress went out already (a job taken over)
     task: asyncio.Task[None] | None = None
 
 
@@ -185,7 +186,8 @@ class ResponseJobs:
         log.warning("background response %s taken over from a gateway that stopped (attempt %d)", row.id, row.attempts)
         settings = self.runtime.settings
         base = (settings.public_base_url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/"
-        self._start(Job(row.id, key, body, base, response, next_seq, Feed(next_seq)))
+        began = any(frame.startswith("event: response.in_progress") for _seq, frame in kept)
+        self._start(Job(row.id, key, body, base, response, next_seq, Feed(next_seq), began=began))
 
     async def _fail_orphan(self, response_id: str, response: dict[str, Any], next_seq: int, stream: bool,
                            reason: str) -> None:
@@ -239,6 +241,7 @@ class ResponseJobs:
         try:
             if stream and job.next_seq == 0:
                 events.lifecycle("response.created")
+                events.lifecycle("response.queued")
             prepared = await prepare(call, job.body, job.response_id, job.response["created_at"])
             prepared.response = events.response = job.response
             job.response["status"] = "in_progress"
@@ -246,7 +249,7 @@ class ResponseJobs:
                 job.feed.close()  # cancelled or deleted before it began: nothing ran, nothing to record
                 self.jobs.pop(job.response_id, None)
                 return
-            if stream and job.next_seq <= 1:
+            if stream and not job.began:
                 events.lifecycle("response.in_progress")
             await self._emit(job, events)
             result = await self._chat(call, prepared, stream)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,9 +243,9 @@ def test_a_background_stream_is_picked_up_again_where_the_client_left_off(http: 
             "model": VLLM, "input": "Count.", "background": True, "stream": True, "max_output_tokens": 40}) as answer:
         assert answer.status_code == 200
         lines = answer.iter_lines()
-        head = [next(lines) for _ in range(6)]  # three events, each "event:", "data:" (and a blank line between)
+        head = [next(lines) for _ in range(12)]  # four events or more: "event:", "data:", a blank line each
     first = [json.loads(line.removeprefix("data: ")) for line in head if line.startswith("data: ")]
-    assert [event["type"] for event in first][:2] == ["response.created", "response.in_progress"]
+    assert [event["type"] for event in first][:3] == ["response.created", "response.queued", "response.in_progress"]
     assert first[0]["response"]["status"] == "queued" and first[0]["response"]["background"]
     response_id, seen = first[0]["response"]["id"], first[-1]["sequence_number"]
     with http.stream("GET", f"/oai/v1/responses/{response_id}",
@@ -355,7 +357,7 @@ def test_a_key_sees_only_its_own_responses(appliance: RunningAppliance, sdk: ope
         error_of(other.post("/oai/v1/responses", json={"model": VLLM, "input": "x", "previous_response_id": mine.id}),
                  404, "previous_response_id")
     assert sdk.responses.retrieve(mine.id).id == mine.id
-    sdk.responses.cancel(job.id)
+    assert sdk.responses.retrieve(job.id).id == job.id
 
 
 # --- metering and access, as chat's ----------------------------------------------------------------------------------
@@ -451,7 +453,8 @@ def test_the_agents_sdk_runs_a_tool_using_agent(appliance: RunningAppliance, key
         # The tool first (forced: a random model would not choose it); then, the tool choice reset to auto as the
         # SDK does after a call, the answer in a schema that ends it (a random model stops nowhere by itself).
         agent = Agent(name="weather", instructions="Answer with the weather.", model=VLLM, tools=[get_weather],
-                      output_type=Forecast, model_settings=ModelSettings(tool_choice="get_weather", max_tokens=100))
+                      output_type=Forecast, model_settings=ModelSettings(tool_choice="get_weather", max_tokens=200,
+                                                                         extra_body={"seed": 7}))
         result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4, run_config=config)
         streamed_run = Runner.run_streamed(agent, "And in Oslo?", max_turns=4, run_config=config)
         async for _event in streamed_run.stream_events():
@@ -483,3 +486,32 @@ def test_langchain_chats_streams_and_calls_tools_over_the_responses_api(applianc
     called = roomier.bind_tools([tool], tool_choice="get_weather").invoke("Weather in Oslo?")
     assert called.tool_calls and called.tool_calls[0]["name"] == "get_weather"
     assert called.tool_calls[0]["args"]["city"] in ("Paris", "Oslo")
+
+
+# --- the Codex CLI (opt-in: its npm package is 400 MB) ----------------------------------------------------------------
+
+CODEX = Path(__file__).resolve().parents[2] / ".cache" / "codex" / "node_modules" / ".bin" / "codex"
+
+
+@pytest.mark.skipif(not CODEX.exists(), reason="opt-in: `npm install --prefix .cache/codex @openai/codex@0.169.0` "
+                                               "(its binary ships in the npm package) to run the Codex CLI test")
+def test_the_codex_cli_speaks_to_the_box_and_only_the_tiny_window_refuses_its_prompt(
+        appliance: RunningAppliance, key: str, tmp_path: Path) -> None:
+    """Codex's whole request (developer messages, its function tools, reasoning, include, store false, a stream)
+    is taken; its prompt (≈ 10k tokens of instructions and tool schemas) cannot fit the tiny model's 2048-token
+    window, and that is the one refusal, a clean 400 Codex shows. A real model on a GPU box answers it."""
+    provider = (f'model_providers.box={{name="box",base_url="{appliance.url}/oai/v1",env_key="BOX_KEY",'
+                'wire_api="responses"}')
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    # The box has no hosted tools: Codex's web search and multi-agent namespace are turned off, its own
+    # function tools (shell, …) stay.
+    done = subprocess.run(
+        [str(CODEX), "exec", "--skip-git-repo-check", "-c", "model_provider=box", "-c", provider,
+         "-c", "web_search=disabled", "-c", "features.multi_agent=false", "-c", "analytics.enabled=false",
+         "-m", VLLM, "Say hello."],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "CODEX_HOME": str(home), "BOX_KEY": key})
+    said = done.stdout + done.stderr
+    assert "input: too long for the model's context window of 2048 tokens" in said, said[-3000:]
+    assert "is a hosted tool" not in said and "is not supported" not in said

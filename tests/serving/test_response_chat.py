@@ -65,7 +65,8 @@ def test_items_become_chat_messages_with_tool_calls_and_tool_results() -> None:
 
 def test_the_options_map_onto_the_chat_request() -> None:
     body = request(tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}, temperature=0.5,
-                   top_p=0.9, max_output_tokens=64, parallel_tool_calls=False, seed=3, user="u1",
+                   top_p=0.9, max_output_tokens=64, parallel_tool_calls=False, seed=3, user="u1", top_k=5,
+                   ignore_eos=True,
                    text={"format": {"type": "json_schema", "name": "city", "strict": True,
                                     "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}})
     chat = chat_request(body, [{"role": "user", "content": "hi"}], stream=True)
@@ -77,6 +78,7 @@ def test_the_options_map_onto_the_chat_request() -> None:
     assert (data["temperature"], data["top_p"], data["max_tokens"], data["seed"], data["user"]) == (0.5, 0.9, 64, 3,
                                                                                                     "u1")
     assert data["parallel_tool_calls"] is False and data["stream_options"] == {"include_usage": True}
+    assert (data["top_k"], data["ignore_eos"]) == (5, True)  # vLLM's extras, as chat passes them
     assert data["response_format"] == {"type": "json_schema", "json_schema": {
         "name": "city", "strict": True, "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}
     assert chat_request(request(text={"format": {"type": "json_object"}}), [{"role": "user", "content": "x"}],
