@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     batch_yield_s: float = Field(
         2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
+    responses_retention_days: float = Field(30.0, gt=0, description="how long stored responses are kept")
+    responses_stale_s: float = Field(
+        30.0, gt=0, description="a background response claimed by a gateway silent this long is taken over")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -27,6 +27,7 @@ log = logging.getLogger("appliance.gateway")
 
 # OpenAI's error "type" for each HTTP status, for the OpenAI surface.
 OPENAI_TYPE: dict[int, str] = {
+    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",

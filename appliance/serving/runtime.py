@@ -29,10 +29,11 @@ class Runtime:
         self._media: MediaStore | None = None
         self.disk_reserve = DiskReserve(settings.state_dir)
         # Kept here by the floors above, which own them: the batch stores and runner, the gateway's rate limiter,
-        # background tasks referenced until done.
+        # the Responses API's store and jobs, background tasks referenced until done.
         self.batch_stores: Any = None
         self.batch_runner: Any = None
         self.rate_limiter: Any = None
+        self.responses: Any = None  # serving/response_jobs.py's ResponseJobs: stored responses, background jobs
         self.tls: Any = None  # the certificate in service (appliance.tls.context.ServedCertificate) over HTTPS
         self.tasks: set[Any] = set()
 
