@@ -17,9 +17,9 @@ STAMP = ".tiny-model-version"
 
 def tiny_models() -> list[TinyModel]:
     # Imported here so that importing this package costs nothing until a build.
-    from appliance.tiny_models import audio, chat, embeddings, images
+    from appliance.tiny_models import audio, chat, embeddings, images, rerank
 
-    return [embeddings.TINY, audio.WHISPER, audio.PIPER, images.TINY, chat.TINY]
+    return [embeddings.TINY, rerank.TINY, audio.WHISPER, audio.PIPER, images.TINY, chat.TINY]
 
 
 def build_all(out_dir: Path, force: bool = False) -> Path:
