@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.engines.registry import ENGINES, engine_spec
 
-Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
+Modality = Literal["chat", "embedding", "image", "transcription", "speech", "rerank"]
 Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]
 LoadPolicy = Literal["startup", "on-demand"]
 
@@ -164,7 +164,7 @@ def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: 
                 f"{where}: model '{name}' (entry {index}): field '{_field_path(first['loc'])}': {first['msg']}"
             ) from None
         try:
-            engine_spec(entry.engine).options.model_validate(entry.engine_options)
+            engine_spec(entry.engine, entry.modality).options.model_validate(entry.engine_options)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise CatalogueError(f"{where}: model '{name}' (entry {index}): field "
