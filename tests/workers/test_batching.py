@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from appliance.workers.batching import Batcher, QueueFull
 
 
-def held_engine() -> tuple[threading.Event, list[int], object]:
+def held_engine() -> tuple[threading.Event, list[int], Callable[[list[int]], np.ndarray]]:
     """An engine call that holds the engine thread until released; records each batch's size."""
     release = threading.Event()
     sizes: list[int] = []
@@ -28,7 +29,7 @@ def test_past_the_bound_a_request_is_refused_and_the_waiting_ones_still_run() ->
     release, sizes, run = held_engine()
 
     async def scenario() -> tuple[list[np.ndarray], QueueFull]:
-        batcher: Batcher[int] = Batcher(run, max_batch=100, max_waiting=5)  # type: ignore[arg-type]
+        batcher: Batcher[int] = Batcher(run, max_batch=100, max_waiting=5)
         running = asyncio.ensure_future(batcher.submit([1]))
         await asyncio.sleep(0.05)  # taken into a batch: the engine holds it, nothing waits
         waiting = [asyncio.ensure_future(batcher.submit([2, 3, 4])), asyncio.ensure_future(batcher.submit([5, 6]))]
@@ -50,7 +51,7 @@ def test_a_request_larger_than_the_bound_gets_in_when_nothing_waits() -> None:
     release.set()
 
     async def scenario() -> np.ndarray:
-        batcher: Batcher[int] = Batcher(run, max_batch=4, max_waiting=2)  # type: ignore[arg-type]
+        batcher: Batcher[int] = Batcher(run, max_batch=4, max_waiting=2)
         return await batcher.submit(list(range(10)))
 
     assert asyncio.run(scenario()).tolist() == list(map(float, range(10)))
