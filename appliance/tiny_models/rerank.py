@@ -16,6 +16,8 @@ from typing import Any
 from appliance.tiny_models.registry import TinyModel
 
 MAX_TOKENS = 512  # the window of the common BERT-sized rerankers (ms-marco MiniLM, bge-reranker-base)
+# The shape of cross-encoder/ms-marco-MiniLM-L6-v2: benchmarks build it (random weights) for a realistic cost.
+MINILM_SHAPE = {"hidden": 384, "layers": 6, "heads": 12, "intermediate": 1536}
 
 _WORDS = (
     "what is the capital of france paris berlin london city population river museum how many people live in "
@@ -32,15 +34,15 @@ def _vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build(out: Path, seed: int = 0) -> None:
+def build(out: Path, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2, intermediate: int = 64) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(seed)
     vocab = _vocab()
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=MAX_TOKENS)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=MAX_TOKENS, num_labels=1,
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=intermediate, max_position_embeddings=MAX_TOKENS, num_labels=1,
                         initializer_range=0.5)
     if out.exists():
         shutil.rmtree(out)

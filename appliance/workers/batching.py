@@ -105,6 +105,7 @@ class Batcher(Generic[Item]):
         while True:
             batch = await self._next_batch()
             items = [item for pending in batch for item in pending.items]
+            log.debug("running a batch of %d items from %d requests", len(items), len(batch))
             started = time.perf_counter()
             try:
                 rows: Any = await loop.run_in_executor(self._engine, self._run_batch, items)
@@ -115,7 +116,6 @@ class Batcher(Generic[Item]):
                         pending.future.set_exception(exc)
                 continue
             self._measure(len(items), time.perf_counter() - started)
-            log.debug("ran a batch of %d items from %d requests", len(items), len(batch))
             start = 0
             for pending in batch:
                 end = start + len(pending.items)

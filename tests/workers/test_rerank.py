@@ -156,7 +156,7 @@ def test_concurrent_requests_are_scored_together_and_each_gets_its_own_answer(wo
         alone = ranked(worker, query=query, documents=DOCUMENTS)
         assert scores_by_index(answer) == pytest.approx(scores_by_index(alone), abs=1e-5)
     batches = [(int(pairs), int(requests)) for pairs, requests
-               in re.findall(r"ran a batch of (\d+) items from (\d+) requests", worker.log())]
+               in re.findall(r"running a batch of (\d+) items from (\d+) requests", worker.log())]
     assert any(requests > 1 for _pairs, requests in batches), batches[-20:]
 
 
@@ -168,8 +168,8 @@ def test_health_is_answered_while_the_engine_scores(worker: RunningWorker) -> No
         async with worker.async_client() as client:
             work = [asyncio.ensure_future(client.post("/v1/rerank", json={
                 "model": "m", "query": f"{QUERY} {i}", "documents": long_documents})) for i in range(4)]
-            while "ran a batch" not in worker.log()[logged:] and not all(w.done() for w in work):
-                await asyncio.sleep(0.01)  # the engine has finished one batch of them; the others wait or run
+            while "running a batch" not in worker.log()[logged:] and not all(w.done() for w in work):
+                await asyncio.sleep(0.01)  # until the engine thread starts on them
             health = await client.get("/health")
             busy = not all(w.done() for w in work)
             assert all(r.status_code == 200 for r in await asyncio.gather(*work))
