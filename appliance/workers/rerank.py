@@ -1,10 +1,12 @@
 """The rerank worker: ``POST /v1/rerank`` on sentence-transformers' CrossEncoder, pairs of concurrent requests batched.
 
 Every document is scored as one (query, document) pair. Pairs of concurrent
-requests are coalesced into one ``predict`` call on the engine thread (the
-event loop keeps answering ``/health`` meanwhile); at most ``max_queued_pairs``
-wait, beyond that a request is answered 429 with a Retry-After estimated from
-the measured pace, which the gateway passes on as BACKEND_RATE_LIMITED.
+requests are coalesced into one engine call on the engine thread (the event
+loop keeps answering ``/health`` meanwhile), scored by ``PairScorer``: the
+CrossEncoder's own scores, the next batch tokenized while the model runs this
+one (pair_scoring.py). At most ``max_queued_pairs`` wait; beyond that a
+request is answered 429 with a Retry-After estimated from the measured pace,
+which the gateway passes on as BACKEND_RATE_LIMITED.
 
 A pair longer than the model's window is cut to fit (the end of the longer of
 query and document goes first), as every peer does, or refused when the
@@ -30,6 +32,7 @@ from appliance.catalogue import ModelEntry
 from appliance.engines.options import CrossEncoderOptions
 from appliance.protocol.rerank import RerankRequest
 from appliance.workers.batching import Batcher, QueueFull
+from appliance.workers.pair_scoring import Pair, PairScorer
 from appliance.workers.server import HotRoutes, WorkerError, create_worker_app, worker_main
 from appliance.workers.tokens import token_counter
 
@@ -41,8 +44,6 @@ QUEUE_REQUESTS = 4  # default bound of waiting pairs: this many requests of the 
 # One engine call takes up to this many forward batches of the pairs waiting: predict sorts a call's pairs by length,
 # so the more it sees the less padding (bench/rerank.py, 8 clients: CPU per pair 0.67 → 0.80 of the ceiling).
 BATCHES_PER_CALL = 8
-
-Pair = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,7 @@ def build_app(entry: ModelEntry) -> Any:
     batch_size = options.max_batch_size or DEFAULT_MAX_BATCH
     max_documents = options.max_documents or DEFAULT_MAX_DOCUMENTS
 
-    def score(pairs: list[Pair]) -> np.ndarray:
-        with torch.inference_mode():
-            return np.asarray(model.predict(pairs, batch_size=batch_size, show_progress_bar=False), dtype=np.float32)
-
-    batcher: Batcher[Pair] = Batcher(score, max_batch=BATCHES_PER_CALL * batch_size,
+    batcher: Batcher[Pair] = Batcher(PairScorer(model, batch_size), max_batch=BATCHES_PER_CALL * batch_size,
                                      max_wait_s=(options.max_wait_ms or 0) / 1000,
                                      max_waiting=options.max_queued_pairs or QUEUE_REQUESTS * max_documents)
     log.info("%s: window %d tokens, batches of %d pairs, at most %d documents a request", entry.slug, window,
