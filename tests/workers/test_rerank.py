@@ -108,6 +108,9 @@ def test_usage_is_every_pairs_tokens_as_the_models_tokenizer_counts_them(worker:
     answer = ranked(worker, query=QUERY, documents=DOCUMENTS)
     expected = sum(len(tokenizer(QUERY, text)["input_ids"]) for text in DOCUMENTS)  # [CLS] q [SEP] d [SEP]
     assert answer.usage.total_tokens == answer.usage.prompt_tokens == expected
+    large = [f"paris {i} " * 300 for i in range(40)]  # over 64 KiB of text: counted off the event loop
+    read = sum(len(tokenizer(QUERY, text, truncation=True, max_length=WINDOW)["input_ids"]) for text in large)
+    assert ranked(worker, query=QUERY, documents=large).usage.total_tokens == read
 
 
 def test_an_overlong_document_is_cut_to_the_window_unless_the_request_refuses_that(worker: RunningWorker,
