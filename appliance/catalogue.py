@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from appliance.engines.registry import ENGINES, engine_spec
+from appliance.engines.registry import CAPABILITIES, ENGINES, engine_spec
 
 Modality = Literal["chat", "embedding", "image", "transcription", "speech", "rerank"]
+Capability = Literal[CAPABILITIES]  # type: ignore[valid-type]
 Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]
 LoadPolicy = Literal["startup", "on-demand"]
 
@@ -53,6 +54,9 @@ class ModelEntry(BaseModel):
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    # After engine_options: its validator reads the engine and its options.
+    capabilities: tuple[Capability, ...] = Field((), description=(
+        "chat models: what they take beyond text (vision: image parts, audio_input: audio parts, tools)"))
 
     @field_validator("url", mode="before")
     @classmethod
@@ -71,6 +75,28 @@ class ModelEntry(BaseModel):
         if len(set(urls)) != len(urls):
             raise ValueError("a URL is listed twice")
         return tuple(url.rstrip("/") for url in urls)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities_fit_the_model(cls, capabilities: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if len(set(capabilities)) != len(capabilities):
+            raise ValueError("a capability is listed twice")
+        modality, engine = info.data.get("modality"), info.data.get("engine")
+        if not capabilities or modality is None or engine is None:
+            return capabilities
+        if modality != "chat":
+            raise ValueError(f"capabilities are for chat models; a {modality} model has none")
+        beyond = [name for name in capabilities if name not in engine_spec(engine).capabilities]
+        if beyond:
+            raise ValueError(f"engine '{engine}' cannot give a model '{beyond[0]}'")
+        options = info.data.get("engine_options") or {}
+        if engine == "vllm" and "tools" in capabilities and not options.get("tool_call_parser"):
+            raise ValueError("'tools' on vLLM needs engine_options.tool_call_parser (e.g. \"hermes\")")
+        limits = options.get("limit_mm_per_prompt")
+        for capability, medium in (("vision", "image"), ("audio_input", "audio")):
+            if capability in capabilities and isinstance(limits, dict) and limits.get(medium, 1) == 0:
+                raise ValueError(f"'{capability}', but engine_options.limit_mm_per_prompt allows no {medium}")
+        return capabilities
 
     @field_validator("aliases")
     @classmethod

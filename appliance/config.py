@@ -13,12 +13,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 # A socket path must fit in 108 bytes: a directory of at most 50 and a file name of at most 50.
 MAX_SOCKET_DIR_LENGTH = 50
+# The system's temporary directory, read before the gateway points its own temporary files at STATE/tmp.
+SYSTEM_TEMP_DIR = Path(tempfile.gettempdir())
 
 _file_values: ContextVar[dict[str, Any]] = ContextVar("appliance_file_settings", default={})
 
@@ -30,7 +32,18 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="where `models import` puts weights; default STATE_DIR/models")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    public_base_url: str | None = Field(None, description="absolute base for media URLs; default: the request's host")
+    public_base_url: str | None = Field(None, description="absolute base for media and batch URLs; default: the "
+                                       "certificate's first host name with TLS, else the request's host")
+    tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM, then its chain)")
+    tls_key_file: Path | None = Field(None, description="the certificate's private key (PEM, unencrypted)")
+    tls_ca_file: Path | None = Field(None, description="the CA certificate offered at /ca.pem; default ca.pem "
+                                     "beside tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="mTLS: clients must present a certificate this CA "
+                                            "signed")
+    tls_expiry_warn_days: int = Field(30, ge=0, description="the console warns this many days before the "
+                                      "certificate expires")
+    http_redirect_port: int | None = Field(None, ge=0, le=65535, description="with TLS: a plain-HTTP port that "
+                                           "only redirects to HTTPS (socket-activated: the 'http' socket)")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 
@@ -41,6 +54,12 @@ class Settings(BaseSettings):
     remote_probe_interval_s: float = Field(10.0, gt=0, description="how often remote backends are health-checked")
     drain_timeout_s: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest JSON request body")
+    http_header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's line and "
+                                         "headers (a new connection included) before it is closed")
+    http_body_timeout_s: float = Field(30.0, gt=0, description="longest silence in the middle of a request body "
+                                       "before the connection is closed")
+    max_connections_per_client: int = Field(256, ge=1, description="open connections one client address may hold; "
+                                            "more are refused with 429")
     media_ttl_s: int = Field(3600, gt=0, description="lifetime of a media token")
     max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
                                         "files go, then new images wait; unset = a tenth of the state dir's disk")
@@ -52,6 +71,9 @@ class Settings(BaseSettings):
     batch_files_dir: Path | None = Field(
         None, description="batch inputs and results; default <state_dir>/files (gateways sharing a DB share it)")
     batch_retention_days: float = Field(30.0, gt=0, description="how long batch inputs and results are kept")
+    files_quota_bytes_per_key: int | None = Field(
+        1024 * 1024 * 1024, gt=0, description="bytes of batch files (inputs and results) one key may store; "
+                                              "unset = no quota")
     batch_concurrency_per_model: int = Field(
         256, ge=1, description="batch lines in flight per model, per gateway, while it has no live traffic")
     batch_concurrency_while_live: int = Field(
@@ -62,6 +84,21 @@ class Settings(BaseSettings):
     batch_yield_s: float = Field(
         2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
+    responses_retention_days: float = Field(30.0, gt=0, description="how long stored responses are kept")
+    responses_stale_s: float = Field(
+        30.0, gt=0, description="a background response claimed by a gateway silent this long is taken over")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both (HTTPS) or neither (HTTP)")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs HTTPS: set tls_cert_file and tls_key_file too")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def socket_dir(self) -> Path:
@@ -70,7 +107,7 @@ class Settings(BaseSettings):
         if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
             return preferred
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"appliance-{digest}"
+        return SYSTEM_TEMP_DIR / f"appliance-{digest}"
 
     @property
     def media_dir(self) -> Path:

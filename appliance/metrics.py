@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -42,3 +48,23 @@ BATCH_QUEUED = Gauge(
     "appliance_batch_lines_queued", "Batch lines waiting to run, across every batch in the state DB.",
     registry=REGISTRY,
 )
+
+
+class TlsExpiry(Collector):
+    """Days until the TLS certificate in service expires, computed at each scrape (a set value would go stale)."""
+
+    def __init__(self) -> None:
+        self.certificate: Any = None  # appliance.tls.context.ServedCertificate, set by `appliance serve`
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.certificate is None:
+            return
+        family = GaugeMetricFamily("appliance_tls_certificate_days_left",
+                                   "Days until the TLS certificate in service expires (negative once expired).")
+        not_after = self.certificate.facts.not_after
+        family.add_metric([], (not_after - datetime.now(UTC)).total_seconds() / 86400)
+        yield family
+
+
+TLS_EXPIRY = TlsExpiry()
+REGISTRY.register(TLS_EXPIRY)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -60,3 +63,24 @@ def prepare_state_dir(path: Path) -> list[str]:
     make_private_dir(path)
     warning = looseness_warning(path)
     return [warning] if warning else []
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files limit to its hard limit (workers inherit it): many clients and engine
+    connections at once must not run a gateway out of descriptors. The new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+def use_private_temp_dir(state_dir: Path) -> Path:
+    """Make ``STATE/tmp`` this process's temporary directory (uploads spool there, not to a shared ``/tmp``),
+    emptied of what a previous run left."""
+    path = state_dir / "tmp"
+    shutil.rmtree(path, ignore_errors=True)
+    make_private_dir(path)
+    tempfile.tempdir = str(path)
+    return path

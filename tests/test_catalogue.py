@@ -40,6 +40,7 @@ max_batch_size = 32
 
 
 REMOTE = 'slug = "acme/llama"\nmodality = "chat"\nengine = "remote"\n'
+VLLM = 'slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\n'
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -73,6 +74,15 @@ REMOTE = 'slug = "acme/llama"\nmodality = "chat"\nengine = "remote"\n'
      'max_tokens_per_input = 512', "field 'engine_options.max_tokens_per_input': Extra inputs are not permitted"),
     ('slug = "x"\nmodality = "embedding"\nengine = "sentence-transformers"\npath = "."\n[model.engine_options]\n'
      'max_documents = 10', "field 'engine_options.max_documents': Extra inputs are not permitted"),
+    (VLLM + 'capabilities = ["smell"]', "field 'capabilities[0]': Input should be 'vision', 'audio_input' or 'tools'"),
+    (VLLM + 'capabilities = ["vision", "vision"]', "field 'capabilities': Value error, a capability is listed twice"),
+    ('slug = "x"\nmodality = "embedding"\nengine = "sentence-transformers"\npath = "."\ncapabilities = ["vision"]',
+     "field 'capabilities': Value error, capabilities are for chat models; a embedding model has none"),
+    ('slug = "x"\nmodality = "chat"\nengine = "transformers"\npath = "."\ncapabilities = ["tools", "vision"]',
+     "field 'capabilities': Value error, engine 'transformers' cannot give a model 'vision'"),
+    (VLLM + 'capabilities = ["tools"]', "'tools' on vLLM needs engine_options.tool_call_parser"),
+    (VLLM + 'capabilities = ["audio_input"]\n[model.engine_options]\nlimit_mm_per_prompt = {image = 2, audio = 0}',
+     "'audio_input', but engine_options.limit_mm_per_prompt allows no audio"),
 ])
 def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, body: str, expected: str) -> None:
     path = write(tmp_path, f"[[model]]\n{body}\n")
@@ -80,6 +90,24 @@ def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, b
         load_catalogue(path)
     assert str(caught.value).startswith(str(path))
     assert expected in str(caught.value)
+
+
+def test_a_chat_model_lists_what_it_takes_beyond_text(tmp_path: Path) -> None:
+    catalogue = load_catalogue(write(tmp_path, f"""
+[[model]]
+{VLLM}capabilities = ["vision", "audio_input", "tools"]
+[model.engine_options]
+tool_call_parser = "hermes"
+limit_mm_per_prompt = {{image = 4, audio = 2}}
+
+[[model]]
+slug = "plain"
+modality = "chat"
+engine = "transformers"
+path = "."
+"""))
+    assert catalogue.get("x").capabilities == ("vision", "audio_input", "tools")  # type: ignore[union-attr]
+    assert catalogue.get("plain").capabilities == ()  # type: ignore[union-attr]
 
 
 def test_a_remote_model_takes_one_url_or_several_and_its_remote_name(tmp_path: Path,

@@ -20,21 +20,21 @@ from appliance.config import Settings
 class LiveTraffic:
     """Each model's live traffic as the batch runner sees it, and the width it allows."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
         self.last_seen: dict[str, float] = {}  # model slug → monotonic time live traffic was last seen on it
 
     @property
     def settings(self) -> Settings:
-        return self.app.state.settings  # type: ignore[no-any-return]
+        return self.runtime.settings  # type: ignore[no-any-return]
 
     def live(self, slug: str) -> int:
         """Live requests waiting for or in flight on model ``slug``."""
-        entry = self.app.state.catalogue.get(slug) if slug else None
+        entry = self.runtime.catalogue.get(slug) if slug else None
         if entry is None:
             return 0
         try:
-            return int(self.app.state.supervisor.pool_for(entry).live)
+            return int(self.runtime.supervisor.pool_for(entry).live)
         except KeyError:
             return 0
 

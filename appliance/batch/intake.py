@@ -49,6 +49,9 @@ def check_line(raw: bytes, number: int, surface: str, endpoint: str | None, seen
     except ValueError:
         problems.add("invalid_json_line", number, f"line {number} is not a JSON object (the file must be JSONL)")
         return None
+    except RecursionError:
+        problems.add("invalid_json_line", number, f"line {number} is nested too deeply to be a request")
+        return None
     if not isinstance(line, dict):
         problems.add("invalid_json_line", number, f"line {number} is JSON but not an object")
         return None

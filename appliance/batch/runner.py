@@ -24,7 +24,6 @@ import logging
 import secrets
 import time
 from collections import Counter
-from typing import Any
 
 from appliance.batch import endpoints
 from appliance.batch.fairness import LiveTraffic
@@ -35,11 +34,11 @@ from appliance.catalogue import Catalogue
 from appliance.config import Settings
 from appliance.db.batches import BatchRow
 from appliance.db.keys import ApiKey, KeyStore
-from appliance.gateway import metering
-from appliance.gateway.context import CallContext
-from appliance.gateway.errors import ApiError, ErrorCode
-from appliance.gateway.media import media_store
 from appliance.metrics import BATCH_LINES, BATCH_QUEUED
+from appliance.serving import metering
+from appliance.serving.context import Call, Surface
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.runtime import Runtime
 
 log = logging.getLogger("appliance.batch")
 
@@ -54,11 +53,12 @@ CANDIDATES = 256  # queued lines looked at per dispatch
 WATCH_S = 0.01  # how often the models with batch lines in flight are checked for live traffic
 SPAN_GAP = 64 * 1024  # input lines closer than this are read in one span
 SPAN_MAX = 4 * 1024 * 1024
+PARTIALS_SWEEP_S = 300.0  # how often partial files nobody writes any more are removed (and once at start)
 
 
 class BatchRunner:
-    def __init__(self, app: Any, store: BatchStore, files: FileStore) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime, store: BatchStore, files: FileStore) -> None:
+        self.runtime = runtime
         self.store = store
         self.files = files
         self.owner = "runner_" + secrets.token_hex(8)
@@ -66,7 +66,7 @@ class BatchRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stoppable: dict[str, dict[asyncio.Task[None], LineRef]] = {}  # chat/generate lines in flight, by slug
         self.stopped: set[asyncio.Task[None]] = set()  # cancelled to yield to live traffic: they go back to the queue
-        self.live = LiveTraffic(app)
+        self.live = LiveTraffic(runtime)
         self.wake = asyncio.Event()
         self._batches: dict[str, BatchRow] = {}
         self.paused_until: dict[str, float] = {}  # model slug → monotonic time it may be tried again
@@ -76,11 +76,12 @@ class BatchRunner:
         self.yielded: list[LineRef] = []  # stopped for live traffic, not yet queued again
         self.results_ready = asyncio.Event()
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
+        self._partials_swept_at: float | None = None
         self._key_lookup = asyncio.Lock()
 
     @property
     def settings(self) -> Settings:
-        return self.app.state.settings  # type: ignore[no-any-return]
+        return self.runtime.settings
 
     async def run(self) -> None:
         """Dispatch until cancelled; the lines in flight then finish (or are re-queued once this runner is gone)."""
@@ -111,7 +112,7 @@ class BatchRunner:
     # --- dispatch --------------------------------------------------------------------------------------------
 
     def _slug(self, model: str) -> str:
-        catalogue: Catalogue = self.app.state.catalogue
+        catalogue: Catalogue = self.runtime.catalogue
         entry = catalogue.get(model)
         return entry.slug if entry is not None else ""
 
@@ -160,7 +161,7 @@ class BatchRunner:
 
     def _stoppable(self, slug: str) -> bool:
         """Chat and generate lines: cancelling their call makes the engine drop the sequence, saving its work."""
-        entry = self.app.state.catalogue.get(slug) if slug else None
+        entry = self.runtime.catalogue.get(slug) if slug else None
         return entry is not None and entry.modality == "chat"
 
     async def _yield_to_live_traffic(self) -> None:
@@ -169,7 +170,7 @@ class BatchRunner:
         while True:
             await asyncio.sleep(WATCH_S)
             keep = self.settings.batch_concurrency_while_live
-            catalogue: Catalogue = self.app.state.catalogue
+            catalogue: Catalogue = self.runtime.catalogue
             for slug in [entry.slug for entry in catalogue if entry.modality == "chat"]:
                 if not self.live.yielding(slug):
                     continue
@@ -231,7 +232,7 @@ class BatchRunner:
             async with self._key_lookup:  # one lookup for all the lines that start together, not one each
                 seen = self._keys.get(key_id)
                 if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
-                    keys: KeyStore = self.app.state.keys
+                    keys: KeyStore = self.runtime.keys
                     seen = (time.monotonic(), await asyncio.to_thread(keys.get, key_id))
                     if len(self._keys) > 1000:
                         self._keys.clear()
@@ -313,30 +314,32 @@ class BatchRunner:
         if key is None or not key.active():
             return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID,
                                                    "The batch's API key was revoked or has expired.")), None
-        call = CallContext(self.app, key, base_url=base.rstrip("/") + "/")
+        call = Call.for_line(self.runtime, key, Surface(batch.surface), base.rstrip("/") + "/")
         started = time.perf_counter()
         retry_after: float | None = None
         try:
-            body = json.dumps(json.loads(raw)["body"]).encode()
-            answer = await endpoints.service_for(batch.surface, url)(call, key, body)
+            if not raw:
+                raise LookupError("the line's input could not be read")  # logged when its file was read
+            answer = await endpoints.endpoint_for(batch.surface, url).answer(call, raw)
             ok, status, result = True, 200, answer.decode()
         except asyncio.CancelledError:  # stopped (or the runner stops): nothing charged, no usage row; it runs again
-            await asyncio.shield(metering.settle(self.app.state, call.fields, 503))
+            await asyncio.shield(metering.settle(self.runtime, call.fields, 503))
             raise
         except ApiError as exc:
-            call.state.error_code = exc.code.value
+            call.error_code = exc.code.value
             ok, status, result = False, exc.status_code, _error(exc)
             if exc.code in RETRIED:
                 retry_after = float(exc.retry_after or 1)
         except Exception:
             log.exception("batch %s: a line failed unexpectedly", batch.id)
             error = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to run this line; it is logged.")
-            call.state.error_code = error.code.value
+            call.error_code = error.code.value
             ok, status, result = False, 500, _error(error)
         self._unstoppable(slug)  # answered: it runs (and is metered) once
-        await metering.settle(self.app.state, call.fields, status)
         if retry_after is None:  # one usage row per line: the attempt that gave its result
-            metering.record(self.app.state, endpoints.route_of(batch.surface, url), call.fields, status, started)
+            await metering.finish(self.runtime, call.fields, endpoints.route_of(batch.surface, url), status, started)
+        else:
+            await metering.settle(self.runtime, call.fields, status)
         return ok, status, call.request_id, result, retry_after
 
     # --- housekeeping ----------------------------------------------------------------------------------------
@@ -350,6 +353,10 @@ class BatchRunner:
     def _keep_house(self) -> None:
         stale_s = self.settings.batch_stale_s
         self.store.renew(self.owner)
+        if self._partials_swept_at is None or time.monotonic() - self._partials_swept_at > PARTIALS_SWEEP_S:
+            self._partials_swept_at = time.monotonic()
+            if swept := self.files.sweep_partials():
+                log.info("removed %d partial batch file(s) left by an interrupted upload or finalization", swept)
         requeued = self.store.requeue_stale(stale_s)
         if requeued:
             log.warning("re-queued %d batch line(s) of a runner that stopped", requeued)
@@ -359,7 +366,7 @@ class BatchRunner:
         for batch in self.store.ready_to_finalize(stale_s):
             if self.store.claim_finalize(self.owner, batch, stale_s):
                 fresh = self.store.get(batch.id, None)
-                if fresh is not None and finalize(self.store, self.files, media_store(self.app), fresh, self.owner,
+                if fresh is not None and finalize(self.store, self.files, self.runtime.media, fresh, self.owner,
                                                   retention_s):
                     self._batches.pop(batch.id, None)
                     log.info("batch %s finalized", batch.id)

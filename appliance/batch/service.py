@@ -11,19 +11,20 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.batch.files import FileStore, utc
+from appliance.batch.files import DiskNearlyFull, FileStore, OverLimit, OverQuota, utc
 from appliance.batch.intake import create_batch
 from appliance.batch.store import ACTIVE, BatchStore
-from appliance.config import Settings
 from appliance.db.batches import BatchFileRow, BatchRow
 from appliance.db.keys import ApiKey
-from appliance.gateway.errors import ApiError, ErrorCode, validation_error
 from appliance.protocol.batches import BatchErrors, BatchObject, FileObject, RequestCounts
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode, disk_nearly_full, validation_error
+from appliance.serving.fetch import check_allowed, fetch_allowed
+from appliance.serving.media import media_base_url
+from appliance.serving.runtime import Runtime
 
 MAX_BASE64_BYTES = 10 * 1024 * 1024  # the decoded inline input (the hosted docs: "under 10 MB")
 MAX_INPUT_BYTES = 200 * 1024 * 1024  # an input file fetched from an allowed URL
@@ -31,13 +32,15 @@ FETCH_TIMEOUT_S = 60
 FAILED_STATES = ("failed", "expired", "cancelled")
 
 
-def stores(app: FastAPI) -> tuple[BatchStore, FileStore]:
-    """The app's batch and file stores, on the one state DB, made on first use."""
-    found = getattr(app.state, "batch_stores", None)
+def stores(runtime: Runtime) -> tuple[BatchStore, FileStore]:
+    """The appliance's batch and file stores, on the one state DB, made on first use."""
+    found = runtime.batch_stores
     if found is None:
-        settings: Settings = app.state.settings
-        engine = app.state.keys.engine
-        found = app.state.batch_stores = (BatchStore(engine), FileStore(engine, settings.effective_batch_files_dir))
+        engine = runtime.keys.engine
+        settings = runtime.settings
+        found = runtime.batch_stores = (BatchStore(engine),
+                                        FileStore(engine, settings.effective_batch_files_dir,
+                                                  quota_bytes=settings.files_quota_bytes_per_key))
     return found  # type: ignore[no-any-return]
 
 
@@ -59,9 +62,10 @@ def file_object(row: BatchFileRow) -> FileObject:
                       purpose=row.purpose)
 
 
-def batch_object(app: FastAPI, batch: BatchRow, media_base: str) -> BatchObject:
-    """The OpenAI batch object; ``media_base`` is where /v1/media/ links start (media_base_url)."""
-    batch_store, files = stores(app)
+def batch_object(call: Call, batch: BatchRow) -> BatchObject:
+    """The OpenAI batch object, its files' links on the host the caller used (or ``public_base_url``)."""
+    media_base = media_base_url(call)
+    batch_store, files = stores(call.runtime)
     counts = batch_store.counts(batch.id)
     failed = sum(counts.get(state, 0) for state in FAILED_STATES)
     urls: dict[str, str | None] = {}
@@ -82,31 +86,42 @@ def batch_object(app: FastAPI, batch: BatchRow, media_base: str) -> BatchObject:
         metadata=batch.metadata_, **urls, **times)
 
 
-async def create(app: FastAPI, key: ApiKey, surface: str, endpoint: str | None, input_file_id: str, window: str,
+async def create(call: Call, surface: str, endpoint: str | None, input_file_id: str, window: str,
                  metadata: dict[str, str] | None) -> BatchRow:
     """Check and index the input file, and store the batch (``failed`` when a line is bad)."""
-    batch_store, files = stores(app)
+    batch_store, files = stores(call.runtime)
+    key = call.key
     row = await asyncio.to_thread(files.get, input_file_id, key.id)
     if row is None or row.purpose != "batch":
         raise not_found("input file", input_file_id)
     batch = await asyncio.to_thread(create_batch, batch_store.engine, key_id=key.id, surface=surface,
                                     endpoint=endpoint, input_file_id=input_file_id,
                                     input_path=files.path(input_file_id), window=window, metadata=metadata)
-    runner = getattr(app.state, "batch_runner", None)
+    runner = call.runtime.batch_runner
     if runner is not None:
         runner.wake.set()  # its lines start now, not at the runner's next look for work
     return batch
 
 
-async def save_upload(app: FastAPI, key: ApiKey, filename: str, source: Any, limit: int) -> BatchFileRow:
-    _, files = stores(app)
-    row = await asyncio.to_thread(files.save, key.id, "batch", filename, source, limit)
-    if row is None:
-        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.")
-    return row
+async def save_upload(call: Call, filename: str, source: Any, limit: int) -> BatchFileRow:
+    _, files = stores(call.runtime)
+    try:
+        return await asyncio.to_thread(files.save, call.key.id, "batch", filename, source, limit)
+    except OverLimit:
+        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.") from None
+    except OverQuota as exc:
+        raise ApiError(ErrorCode.QUOTA_EXCEEDED, f"This API key's stored files would pass its quota of "
+                                                 f"{_megabytes(exc.quota)} ({_megabytes(exc.used)} in use); delete "
+                                                 "files it no longer needs (DELETE /oai/v1/files/{file_id}).") from None
+    except DiskNearlyFull as exc:
+        raise disk_nearly_full(exc.free, exc.reserve) from None
 
 
-async def input_from_base64(app: FastAPI, key: ApiKey, text: str) -> BatchFileRow:
+def _megabytes(count: int) -> str:
+    return f"{count / (1024 * 1024):.1f} MB"
+
+
+async def input_from_base64(call: Call, text: str) -> BatchFileRow:
     if len(text) > MAX_BASE64_BYTES * 4 // 3 + 4:
         raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, "input_file_base64 must decode to less than 10 MB; upload "
                                                     "larger files and pass input_file_url 'scaigrid://file/<id>'.")
@@ -114,52 +129,47 @@ async def input_from_base64(app: FastAPI, key: ApiKey, text: str) -> BatchFileRo
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise validation_error("input_file_base64", "is not valid base64") from None
-    return await save_upload(app, key, "input.jsonl", io.BytesIO(data), MAX_BASE64_BYTES)
+    return await save_upload(call, "input.jsonl", io.BytesIO(data), MAX_BASE64_BYTES)
 
 
-async def input_from_url(app: FastAPI, key: ApiKey, url: str) -> str:
+async def input_from_url(call: Call, url: str) -> str:
     """The id of the input file ``url`` names: an uploaded file, or a download from an allowed host."""
     if url.startswith("scaigrid://file/"):
         return url.removeprefix("scaigrid://file/")
-    parts = urlsplit(url)
-    settings: Settings = app.state.settings
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    settings = call.runtime.settings
+    if not url.startswith(("http://", "https://")):
         raise validation_error("input_file_url", "must be scaigrid://file/<file id> or an http(s) URL")
-    if parts.hostname.lower() not in {host.lower() for host in settings.batch_url_allow}:
-        raise validation_error("input_file_url", f"the host '{parts.hostname}' is not in this appliance's "
-                                                 "batch_url_allow setting; upload the file instead")
-    _, files = stores(app)
+    check_allowed(url, settings.batch_url_allow, "input_file_url", "batch_url_allow")
+    _, files = stores(call.runtime)
     with tempfile.TemporaryFile(dir=files.root) as spool:  # on disk, never whole in memory
-        try:
-            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
-                if response.status != 200:
-                    raise validation_error("input_file_url", f"fetching it answered HTTP {response.status}")
-                seen = 0
-                async for chunk in response.content.iter_chunked(1024 * 1024):
-                    seen += len(chunk)
-                    if seen > MAX_INPUT_BYTES:
-                        raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The input file is over {MAX_INPUT_BYTES} "
-                                                                    "bytes.")
-                    await asyncio.to_thread(spool.write, chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise validation_error("input_file_url", f"could not be fetched ({type(exc).__name__})") from None
+        await fetch_allowed(url, settings.batch_url_allow, field="input_file_url", setting="batch_url_allow",
+                            max_bytes=MAX_INPUT_BYTES, timeout_s=FETCH_TIMEOUT_S,
+                            sink=lambda chunk: asyncio.to_thread(spool.write, chunk))
         spool.seek(0)
-        row = await save_upload(app, key, parts.path.rsplit("/", 1)[-1] or "input.jsonl", spool, MAX_INPUT_BYTES)
+        name = urlsplit(url).path.rsplit("/", 1)[-1] or "input.jsonl"
+        row = await save_upload(call, name, spool, MAX_INPUT_BYTES)
     return row.id
 
 
-def file_in_use(app: FastAPI, file_id: str) -> bool:
+async def delete_file(runtime: Runtime, row: BatchFileRow) -> None:
+    """Delete a file that no running batch reads; works on a full disk too (the DB's reserve makes room)."""
+    if await asyncio.to_thread(file_in_use, runtime, row.id):
+        raise validation_error("file_id", "a batch that is still running reads this file; cancel it first")
+    _, files = stores(runtime)
+    await asyncio.to_thread(runtime.disk_reserve.with_room, lambda: files.delete([row.id]))
+
+
+def file_in_use(runtime: Runtime, file_id: str) -> bool:
     """Whether a batch that still runs reads this file."""
-    batch_store, _ = stores(app)
+    batch_store, _ = stores(runtime)
     with Session(batch_store.engine) as session:
         return session.scalar(select(BatchRow.id).where(BatchRow.input_file_id == file_id,
                                                         BatchRow.status.in_(ACTIVE)).limit(1)) is not None
 
 
-async def cancel(app: FastAPI, key: ApiKey, batch_id: str) -> BatchRow:
-    batch_store, _ = stores(app)
-    batch = await asyncio.to_thread(batch_store.get, batch_id, scope(key))
+async def cancel(call: Call, batch_id: str) -> BatchRow:
+    batch_store, _ = stores(call.runtime)
+    batch = await asyncio.to_thread(batch_store.get, batch_id, scope(call.key))
     if batch is None:
         raise not_found("batch", batch_id)
     if not await asyncio.to_thread(batch_store.cancel, batch_id):

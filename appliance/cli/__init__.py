@@ -1,7 +1,7 @@
 """`appliance …`: one command line, a module per group of sub-commands.
 
 serve, demo, tiny-models (serve.py) · keys (keys.py) · usage (usage.py) · models, logs (models.py) ·
-batches (batches.py) · bundle (bundle.py)
+batches (batches.py) · bundle (bundle.py) · tls (tls.py)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from appliance.cli.batches import batches_app
 from appliance.cli.bundle import bundle_app
 from appliance.cli.keys import keys_app
 from appliance.cli.models import logs, models_app
+from appliance.cli.tls import tls_app
 from appliance.cli.usage import usage
 
 app = typer.Typer(help="The inference appliance: the ScaiGrid inference API on this box.", no_args_is_help=True)
@@ -25,5 +26,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(batches_app, name="batches")
+app.add_typer(tls_app, name="tls")
 
 __all__ = ["app"]

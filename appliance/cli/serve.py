@@ -6,16 +6,23 @@ import asyncio
 import logging
 import os
 import shlex
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, settings_of
+from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
 from appliance.config import Settings
-from appliance.state_dir import prepare_state_dir
-
+from appliance.metrics import TLS_EXPIRY
+from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
+from appliance.tls.activation import HTTP, HTTPS, listening_socket, systemd_sockets
+from appliance.tls.context import ServedCertificate
+from appliance.tls.names import https_base_url
+from appliance.tls.pem import TlsError
+from appliance.tls.store import others_may_read
 
 
 def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) -> None:
@@ -28,10 +35,21 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    raise_open_files_limit()
+    use_private_temp_dir(settings.state_dir)
+    listeners = _https_listeners(settings)
+    if listeners is not None:
+        settings = listeners.settings
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
-    server = uvicorn.Server(config)
+                            access_log=False, http=BoundedHttpProtocol.configured(settings),
+                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    if listeners is None:
+        server = uvicorn.Server(config)
+    else:
+        gateway.app.state.tls = listeners.certificate  # type: ignore[attr-defined]  # /ca.pem, /tls/status, SIGHUP
+        TLS_EXPIRY.certificate = listeners.certificate  # /metrics: days to expiry
+        server = listeners.server(config)
 
     async def run() -> None:
         task = asyncio.get_running_loop().create_task(server.serve())
@@ -53,14 +71,73 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
         raise typer.Exit(code=1)
 
 
+@dataclass
+class _HttpsListeners:
+    """What HTTPS needs before the gateway exists: the certificate, the sockets, the settings it completes."""
+
+    settings: Settings
+    certificate: ServedCertificate
+    https: socket.socket
+    http: socket.socket | None
+
+    def server(self, config: object) -> object:
+        from appliance.gateway.errors import ErrorCode
+        from appliance.gateway.http_limits import refusal
+        from appliance.tls.server import HttpsServer
+
+        def refuse(message: str, path: str) -> bytes:
+            return refusal(ErrorCode.VALIDATION_ERROR, message, path)
+
+        return HttpsServer(config, self.certificate, self.https, self.http,  # type: ignore[arg-type]
+                           self.settings.public_base_url, refuse)
+
+
+def _https_listeners(settings: Settings) -> _HttpsListeners | None:
+    """With a certificate: it loaded, its sockets (systemd's, else bound here), public_base_url defaulted."""
+    handed = systemd_sockets()
+    if not settings.tls:
+        if handed:
+            raise fail(f"systemd passed the socket(s) {', '.join(handed)}, but no certificate is set: give "
+                       "tls_cert_file and tls_key_file (--tls-cert, --tls-key)")
+        return None
+    assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+    log = logging.getLogger("appliance.tls")
+    try:
+        if others_may_read(settings.tls_key_file):
+            log.warning("%s, the TLS private key, is readable by every user of this box: chmod 640 it",
+                        settings.tls_key_file)
+        certificate = ServedCertificate(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file,
+                                        settings.tls_client_ca_file, settings.tls_expiry_warn_days)
+    except (TlsError, OSError) as exc:
+        raise fail(f"HTTPS cannot start: {exc}") from None
+    try:
+        https = handed.get(HTTPS) or listening_socket(settings.host, settings.port)
+        http = handed.get(HTTP) or (listening_socket(settings.host, settings.http_redirect_port)
+                                    if settings.http_redirect_port is not None else None)
+    except OSError as exc:
+        raise fail(f"cannot listen on {settings.host}: {exc.strerror}") from None
+    if settings.public_base_url is None and (base := https_base_url(certificate.facts.names, https.getsockname()[1])):
+        settings = settings.model_copy(update={"public_base_url": base})
+    log.info("HTTPS with the certificate for %s (issued by %s, valid until %s); media and batch URLs on %s",
+             ", ".join(certificate.facts.names), certificate.facts.issuer, certificate.facts.not_after.date(),
+             settings.public_base_url)
+    return _HttpsListeners(settings, certificate, https, http)
+
+
 def serve(
     config: ConfigOption = Path("models.toml"),
     state_dir: StateDirOption = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="serve HTTPS with this certificate (PEM, "
+                                                  "then its chain); SIGHUP reloads it")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's private key")] = None,
+    http_redirect_port: Annotated[int | None, typer.Option(help="with HTTPS: also listen for plain HTTP here, "
+                                                           "answering only a redirect to HTTPS")] = None,
 ) -> None:
-    """Serve the API for the models of CONFIG (under systemd: Type=notify)."""
-    settings = settings_of(config, state_dir, host=host, port=port)
+    """Serve the API for the models of CONFIG (under systemd: Type=notify; socket-activated: HTTPS on 443)."""
+    settings = settings_of(config, state_dir, host=host, port=port, tls_cert_file=tls_cert, tls_key_file=tls_key,
+                           http_redirect_port=http_redirect_port)
     _serve(settings, catalogue_of(config))
 
 
@@ -84,7 +161,8 @@ def demo(
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
     from appliance.db.database import open_database
-    from appliance.db.keys import PERMISSIONS, KeyStore
+    from appliance.db.keys import KeyStore
+    from appliance.permissions import PERMISSIONS
     from appliance.tiny_models import build_all
 
     state = (state_dir or Path(".cache/demo")).resolve()

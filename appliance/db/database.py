@@ -30,7 +30,7 @@ def open_database(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    from appliance.db import batches, media, tables  # noqa: F401  (registers the tables on Base)
+    from appliance.db import batches, media, responses, tables  # noqa: F401  (registers the tables on Base)
     from appliance.db.migrate import migrate
 
     migrate(engine)

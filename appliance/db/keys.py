@@ -1,4 +1,9 @@
-"""API keys: ``sgk_`` + 43 random characters, shown once, stored as SHA-256 only."""
+"""API keys: ``sgk_`` + 43 random characters, shown once, stored as SHA-256 only.
+
+A key made over HTTP has a parent, the key that made it (``created_by``). A
+family stays inside its parent: revoking a key revokes its descendants in the
+same transaction, and shortening a key's expiry shortens theirs.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,13 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from appliance.accounting.periods import PERIODS, UNITS
 from appliance.db.tables import ApiKeyRow
+from appliance.permissions import DEFAULT_PERMISSIONS, PERMISSIONS
 
-PERMISSIONS = ("models:list", "models:use", "api_keys:manage", "admin:access")
-DEFAULT_PERMISSIONS = ("models:list", "models:use")
 KEY_PREFIX = "sgk_"
 
 
@@ -75,6 +79,12 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """Stored in UTC: SQLite keeps a time's wall clock and drops its offset (a +05:00 expiry would last 5 h too
+    long)."""
+    return _aware(moment).astimezone(UTC) if moment is not None else None
+
+
 def _to_key(row: ApiKeyRow) -> ApiKey:
     return ApiKey(
         id=row.id, name=row.name, prefix=row.prefix, permissions=tuple(row.permissions),
@@ -102,6 +112,7 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._verified: dict[str, ApiKey] = {}  # key hash → key, while the DB is unchanged
+        self._parents: dict[str, ApiKey] = {}  # key id → key, for lineage(), likewise
         self._changes = _ChangeWatch(engine)
 
     def create(self, name: str, permissions: list[str] | None = None, models: list[str] | None = None,
@@ -117,7 +128,7 @@ class KeyStore:
         row = ApiKeyRow(
             id="key_" + secrets.token_hex(8), name=name, key_hash=hash_key(secret), prefix=secret[:8],
             permissions=perms, models=list(models) if models else None, rate_limit=rate_limit,
-            created_at=now, updated_at=now, revoked_at=None, expires_at=expires_at, created_by=created_by,
+            created_at=now, updated_at=now, revoked_at=None, expires_at=_utc(expires_at), created_by=created_by,
             **_budget_columns(budget),
         )
         with Session(self.engine) as session, session.begin():
@@ -126,12 +137,22 @@ class KeyStore:
             key = _to_key(row)
         return key, secret
 
-    def list(self, created_by: str | None = None) -> list[ApiKey]:
-        """Every key, oldest first; with ``created_by``, the keys that key made and the key itself."""
+    def list(self, created_by: str | None = None, after: str | None = None,
+             limit: int | None = None) -> list[ApiKey]:
+        """Keys oldest first (every key; with ``created_by``, the keys that key made and the key itself), from
+        the one after the key ``after`` (a page's cursor), at most ``limit``: one indexed query, whatever the
+        number of keys."""
         query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
         if created_by is not None:
             query = query.where((ApiKeyRow.created_by == created_by) | (ApiKeyRow.id == created_by))
         with Session(self.engine) as session:
+            if after is not None:
+                cursor = session.get(ApiKeyRow, after)
+                if cursor is None:
+                    return []
+                query = query.where(tuple_(ApiKeyRow.created_at, ApiKeyRow.id) > (cursor.created_at, cursor.id))
+            if limit is not None:
+                query = query.limit(limit)
             return [_to_key(row) for row in session.scalars(query)]
 
     def get(self, key_id: str) -> ApiKey | None:
@@ -142,6 +163,8 @@ class KeyStore:
     def update(self, key_id: str, **changes: object) -> ApiKey | None:
         """Change ``name``, ``models``, ``rate_limit``, ``expires_at`` or ``budget`` of a key; None if unknown."""
         values = dict(changes)
+        if "expires_at" in values:
+            values["expires_at"] = _utc(values["expires_at"])  # type: ignore[arg-type]
         if "budget" in values:
             values.update(_budget_columns(values.pop("budget")))  # type: ignore[arg-type]
         if "models" in values:
@@ -153,17 +176,59 @@ class KeyStore:
             for column, value in values.items():
                 setattr(row, column, value)
             row.updated_at = datetime.now(UTC)
+            if row.expires_at is not None:  # no descendant outlives it
+                for child in self._descendants(session, key_id):
+                    if child.expires_at is None or _aware(child.expires_at) > _aware(row.expires_at):
+                        child.expires_at, child.updated_at = row.expires_at, row.updated_at
             session.flush()
             return _to_key(row)
 
     def revoke(self, key_id: str) -> bool:
-        """Revoke at once; False when no active key has that id."""
+        """Revoke at once, with every key it made and they made, in one transaction; False when no active key has
+        that id."""
+        now = datetime.now(UTC)
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC), updated_at=datetime.now(UTC))
+                .values(revoked_at=now, updated_at=now)
             )
+            for child in self._descendants(session, key_id):
+                if child.revoked_at is None:
+                    child.revoked_at, child.updated_at = now, now
             return result.rowcount > 0
+
+    @staticmethod
+    def _descendants(session: Session, key_id: str) -> list[ApiKeyRow]:
+        """Every key ``key_id`` made, and every key those made, breadth first."""
+        found: list[ApiKeyRow] = []
+        parents = [key_id]
+        seen = {key_id}
+        while parents:
+            children = [row for row in session.scalars(select(ApiKeyRow).where(ApiKeyRow.created_by.in_(parents)))
+                        if row.id not in seen]
+            seen.update(row.id for row in children)
+            found += children
+            parents = [row.id for row in children]
+        return found
+
+    def lineage(self, key: ApiKey) -> list[ApiKey]:
+        """The keys above ``key``: its parent, the parent's parent, … (cached while the keys are unchanged)."""
+        out: list[ApiKey] = []
+        parent_id = key.created_by
+        while parent_id is not None and len(out) < 64:
+            if self._changes.changed():
+                self._verified.clear()
+                self._parents.clear()
+            parent = self._parents.get(parent_id)
+            if parent is None:
+                parent = self.get(parent_id)
+                if parent is None:
+                    break
+                if self._changes.enabled:
+                    self._parents[parent_id] = parent
+            out.append(parent)
+            parent_id = parent.created_by
+        return out
 
     def verify(self, token: str) -> ApiKey | None:
         """The active key whose secret is ``token``, or None.
@@ -175,6 +240,7 @@ class KeyStore:
         digest = hash_key(token)
         if self._changes.changed():
             self._verified.clear()
+            self._parents.clear()
         key = self._verified.get(digest)
         if key is None:
             with Session(self.engine) as session:

@@ -7,7 +7,7 @@ default (the worker decides it); these models list names and types only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,12 +110,21 @@ class VllmOptions(Options):
     reasoning_parser: str | None = None
     tokenizer: str | None = None
     revision: str | None = None
+    # Multimodal models (engines/multimodal.py reads these too, to bound what a media part costs).
+    limit_mm_per_prompt: dict[str, int] | None = Field(
+        None, description='media items a prompt may carry, e.g. {"image": 4, "audio": 2, "video": 0}')
+    mm_processor_kwargs: dict[str, Any] | None = Field(
+        None, description='overrides of the model\'s processor config, e.g. {"max_pixels": 1003520}')
+    allowed_media_domains: list[str] | None = Field(None, description=(
+        "hosts vLLM may fetch media URLs from; default none (the gateway hands it checked bytes, never a URL)"))
     # The appliance's own: environment variables of the CPU build.
     cpu_kvcache_space_gb: float | None = Field(None, gt=0, description="VLLM_CPU_KVCACHE_SPACE, in GiB")
     cpu_omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND")
     # The appliance's own: how it runs vLLM's processes.
     busy_poll_nice: int = Field(BUSY_POLL_NICE, ge=0, le=19, description=(
         "nice value of vLLM's engine core and worker, which busy-poll between steps; 0 leaves them as vLLM starts"))
+    stall_timeout_s: float = Field(60.0, gt=0, description=(
+        "with requests in flight, this long without a token processed is a stalled engine: it is restarted"))
     extra_args: list[str] = Field(default_factory=list, description="any other vLLM flags, verbatim")
 
 

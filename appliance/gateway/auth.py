@@ -1,4 +1,4 @@
-"""Bearer API keys, permissions and per-key model allow-lists."""
+"""Bearer API keys, their permissions and their rate limits: who may make a request at all."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
-from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey, KeyStore
-from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode
 from appliance.gateway.ratelimit import RateLimiter
 
 
@@ -34,13 +33,15 @@ def require(permission: str | None) -> Callable[[Request], Coroutine[Any, Any, A
         if key is None:
             raise ApiError(ErrorCode.AUTH_TOKEN_INVALID, "The API key is unknown, revoked or expired.")
         request.state.api_key = key
-        if key.rate_limit is not None:
+        limits = [(k.id, k.rate_limit) for k in (key, *keys.lineage(key)) if k.rate_limit is not None]
+        if limits:  # its own limit, and every key's above it: a family shares its parent's requests a minute
             limiter: RateLimiter = request.app.state.rate_limiter
-            decision = limiter.hit(key.id, key.rate_limit)
+            decision = limiter.hit_all(limits)
             request.state.ratelimit_headers = decision.headers
             if not decision.allowed:
+                whose = "This key" if decision.key_id == key.id else "The key that made this one (its requests count)"
                 raise ApiError(ErrorCode.RATE_LIMITED,
-                               f"This key may make {key.rate_limit} requests a minute; wait before retrying.",
+                               f"{whose} may make {decision.limit} requests a minute; wait before retrying.",
                                retry_after=decision.retry_after())
         if permission is not None and permission not in key.permissions:
             raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"This API key lacks the permission '{permission}'.")
@@ -51,7 +52,3 @@ def require(permission: str | None) -> Callable[[Request], Coroutine[Any, Any, A
 
 authenticated = require(None)  # any valid key: e.g. to read its own usage
 
-
-def check_model_access(key: ApiKey, entry: ModelEntry) -> None:
-    if key.models is not None and not set(entry.names) & set(key.models):
-        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")

@@ -1,4 +1,4 @@
-"""Reading a JSON body into a contract model, after authentication has run."""
+"""Reading what a request carries into contract models: its JSON body (after authentication) or its query."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from appliance.gateway.errors import from_validation_error, validation_error
+from appliance.serving.body import parse_json
+from appliance.serving.errors import from_errors, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -36,11 +37,9 @@ async def parse_body(request: Request, model: type[M]) -> M:
     return parse_json(await json_body(request), model)
 
 
-def parse_json(raw: bytes, model: type[M]) -> M:
-    """``parse_body`` for bytes already read (a batch line's body)."""
-    if not raw.strip():
-        raise validation_error("body", "the request needs a JSON body")
+def parse_query(request: Request, model: type[M]) -> M:
+    """The query string as ``model``; a bad parameter is a VALIDATION_ERROR naming it."""
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        raise from_errors(list(exc.errors())) from None

@@ -1,15 +1,15 @@
-"""The envelope and the error codes: the one place that decides what every answer looks like.
+"""The envelope and the error shapes: the one place that decides what every answer looks like on the wire.
 
-``/v1/*`` answers ``{"status", "data" | "error", "meta"}``; ``/oai/v1/*`` answers
-in OpenAI's own shape (``{"error": {...}}``), so the official SDK understands it.
+``/v1/*`` answers ``{"status", "data" | "error", "meta"}``; the OpenAI surface
+(``/oai/v1/*``) answers in OpenAI's own shape (``{"error": {...}}``), so the
+official SDK understands it. Which surface a request is on is the route's to
+say (``routing.py``); what went wrong is the service's (``serving/errors.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
-from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,62 +18,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from appliance.protocol.fields import field_path
-
+from appliance.db.reserve import is_disk_full
+from appliance.gateway.routing import surface_of
+from appliance.serving.context import Surface
+from appliance.serving.errors import NOT_RETRYABLE, ApiError, ErrorCode, from_errors
 
 log = logging.getLogger("appliance.gateway")
 
-
-class ErrorCode(StrEnum):
-    AUTH_TOKEN_MISSING = "AUTH_TOKEN_MISSING"
-    AUTH_TOKEN_INVALID = "AUTH_TOKEN_INVALID"
-    AUTHZ_PERMISSION_DENIED = "AUTHZ_PERMISSION_DENIED"
-    VALIDATION_ERROR = "VALIDATION_ERROR"
-    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
-    MODEL_ACCESS_DENIED = "MODEL_ACCESS_DENIED"
-    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
-    BACKEND_ERROR = "BACKEND_ERROR"
-    BACKEND_TIMEOUT = "BACKEND_TIMEOUT"
-    RATE_LIMITED = "RATE_LIMITED"
-    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    BACKEND_RATE_LIMITED = "BACKEND_RATE_LIMITED"
-    NOT_FOUND = "NOT_FOUND"
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-
-
-HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.AUTH_TOKEN_MISSING: 401,
-    ErrorCode.AUTH_TOKEN_INVALID: 401,
-    ErrorCode.AUTHZ_PERMISSION_DENIED: 403,
-    ErrorCode.VALIDATION_ERROR: 422,
-    ErrorCode.MODEL_NOT_FOUND: 404,
-    ErrorCode.MODEL_ACCESS_DENIED: 403,
-    ErrorCode.MODEL_UNAVAILABLE: 503,
-    ErrorCode.BACKEND_ERROR: 502,
-    ErrorCode.BACKEND_TIMEOUT: 504,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.BUDGET_EXCEEDED: 429,
-    ErrorCode.QUOTA_EXCEEDED: 429,
-    ErrorCode.BACKEND_RATE_LIMITED: 429,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.INTERNAL_ERROR: 500,
-}
-
-# Codes a retry cannot help (the docs' retry guidance): on /oai/v1 they carry ``x-should-retry: false``, which
-# stops the openai SDK's automatic retries of every 429 and 5xx.
-NOT_RETRYABLE = frozenset({
-    ErrorCode.AUTH_TOKEN_MISSING, ErrorCode.AUTH_TOKEN_INVALID, ErrorCode.AUTHZ_PERMISSION_DENIED,
-    ErrorCode.VALIDATION_ERROR, ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_ACCESS_DENIED,
-    ErrorCode.BUDGET_EXCEEDED, ErrorCode.QUOTA_EXCEEDED,
-})
-
-# OpenAI's error "type" for each code, for the /oai/v1 surface.
+# OpenAI's error "type" for each HTTP status, for the OpenAI surface.
 OPENAI_TYPE: dict[int, str] = {
+    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
@@ -83,78 +37,8 @@ OPENAI_TYPE: dict[int, str] = {
 }
 
 
-class ApiError(Exception):
-    """An error answer: raised anywhere in a request, rendered by the handlers below."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        details: list[dict[str, str]] | None = None,
-        retry_after: int | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
-        self.retry_after = retry_after
-        self.headers = headers or {}
-
-    @property
-    def status_code(self) -> int:
-        return HTTP_STATUS[self.code]
-
-    def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code.value, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        if self.retry_after is not None:
-            error["retry_after"] = self.retry_after
-        return error
-
-
-def validation_error(field: str, message: str) -> ApiError:
-    """A VALIDATION_ERROR about one field, the message a sentence for a person."""
-    return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
-def errors_to_details(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> list[dict[str, str]]:
-    details: list[dict[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    for err in errors:
-        field = field_path(err.get("loc", ()), tags)
-        if err.get("type") == "json_invalid":
-            message = "the body is not valid JSON"
-        elif err.get("type") == "missing":
-            message = "this field is required"
-        else:  # a validator's own sentence, without pydantic's "Value error, " in front of it
-            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        if (field, message) not in seen:
-            seen.add((field, message))
-            details.append({"field": field, "message": message})
-    return details
-
-
-def from_validation_error(exc: ValidationError | RequestValidationError) -> ApiError:
-    return from_errors(list(exc.errors()))
-
-
-def from_errors(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> ApiError:
-    """A VALIDATION_ERROR for pydantic-style errors: the first in the message, all in ``details``."""
-    details = errors_to_details(errors, tags)
-    first = details[0] if details else {"field": "body", "message": "invalid request"}
-    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    return ApiError(ErrorCode.VALIDATION_ERROR, f"{first['field']}: {first['message']}{more}", details=details)
-
-
-def request_id_of(request: Any) -> str:
-    """The id of a request or of a batch line's call (anything with a ``state``)."""
+def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", "") or ""
-
-
-def is_openai_surface(path: str) -> bool:
-    return path.startswith("/oai/")
 
 
 def envelope(data: Any, request_id: str) -> dict[str, Any]:
@@ -175,17 +59,20 @@ def ok_raw(data_json: bytes, request: Request, status_code: int = 200) -> Respon
     return Response(body, status_code=status_code, media_type="application/json")
 
 
-def error_response(exc: ApiError, path: str, request_id: str) -> JSONResponse:
+def openai_error_body(exc: ApiError) -> dict[str, Any]:
+    param = exc.details[0]["field"] if exc.details else None
+    return {"error": {"message": exc.message, "type": OPENAI_TYPE.get(exc.status_code, "api_error"),
+                      "param": param, "code": exc.code.value.lower()}}
+
+
+def error_response(exc: ApiError, surface: Surface, request_id: str) -> JSONResponse:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    if is_openai_surface(path):
-        if exc.code in NOT_RETRYABLE:
+    if surface is Surface.OPENAI:
+        if exc.code in NOT_RETRYABLE:  # stops the openai SDK's automatic retries of every 429 and 5xx
             headers["x-should-retry"] = "false"
-        status = exc.status_code
-        param = exc.details[0]["field"] if exc.details else None
-        body: dict[str, Any] = {"error": {"message": exc.message, "type": OPENAI_TYPE.get(status, "api_error"),
-                                          "param": param, "code": exc.code.value.lower()}}
+        body = openai_error_body(exc)
     else:
         body = {"status": "error", "error": exc.to_dict(), "meta": {"request_id": request_id}}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
@@ -194,15 +81,17 @@ def error_response(exc: ApiError, path: str, request_id: str) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Every failure, ours or the framework's, leaves as an enveloped error."""
 
+    def answer(request: Request, err: ApiError) -> Response:
+        request.state.error_code = err.code.value
+        return error_response(err, surface_of(request.scope), request_id_of(request))
+
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        request.state.error_code = exc.code.value
-        return error_response(exc, request.url.path, request_id_of(request))
+        return answer(request, exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, (RequestValidationError, ValidationError))
-        request.state.error_code = ErrorCode.VALIDATION_ERROR.value
-        return error_response(from_validation_error(exc), request.url.path, request_id_of(request))
+        return answer(request, from_errors(list(exc.errors())))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -217,15 +106,18 @@ def install_error_handlers(app: FastAPI) -> None:
             err = ApiError(ErrorCode.VALIDATION_ERROR, str(exc.detail))
         else:
             err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request.")
-        request.state.error_code = err.code.value
-        return error_response(err, request.url.path, request_id_of(request))
+        return answer(request, err)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
+        if is_disk_full(exc):  # not a bug: the operator's to fix, and the client's to hear of
+            log.error("%s %s failed: the state directory's disk is full", request.method, request.url.path)
+            return answer(request, ApiError(ErrorCode.QUOTA_EXCEEDED, "The appliance's disk is full, so it cannot "
+                                            "record this change; delete files or ask the operator to free space."))
         # Starlette's last resort would answer a bare text/plain 500; a bug still answers in the envelope.
         log.error("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id_of(request),
                   exc_info=exc)
         err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request; it is logged.")
-        return error_response(err, request.url.path, request_id_of(request))
+        return error_response(err, surface_of(request.scope), request_id_of(request))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(Exception, on_bug)

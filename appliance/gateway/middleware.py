@@ -13,10 +13,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.gateway import metering
+from appliance.gateway.errors import error_response
+from appliance.gateway.routing import surface_of
 from appliance.ids import new_id
-from appliance.gateway.errors import ApiError, ErrorCode, error_response
 from appliance.metrics import LATENCY, REQUESTS
+from appliance.serving import metering
+from appliance.serving.errors import ApiError, ErrorCode
 
 log = logging.getLogger("appliance.gateway")
 
@@ -50,13 +52,12 @@ class RequestContext:
         state["request_id"] = request_id
         status_holder = [500]
         response_started = False
-        app_state = getattr(self.app, "state", None)
-        metered = metering.is_inference(scope["path"])
+        runtime = getattr(self.app, "state", None)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal response_started
-            if metered and message["type"] == "http.response.body" and not message.get("more_body"):
-                await metering.settle(app_state, state, status_holder[0])  # before the client sees the end
+            if message["type"] == "http.response.body" and not message.get("more_body") and state.get("metered"):
+                await metering.settle(runtime, state, status_holder[0])  # before the client sees the end
             if message["type"] == "http.response.start":
                 response_started = True
                 status_holder[0] = message["status"]
@@ -76,7 +77,8 @@ class RequestContext:
             declared = _header(scope, b"content-length")
             if declared and declared.isdigit() and int(declared) > limit:
                 state["error_code"] = ErrorCode.PAYLOAD_TOO_LARGE.value
-                await error_response(PayloadTooLarge(limit), scope["path"], request_id)(scope, receive, send_with_headers)
+                await error_response(PayloadTooLarge(limit), surface_of(scope), request_id)(scope, receive,
+                                                                                           send_with_headers)
                 self._record(scope, state, 413, started)
                 return
             receive = _limited(receive, limit)
@@ -88,12 +90,11 @@ class RequestContext:
             if not response_started:
                 err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request; it is logged.")
                 state["error_code"] = err.code.value
-                await error_response(err, scope["path"], request_id)(scope, receive, send_with_headers)
+                await error_response(err, surface_of(scope), request_id)(scope, receive, send_with_headers)
         finally:
-            if metered:
-                await metering.settle(app_state, state, status_holder[0])  # a client that left never saw the end
+            if state.get("metered"):  # a client that left never saw the end: settled here
                 route = getattr(scope.get("route"), "path", None) or scope["path"]
-                metering.record(app_state, route, state, status_holder[0], started)
+                await metering.finish(runtime, state, route, status_holder[0], started)
             self._record(scope, state, status_holder[0], started)
 
     @staticmethod

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from appliance.gateway.errors import HTTP_STATUS, ErrorCode
+from appliance.serving.errors import HTTP_STATUS, ErrorCode
 
 T = TypeVar("T")
 

@@ -10,6 +10,12 @@ with a path, query, header, cookie or body parameter, or a response model to
 serialise its return value with, keeps FastAPI's handler.
 The OpenAPI document is built from the same route objects either way.
 
+Each route also says, once, what its requests are: which surface they are on
+(ScaiGrid's ``/v1`` or the OpenAI layer under ``/oai/``: it decides the shape of
+every error), and whether they are inference to meter (the outermost layer then
+settles and records them). It writes both into the request's state before
+anything else runs, authentication included.
+
 Dependencies declared on ``include_router`` are not seen by the direct call:
 the gateway declares none there (authentication is per route).
 """
@@ -23,8 +29,24 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.types import Scope
+
+from appliance.serving.context import Surface
 
 Call = Callable[..., Awaitable[Any]]
+
+OPENAI_PREFIX = "/oai/"
+
+
+def surface_for_path(path: str) -> Surface:
+    """The surface of a route declared at ``path`` (or of a request no route claimed: a 404, a parser refusal)."""
+    return Surface.OPENAI if path.startswith(OPENAI_PREFIX) else Surface.SCAIGRID
+
+
+def surface_of(scope: Scope) -> Surface:
+    """The surface the request's route declared; for a request no route claimed, its path's."""
+    surface = scope.get("state", {}).get("surface")
+    return surface if surface is not None else surface_for_path(scope["path"])
 
 
 def _takes_only_the_request(dependant: Dependant) -> bool:
@@ -49,13 +71,23 @@ def direct_plan(dependant: Dependant) -> tuple[Call, str | None, list[tuple[str,
 
 
 class DirectRoute(APIRoute):
+    metered = False  # an inference route: its requests are settled and recorded as usage
+
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        surface, metered = surface_for_path(self.path_format), self.metered
         plan = direct_plan(self.dependant)
         if plan is None or self.response_field is not None:  # a return value to validate and serialise
-            return super().get_route_handler()
+            framework = super().get_route_handler()
+
+            async def marked(request: Request) -> Response:
+                request.scope.setdefault("state", {}).update(surface=surface, metered=metered)
+                return await framework(request)
+
+            return marked
         endpoint, request_name, dependencies = plan
 
         async def handler(request: Request) -> Response:
+            request.scope.setdefault("state", {}).update(surface=surface, metered=metered)
             values = {name: await dependency(request) for name, dependency in dependencies}
             if request_name is not None:
                 values[request_name] = request
@@ -67,6 +99,11 @@ class DirectRoute(APIRoute):
         return handler
 
 
-def api_router(**options: Any) -> APIRouter:
-    """The router every routes module registers on (``options`` as for ``APIRouter``)."""
-    return APIRouter(route_class=DirectRoute, **options)
+class MeteredRoute(DirectRoute):
+    metered = True
+
+
+def api_router(metered: bool = False, **options: Any) -> APIRouter:
+    """The router every routes module registers on (``metered``: its routes are inference; ``options`` as for
+    ``APIRouter``)."""
+    return APIRouter(route_class=MeteredRoute if metered else DirectRoute, **options)

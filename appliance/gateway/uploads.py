@@ -8,26 +8,34 @@ to a spooled temporary file (disk past 1 MiB), not to memory.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from pathlib import Path
 
-import aiohttp
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from appliance.catalogue import ModelEntry
-from appliance.gateway.errors import ApiError, ErrorCode, validation_error
-from appliance.gateway.relay import Answer, post
+from appliance.media.store import default_min_free_bytes
+from appliance.serving.audio import AudioFile
+from appliance.serving.errors import ApiError, ErrorCode, disk_nearly_full, validation_error
 
 FORM_OVERHEAD = 64 * 1024  # room for the other form fields and the multipart framing
+DISK_CHECK_BYTES = 1024 * 1024  # the free space is looked at after every this many bytes spooled
 
 
 @dataclass
 class Upload:
     form: FormData
     file: UploadFile
+
+    @property
+    def audio(self) -> AudioFile:
+        return AudioFile(self.file.file, self.file.filename or "audio",
+                         self.file.content_type or "application/octet-stream")
 
     def fields(self) -> dict[str, str | list[str]]:
         """The text fields; a repeated field (``timestamp_granularities[]``) as a list."""
@@ -45,23 +53,36 @@ def too_large(limit: int) -> ApiError:
                                                  "compressed file.")
 
 
-async def read_upload(request: Request, limit: int, field: str = "file") -> Upload:
-    """The form of a multipart upload whose ``field`` is a non-empty file of at most ``limit`` bytes."""
+async def read_upload(request: Request, limit: int, field: str = "file", what: str = "the audio file") -> Upload:
+    """The form of a multipart upload whose ``field`` is a non-empty file of at most ``limit`` bytes.
+
+    Called after authentication: a request without a valid key never has its
+    body read. The file part is spooled to the temporary directory, which the
+    gateway keeps under its state directory (``STATE/tmp``), never ``/tmp``.
+    """
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        raise validation_error("body", f"send the audio as multipart/form-data with a '{field}' field "
+        raise validation_error("body", f"send {what} as multipart/form-data with a '{field}' field "
                                        f"(got Content-Type '{content_type or 'none'}')")
     body_limit = limit + FORM_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_limit:
         raise too_large(limit)
 
+    spool_dir = tempfile.gettempdir()
+    reserve = default_min_free_bytes(Path(spool_dir))
+
     async def counted() -> AsyncGenerator[bytes, None]:
-        seen = 0
+        seen = checked = 0
         async for chunk in request.stream():
             seen += len(chunk)
             if seen > body_limit:
                 raise too_large(limit)
+            if seen - checked >= DISK_CHECK_BYTES:  # the spool must not eat the room the state DB needs
+                checked = seen
+                free = shutil.disk_usage(spool_dir).free
+                if free - DISK_CHECK_BYTES < reserve:
+                    raise disk_nearly_full(free, reserve)
             yield chunk
 
     parser = MultiPartParser(request.headers, counted(), max_files=1, max_fields=32)
@@ -74,7 +95,7 @@ async def read_upload(request: Request, limit: int, field: str = "file") -> Uplo
     upload = form.get(field)
     if not isinstance(upload, UploadFile):
         await form.close()
-        raise validation_error(field, "the audio file is required (a multipart field named 'file')")
+        raise validation_error(field, f"{what} is required (a multipart field named '{field}')")
     if upload.size is not None and upload.size > limit:
         await form.close()
         raise too_large(limit)
@@ -82,21 +103,3 @@ async def read_upload(request: Request, limit: int, field: str = "file") -> Uplo
         await form.close()
         raise validation_error(field, "the file is empty")
     return Upload(form, upload)
-
-
-async def forward_upload(request: Request, entry: ModelEntry, path: str, upload: Upload,
-                         fields: dict[str, str | list[str]], json_answer: bool = True) -> Answer:
-    """POST the upload's file and ``fields`` to a backend as multipart; its error answers raise their ApiError."""
-    file = upload.file
-
-    def form() -> aiohttp.FormData:  # made anew for each backend tried: a form can be sent once
-        data = aiohttp.FormData()
-        for name, value in fields.items():
-            for item in value if isinstance(value, list) else [value]:
-                data.add_field(name, item)
-        file.file.seek(0)
-        data.add_field("file", file.file, filename=file.filename or "audio",
-                       content_type=file.content_type or "application/octet-stream")
-        return data
-
-    return await post(request, entry, path, form, content_type=None, json_answer=json_answer)

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 GroupBy = Literal["model", "key", "backend"]
 SummaryPeriod = Literal["hour", "day", "week", "month", "total"]
+MAX_CURSOR = 2**63 - 1  # a usage row's sequence number is a 64-bit integer
+
+
+def _in_utc_range(moment: datetime) -> datetime:
+    """A time that exists in UTC too (0001-01-01T00:00+14:00 does not): the DB is queried in UTC."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside the range of dates (years 1 to 9999 in UTC)") from None
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
 
 
 class UsageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
     model: str | None = None
     backend_id: str | None = None
     key_id: str | None = Field(None, description="admin:access only; other keys see their own usage")
     limit: int = Field(100, ge=1, le=1000)
-    cursor: int | None = Field(None, ge=1)
+    cursor: int | None = Field(None, ge=1, le=MAX_CURSOR)
 
 
 class SummaryQuery(BaseModel):
@@ -28,8 +40,8 @@ class SummaryQuery(BaseModel):
 
     period: SummaryPeriod = "day"
     group_by: GroupBy = "model"
-    start: AwareDatetime | None = Field(None, description="default: the start of the current period")
-    end: AwareDatetime | None = None
+    start: Moment | None = Field(None, description="default: the start of the current period")
+    end: Moment | None = None
     model: str | None = None
     backend_id: str | None = None
     key_id: str | None = None

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Window = Literal["24h", "4h", "1h"]
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                       "cancelled"]
-OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations"]
+OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations",
+                         "/v1/responses"]
 MAX_METADATA = 16
 
 
@@ -114,6 +115,12 @@ class OpenAIList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class FileUploadForm(BaseModel):
+    """The form fields of POST /oai/v1/files besides ``file`` (multipart/form-data)."""
+
+    purpose: str = Field(description="'batch': the only purpose this appliance takes")
 
 
 class FileObject(BaseModel):

@@ -8,12 +8,11 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, \
     model_validator
 
-from appliance.db.keys import PERMISSIONS
+from appliance.permissions import Permission
 
 Period = Literal["day", "week", "month", "total"]
-Permission = Literal["models:list", "models:use", "api_keys:manage", "admin:access"]
-assert set(Permission.__args__) == set(PERMISSIONS)  # type: ignore[attr-defined]
-Positive = Annotated[StrictInt, Field(gt=0)]
+MAX_AMOUNT = 2**53  # JSON's safe integers; the state DB's columns hold 64 bits
+Positive = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT)]
 
 
 class BudgetIn(BaseModel):
@@ -22,7 +21,7 @@ class BudgetIn(BaseModel):
     period: Period
     tokens: Positive | None = None
     images: Positive | None = None
-    audio_seconds: Annotated[StrictFloat | StrictInt, Field(gt=0)] | None = None
+    audio_seconds: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_AMOUNT)] | None = None
 
     @model_validator(mode="after")
     def _limits_something(self) -> BudgetIn:

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -58,6 +59,37 @@ def socket_file(slug: str) -> str:
     return f"{socket_name(slug)[:36]}-{hashlib.sha256(slug.encode()).hexdigest()[:8]}.sock"
 
 
+@dataclass
+class _Progress:
+    """An engine's work counters (``progress_counters`` on its /metrics) and when they last grew."""
+
+    counters: tuple[str, ...]
+    stall_s: float
+    total: float | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    def idle(self) -> None:
+        self.total, self.since = None, time.monotonic()
+
+    def stalled(self, metrics: bytes) -> bool:
+        total = sum(_counter(metrics, name) for name in self.counters)
+        if total != self.total:
+            self.total, self.since = total, time.monotonic()
+            return False
+        return time.monotonic() - self.since > self.stall_s
+
+
+def _counter(metrics: bytes, name: str) -> float:
+    """The sum of every series of counter ``name`` in a Prometheus text exposition."""
+    total = 0.0
+    prefix = name.encode()
+    for line in metrics.splitlines():
+        if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] in (b"{", b" "):
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(maxsplit=1)[1])
+    return total
+
+
 class LocalBackend:
     """One local replica of a model: the process serving it on a Unix socket, and the endpoint that reaches it.
 
@@ -82,6 +114,9 @@ class LocalBackend:
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.last_error: str | None = None
+        # Set while the process is restarted for not answering (its health checks, or no progress on its requests):
+        # the requests it held then end as BACKEND_TIMEOUT, not as a crash.
+        self.unresponsive = False
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.retry_at = 0.0
@@ -174,6 +209,7 @@ class LocalBackend:
                     healthy_since = time.monotonic()
                     self.expected_start_s = healthy_since - self._started_at
                     self._set_state(WorkerState.READY)
+                    self.unresponsive = False
                     self.last_used = healthy_since  # idle time counts from ready, not from the request that woke it
                     self.ready.set()
                     log.info("%s ready in %.1f s (pid %s)", self.entry.slug, self.expected_start_s, process.pid)
@@ -258,8 +294,11 @@ class LocalBackend:
         return False
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
-        """Return when the process exits or stops answering health checks."""
+        """Return when the process exits, stops answering health checks, or holds requests without progress."""
         failures = 0
+        spec = engine_spec(self.entry.engine)
+        progress = _Progress(spec.progress_counters,
+                             getattr(spec.options.model_validate(self.entry.engine_options), "stall_timeout_s", 0.0))
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), HEALTH_INTERVAL_S)
@@ -268,8 +307,26 @@ class LocalBackend:
                 return
             failures = 0 if await self._healthy() else failures + 1
             if failures >= HEALTH_FAILURES_TO_RESTART:
-                self.last_error = f"the worker failed {failures} health checks in a row"
-                return
+                return self._unresponsive(f"the worker failed {failures} health checks in a row")
+            if progress.counters and await self._stalled(progress):
+                return self._unresponsive(f"the engine made no progress for {progress.stall_s:.0f} s on the "
+                                          f"{self.in_flight} request(s) it held")
+
+    def _unresponsive(self, reason: str) -> None:
+        """Give up on the process: its requests end as timed out, and it is replaced."""
+        self.last_error, self.unresponsive = reason, True
+        log.warning("%s: %s; replacing it", self.entry.slug, reason)
+
+    async def _stalled(self, progress: _Progress) -> bool:
+        """Whether the engine held requests and processed nothing for ``stall_s`` (its counters stood still)."""
+        if self.in_flight == 0:
+            progress.idle()
+            return False
+        try:
+            status, body = await self.endpoint.probe(self.endpoint.origin + "/metrics", 5.0)
+        except TransportError:
+            return False  # the health checks judge an engine that does not answer at all
+        return status == 200 and progress.stalled(body)
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is None:

@@ -28,9 +28,12 @@ ENV_OPTIONS = {
     "cpu_omp_threads_bind": "VLLM_CPU_OMP_THREADS_BIND",
 }
 # Options of the appliance's own about how it runs vLLM (supervisor/priority.py): neither flag nor variable.
-OWN_OPTIONS = {"busy_poll_nice"}
+OWN_OPTIONS = {"busy_poll_nice", "stall_timeout_s"}
 # The appliance decides these itself; a catalogue must not override them.
 RESERVED = {"model", "served_model_name", "uds", "host", "port", "api_key"}
+# vLLM fetches an http(s) media URL in a request itself; the only host it may fetch from is one that cannot exist
+# (RFC 2606), so a URL that slips past the gateway is refused instead of reaching into the LAN.
+NO_MEDIA_HOSTS = ["media-fetching-is-off.invalid"]
 
 
 class VllmOptionError(ValueError):
@@ -82,6 +85,7 @@ def vllm_command(entry: ModelEntry, socket_path: Path) -> list[str]:
     if "max_model_len" not in options and entry.context_window:
         options["max_model_len"] = entry.context_window
     options.setdefault("scheduling_policy", "priority")  # batch lines carry a low priority (batch/endpoints.py)
+    options.setdefault("allowed_media_domains", NO_MEDIA_HOSTS)
     return [
         vllm_python(entry), "-m", VLLM_MODULE,
         "--model", str(entry.path), "--served-model-name", entry.slug, "--uds", str(socket_path),

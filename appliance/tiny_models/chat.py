@@ -1,7 +1,8 @@
 """A tiny chat model: random Llama weights, a byte-level BPE trained in code, a ChatML template with tools.
 
-vLLM serves it as ``scailabs/poolnoodle-omni`` (the seeds' model) and the
-transformers worker serves the same directory as ``scailabs/tiny-chat``. The
+vLLM serves it as ``scailabs/tiny-chat-vllm`` (text only; the seeds'
+``scailabs/poolnoodle-omni`` is the omni model, omni.py) and the transformers
+worker serves the same directory as ``scailabs/tiny-chat``. The
 attention heads are 64 wide because vLLM's CPU attention supports no smaller
 size; the tokenizer carries ``<tool_call>`` tokens so vLLM's hermes tool parser
 and its grammar-constrained tool choices work on it.
@@ -69,22 +70,25 @@ CHAT_TEMPLATE = r"""{%- macro text(content) -%}
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"""
 
 
-def _tokenizer() -> Any:
+def build_tokenizer(extra_specials: list[str] | None = None, chat_template: str = CHAT_TEMPLATE,
+                    context_window: int = CONTEXT_WINDOW) -> Any:
+    """The byte-level BPE of the tiny models, with ``extra_specials`` (e.g. media placeholders) as special tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = SPECIALS + list(extra_specials or [])
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE - len(SPECIALS) - len(TOOL_TOKENS), special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE - len(specials) - len(TOOL_TOKENS), special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     bpe.add_tokens([AddedToken(token, special=False, normalized=False) for token in TOOL_TOKENS])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        bos_token=None, unk_token=None)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.model_max_length = CONTEXT_WINDOW
-    return tokenizer
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token=None, unk_token=None)
+    fast.chat_template = chat_template
+    fast.model_max_length = context_window
+    return fast
 
 
 def build(out: Path, seed: int = 0) -> None:
@@ -92,7 +96,7 @@ def build(out: Path, seed: int = 0) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    tokenizer = _tokenizer()
+    tokenizer = build_tokenizer()
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
@@ -101,7 +105,8 @@ def build(out: Path, seed: int = 0) -> None:
                          bos_token_id=end_of_text, eos_token_id=eos, pad_token_id=end_of_text, dtype="float32")
     model = LlamaForCausalLM(config).eval()
     markup = set(tokenizer.convert_tokens_to_ids(SPECIALS + TOOL_TOKENS))
-    _mute_tokens(model, [i for i in range(len(tokenizer)) if i in markup or not _plain_text(tokenizer.decode([i]))])
+    mute_tokens(model.model, model.lm_head,
+                [i for i in range(len(tokenizer)) if i in markup or not plain_text(tokenizer.decode([i]))])
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)
@@ -109,14 +114,14 @@ def build(out: Path, seed: int = 0) -> None:
     # Only the stop tokens: vLLM would take any sampling field here as its default.
     GenerationConfig(eos_token_id=[eos, end_of_text], bos_token_id=end_of_text,
                      pad_token_id=end_of_text).save_pretrained(out)
-    _make_loadable_by_older_transformers(out)
+    make_loadable_by_older_transformers(out, CHAT_TEMPLATE)
 
 
-def _plain_text(piece: str) -> bool:
+def plain_text(piece: str) -> bool:
     return bool(piece) and all(32 <= ord(char) < 127 or char == "\n" for char in piece)
 
 
-def _mute_tokens(model: Any, token_ids: list[int]) -> None:
+def mute_tokens(body: Any, lm_head: Any, token_ids: list[int]) -> None:
     """Make the random model all but never emit ``token_ids`` (stop, tool and partial-UTF-8 tokens).
 
     Hidden dimension 0 of the residual stream is held at a positive constant
@@ -129,22 +134,22 @@ def _mute_tokens(model: Any, token_ids: list[int]) -> None:
     import torch
 
     with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        for layer in model.model.layers:
+        body.embed_tokens.weight[:, 0] = 1.0
+        for layer in body.layers:
             layer.self_attn.o_proj.weight[0, :] = 0.0
             layer.mlp.down_proj.weight[0, :] = 0.0
-        model.lm_head.weight[:, 0] = 0.0
-        model.lm_head.weight[token_ids, 0] = -1.0
+        lm_head.weight[:, 0] = 0.0
+        lm_head.weight[token_ids, 0] = -1.0
 
 
-def _make_loadable_by_older_transformers(out: Path) -> None:
+def make_loadable_by_older_transformers(out: Path, chat_template: str) -> None:
     """vLLM's environment has an older transformers: keep the template inline and name a class both know."""
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config["chat_template"] = CHAT_TEMPLATE
+    config["chat_template"] = chat_template
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (out / "chat_template.jinja").write_text(chat_template)
 
 
 def catalogue(path: Path) -> list[dict[str, Any]]:
@@ -152,10 +157,11 @@ def catalogue(path: Path) -> list[dict[str, Any]]:
               "max_output_tokens": MAX_OUTPUT_TOKENS}
     return [
         {
-            "slug": "scailabs/poolnoodle-omni",
-            "display_name": "Tiny chat model on vLLM (random weights)",
+            "slug": "scailabs/tiny-chat-vllm",
+            "display_name": "Tiny text-only chat model on vLLM (random weights)",
             "engine": "vllm",
-            "load": "startup",
+            "load": "on-demand",
+            "capabilities": ["tools"],
             **common,
             "engine_options": {"dtype": "float32", "max_model_len": CONTEXT_WINDOW, "enforce_eager": True,
                                "tool_call_parser": "hermes", "tool_strict_level": "parameter",
@@ -166,6 +172,7 @@ def catalogue(path: Path) -> list[dict[str, Any]]:
             "display_name": "Tiny chat model on transformers (random weights)",
             "engine": "transformers",
             "load": "on-demand",
+            "capabilities": ["tools"],
             **common,
         },
     ]

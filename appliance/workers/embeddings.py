@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,8 @@ from appliance.protocol.embeddings import EmbeddingRequest
 from appliance.workers.batching import Batcher
 from appliance.workers.server import HotRoutes, WorkerError, create_worker_app, worker_main
 from appliance.workers.tokens import token_counter
+
+INLINE_COUNT_CHARS = 64 * 1024  # a request's text up to this is counted on the event loop: a thread hop costs more
 
 
 def shape_vectors(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -51,6 +55,7 @@ def build_app(entry: ModelEntry) -> Any:
             return model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     batcher = Batcher(encode, max_batch=batch_size, max_wait_s=float(options.get("max_wait_ms", 0)) / 1000)
+    counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count")  # the counter's own tokenizer copy
     app = HotRoutes(create_worker_app(entry))
 
     @app.post("/v1/embeddings")
@@ -60,7 +65,10 @@ def build_app(entry: ModelEntry) -> Any:
         if req.dimensions is not None and req.dimensions > dimension:
             raise WorkerError(400, f"dimensions is {req.dimensions}, but this model's embeddings have "
                                    f"{dimension}; ask for {dimension} or fewer.", "dimensions")
-        token_counts = count_tokens(texts)
+        if sum(len(text) for text in texts) <= INLINE_COUNT_CHARS:
+            token_counts = count_tokens(texts)
+        else:  # long texts take the tokenizer a while: off the event loop, so health checks are still answered
+            token_counts = await asyncio.get_running_loop().run_in_executor(counting, count_tokens, texts)
         for index, count in enumerate(token_counts):
             if count > max_tokens:
                 where = f"input[{index}]"

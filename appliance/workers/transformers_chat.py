@@ -12,6 +12,7 @@ only the vLLM engine has.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import re
@@ -78,13 +79,22 @@ class Engine:
         if self.tokenizer.eos_token_id is not None:
             self.stop_ids.add(self.tokenizer.eos_token_id)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        # Prompts are tokenized off the event loop (a long one takes seconds; health checks must still be answered),
+        # by a copy of the tokenizer: a fast tokenizer used from two threads at once fails.
+        self._prompter = copy.deepcopy(self.tokenizer)
+        self._tokenizing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
-    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
-        return self.encode(text)
+    async def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
+        def run() -> list[int]:
+            text = self._prompter.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                                      tokenize=False)
+            return list(self._prompter(text, add_special_tokens=False)["input_ids"])
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, run)
+
+    async def encode(self, text: str) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenizing, lambda: list(self._prompter(text, add_special_tokens=False)["input_ids"]))
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -238,9 +248,9 @@ def build_app(entry: ModelEntry) -> Any:
         req = TokenizeRequest.model_validate_json(await request.body())
         if req.messages is not None:
             tools = [tool.model_dump(exclude_none=True) for tool in req.tools or []] or None
-            ids = engine.render([message.model_dump(exclude_none=True) for message in req.messages], tools)
+            ids = await engine.render([message.model_dump(exclude_none=True) for message in req.messages], tools)
         else:
-            ids = engine.encode(req.prompt or "")
+            ids = await engine.encode(req.prompt or "")
         answer = TokenizeResponse(count=len(ids), max_model_len=engine.context_window)
         return Response(answer.model_dump_json(), media_type="application/json")
 
@@ -253,7 +263,7 @@ def build_app(entry: ModelEntry) -> Any:
                                    "transformers engine lacks; use 'auto', or serve the model with vLLM.", "tool_choice")
         messages = [message.model_dump(exclude_none=True) for message in req.messages]
         tools = [tool.model_dump(exclude_none=True) for tool in req.tools or []] if tools_on else None
-        prompt = engine.render(messages, tools)
+        prompt = await engine.render(messages, tools)
         sampling = sampling_of(req, len(prompt), engine.context_window - len(prompt), "messages")
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         generation = engine.start(prompt, sampling)
@@ -320,7 +330,7 @@ def build_app(entry: ModelEntry) -> Any:
         if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str):
             if len(req.prompt) != 1:
                 raise WorkerError(400, "prompt: this engine takes one prompt per request.", "prompt")
-            prompt = engine.encode(str(req.prompt[0]))
+            prompt = await engine.encode(str(req.prompt[0]))
         elif isinstance(req.prompt, list):
             prompt = [int(token) for token in req.prompt]
             vocabulary = engine.model.get_input_embeddings().num_embeddings
@@ -329,7 +339,7 @@ def build_app(entry: ModelEntry) -> Any:
                 raise WorkerError(400, f"prompt: token id {unknown} is not in the model's vocabulary "
                                        f"(0 to {vocabulary - 1}).", "prompt")
         else:
-            prompt = engine.encode(req.prompt)
+            prompt = await engine.encode(req.prompt)
         sampling = sampling_of(req, len(prompt), 16, "prompt")  # 16: OpenAI's default for completions
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         generation = engine.start(prompt, sampling)

@@ -130,3 +130,55 @@ def test_other_keys_batches_are_not_found_but_an_admin_sees_them(appliance: Runn
         again = http.post(f"/v1/inference/batch/{batch_id}/cancel")
     assert done["status"] == "completed"
     assert again.status_code == 422 and "already completed" in again.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def redirects(served_files: str) -> Iterator[tuple[str, list[str]]]:
+    """A server on 127.0.0.1 that redirects: /inside to the allowed files server, /outside to a host not on the
+    list (``localhost``, a second server that records every request it gets)."""
+    reached: list[str] = []
+
+    class Secret(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            reached.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal metrics\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    secret = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Secret)
+    secret_url = f"http://localhost:{secret.server_address[1]}/metrics"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", served_files + "/input.jsonl" if self.path == "/inside" else secret_url)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (secret, redirect):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{redirect.server_address[1]}", reached
+    for server in (secret, redirect):
+        server.shutdown()
+
+
+def test_a_redirect_to_a_host_not_allowed_is_refused_not_followed(appliance: RunningAppliance,
+                                                                  redirects: tuple[str, list[str]]) -> None:
+    base, reached = redirects
+    got, answer = submit(appliance, {"input_file_url": base + "/outside"})
+    assert got == 422 and "'localhost' is not in this appliance's batch_url_allow" in answer["error"]["message"]
+    assert reached == []  # the appliance never asked the other host
+
+
+def test_a_redirect_within_the_allowed_hosts_is_followed(appliance: RunningAppliance,
+                                                         redirects: tuple[str, list[str]]) -> None:
+    with appliance.client(appliance.create_key()) as http_client:
+        answer = http_client.post("/v1/inference/batch", json={"input_file_url": redirects[0] + "/inside"})
+        assert answer.status_code == 200, answer.text
+        assert wait_batch(http_client, answer.json()["data"]["id"])["request_counts"]["completed"] == 1

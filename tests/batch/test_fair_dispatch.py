@@ -34,13 +34,12 @@ def runner(tiny_catalogue: Path, tmp_path: Path) -> BatchRunner:
     settings = Settings(state_dir=tmp_path, batch_concurrency_per_model=3, batch_concurrency_while_live=1,
                         batch_interactive_threshold=1, batch_yield_s=30)
     engine: Engine = open_database(settings.effective_database_url)
-    app = SimpleNamespace(state=SimpleNamespace(settings=settings, catalogue=catalogue,
-                                                supervisor=Supervisor(catalogue, settings)))
-    return BatchRunner(app, BatchStore(engine), FileStore(engine, tmp_path / "files"))
+    runtime = SimpleNamespace(settings=settings, catalogue=catalogue, supervisor=Supervisor(catalogue, settings))
+    return BatchRunner(runtime, BatchStore(engine), FileStore(engine, tmp_path / "files"))  # type: ignore[arg-type]
 
 
 def pool(runner: BatchRunner, slug: str):  # type: ignore[no-untyped-def]
-    return runner.app.state.supervisor.pool_for(runner.app.state.catalogue.get(slug))
+    return runner.runtime.supervisor.pool_for(runner.runtime.catalogue.get(slug))
 
 
 def test_an_idle_model_takes_lines_up_to_the_per_model_limit(runner: BatchRunner) -> None:

@@ -359,7 +359,7 @@ def test_bad_chat_input_is_a_validation_error_naming_the_field(client: httpx.Cli
 
 
 def test_a_prompt_over_the_context_window_is_a_validation_error(client: httpx.Client) -> None:
-    long_text = "hello world " * 1500
+    long_text = "hello world " * 3000
     for path, body, field in (
         ("/v1/inference/chat", {"messages": [{"role": "user", "content": long_text}]}, "messages"),
         ("/v1/inference/generate", {"prompt": long_text}, "prompt"),
@@ -369,7 +369,7 @@ def test_a_prompt_over_the_context_window_is_a_validation_error(client: httpx.Cl
             assert response.status_code == 422, response.text
             error = response.json()["error"]
             assert error["code"] == "VALIDATION_ERROR" and error["details"][0]["field"] == field
-            assert "context window of 2048 tokens" in error["message"]
+            assert "context window of 4096 tokens" in error["message"]
 
 
 def test_unknown_model_and_missing_fields(client: httpx.Client) -> None:

@@ -42,7 +42,7 @@ SERVING = {  # the model that makes each route reach an engine
     "/v1/inference/audio/synthesize": TTS, "/oai/v1/audio/speech": TTS,
     "/v1/inference/images/generate": IMAGES, "/oai/v1/images/generations": IMAGES,
     "/v1/inference/chat": CHAT, "/v1/inference/generate": CHAT,
-    "/oai/v1/chat/completions": CHAT, "/oai/v1/completions": CHAT,
+    "/oai/v1/chat/completions": CHAT, "/oai/v1/completions": CHAT, "/oai/v1/responses": CHAT,
 }
 SHORT_EXAMPLES = 12  # per operation, each sent twice
 LONG_EXAMPLES = 150  # with --fuzz-long: 19 operations × 2 modes × 150 examples, many sent twice: about 8,000 requests
@@ -136,7 +136,7 @@ def test_the_served_contract_holds_for_generated_requests(fuzz_appliance: Runnin
                 call(case)
 
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 43  # every route of the gateway
+        assert len(operations) == 48  # every route of the gateway
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 fuzz_operation(operation, mode, examples, send, tally)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from appliance.gateway.errors import HTTP_STATUS, ApiError, ErrorCode, error_response, field_path, \
-    from_validation_error
+from appliance.gateway.errors import error_response
+from appliance.protocol.fields import field_path
+from appliance.serving.context import Surface
+from appliance.serving.errors import HTTP_STATUS, ApiError, ErrorCode, from_validation_error
 from appliance.protocol.embeddings import EmbeddingRequest
 
 
@@ -21,7 +23,7 @@ def test_every_code_of_the_contract_has_its_status() -> None:
 
 
 def test_an_error_is_enveloped_with_retry_after_in_body_and_header() -> None:
-    response = error_response(ApiError(ErrorCode.RATE_LIMITED, "slow down", retry_after=7), "/v1/models", "req_1")
+    response = error_response(ApiError(ErrorCode.RATE_LIMITED, "slow down", retry_after=7), Surface.SCAIGRID, "req_1")
     assert response.status_code == 429
     assert response.headers["retry-after"] == "7"
     assert response.body == (b'{"status":"error","error":{"code":"RATE_LIMITED","message":"slow down",'
@@ -30,18 +32,18 @@ def test_an_error_is_enveloped_with_retry_after_in_body_and_header() -> None:
 
 def test_the_openai_surface_gets_openai_shaped_errors() -> None:
     err = ApiError(ErrorCode.VALIDATION_ERROR, "input: bad", details=[{"field": "input", "message": "bad"}])
-    response = error_response(err, "/oai/v1/embeddings", "req_1")
+    response = error_response(err, Surface.OPENAI, "req_1")
     assert response.status_code == 422
     assert response.body == (b'{"error":{"message":"input: bad","type":"invalid_request_error","param":"input",'
                              b'"code":"validation_error"}}')
 
 
 def test_the_openai_surface_tells_the_sdk_not_to_retry_what_cannot_succeed() -> None:
-    budget = error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent", retry_after=60), "/oai/v1/completions", "r")
-    busy = error_response(ApiError(ErrorCode.BACKEND_RATE_LIMITED, "busy", retry_after=5), "/oai/v1/images/x", "r")
+    budget = error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent", retry_after=60), Surface.OPENAI, "r")
+    busy = error_response(ApiError(ErrorCode.BACKEND_RATE_LIMITED, "busy", retry_after=5), Surface.OPENAI, "r")
     assert budget.headers["x-should-retry"] == "false"
     assert "x-should-retry" not in busy.headers and busy.headers["retry-after"] == "5"
-    assert "x-should-retry" not in error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent"), "/v1/x", "r").headers
+    assert "x-should-retry" not in error_response(ApiError(ErrorCode.BUDGET_EXCEEDED, "spent"), Surface.SCAIGRID, "r").headers
 
 
 def test_field_paths_read_like_the_request() -> None:

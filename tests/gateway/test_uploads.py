@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import Request
 
 from appliance.config import Settings
-from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode
 from appliance.gateway.uploads import FORM_OVERHEAD, read_upload
 
 BOUNDARY = "b0undary"

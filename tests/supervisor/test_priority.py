@@ -45,7 +45,14 @@ def family() -> Iterator[tuple[int, dict[str, int]]]:
                                start_new_session=True)
     try:
         assert process.stdout is not None
-        pids = [int(process.stdout.readline()) for _ in range(2)]  # each named, its threads started
+        # Each child prints its pid once named, its threads started; two children writing at once can leave a
+        # bare line between their numbers.
+        pids: list[int] = []
+        while len(pids) < 2:
+            line = process.stdout.readline()
+            assert line, "the family ended before its children said who they are"
+            if line.strip():
+                pids.append(int(line))
         yield process.pid, {comm(pid): pid for pid in pids}
     finally:
         os.killpg(process.pid, 9)

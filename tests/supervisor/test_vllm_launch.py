@@ -77,3 +77,20 @@ def test_the_nice_value_of_its_busy_pollers_is_the_appliances_option_not_a_vllm_
     assert VllmOptions.model_validate({}).busy_poll_nice == 19
     with pytest.raises(ValidationError):
         VllmOptions.model_validate({"busy_poll_nice": 20})  # nice values end at 19
+
+
+def test_media_limits_and_processor_overrides_become_json_flags() -> None:
+    joined = " ".join(option_flags({"limit_mm_per_prompt": {"image": 4, "audio": 2, "video": 0},
+                                    "mm_processor_kwargs": {"max_pixels": 1003520}}))
+    assert '--limit-mm-per-prompt {"image": 4, "audio": 2, "video": 0}' in joined
+    assert '--mm-processor-kwargs {"max_pixels": 1003520}' in joined
+    with pytest.raises(ValidationError):
+        VllmOptions.model_validate({"limit_mm_per_prompt": {"image": "many"}})
+
+
+def test_vllm_fetches_no_media_url_unless_the_catalogue_names_hosts() -> None:
+    command = worker_command(entry(), Path("/s"))
+    [host] = command[command.index("--allowed-media-domains") + 1:][:1]
+    assert host.endswith(".invalid")  # a name that cannot resolve: every http(s) media URL is refused
+    named = " ".join(worker_command(entry(allowed_media_domains=["images.lan"]), Path("/s")))
+    assert "--allowed-media-domains images.lan" in named and ".invalid" not in named

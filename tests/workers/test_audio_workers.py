@@ -148,7 +148,7 @@ def test_speech_input_with_control_characters_is_refused_by_the_contract(text: s
 def test_a_validators_sentence_reaches_the_client_without_pydantics_prefix() -> None:
     from pydantic import ValidationError
 
-    from appliance.gateway.errors import from_validation_error
+    from appliance.serving.errors import from_validation_error
 
     with pytest.raises(ValidationError) as raised:
         SpeechRequest(model="m", input="\u0000", voice="v")

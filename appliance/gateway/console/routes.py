@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from appliance.gateway.routing import api_router
-from appliance.gateway.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode
 
 router = api_router(include_in_schema=False)
 
@@ -32,6 +33,13 @@ SECURITY_HEADERS = {
     # The files change with each release of the appliance, not while it runs: revalidate, never serve stale.
     "Cache-Control": "no-cache",
 }
+# Over HTTPS: browsers that have seen the console once never try it over plain HTTP again (two years, as
+# Mozilla's TLS guidelines recommend). Never sent over plain HTTP, where it would mean nothing.
+HSTS = {"Strict-Transport-Security": "max-age=63072000"}
+
+
+def _hsts(request: Request) -> dict[str, str]:
+    return HSTS if request.url.scheme == "https" else {}
 
 
 def _files() -> dict[str, Path]:
@@ -43,24 +51,24 @@ def _files() -> dict[str, Path]:
 FILES = _files()
 
 
-def _serve(name: str) -> Response:
+def _serve(name: str, request: Request) -> Response:
     path = FILES.get(name)
     if path is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"The console has no file '{name}'.")
-    return Response(path.read_bytes(), media_type=MEDIA_TYPES[path.suffix], headers=SECURITY_HEADERS)
+    return Response(path.read_bytes(), media_type=MEDIA_TYPES[path.suffix], headers=SECURITY_HEADERS | _hsts(request))
 
 
 @router.get("/")
 @router.get("/console")
-async def to_console() -> RedirectResponse:
-    return RedirectResponse("/console/", status_code=307)
+async def to_console(request: Request) -> RedirectResponse:
+    return RedirectResponse("/console/", status_code=307, headers=_hsts(request))
 
 
 @router.get("/console/")
-async def console_page() -> Response:
-    return _serve("index.html")
+async def console_page(request: Request) -> Response:
+    return _serve("index.html", request)
 
 
 @router.get("/console/{name:path}")
-async def console_file(name: str) -> Response:
-    return _serve(name)
+async def console_file(name: str, request: Request) -> Response:
+    return _serve(name, request)

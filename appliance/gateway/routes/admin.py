@@ -8,12 +8,13 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from appliance.db.keys import ApiKey
-from appliance.gateway.routing import api_router
-from appliance.gateway import model_admin
 from appliance.gateway.auth import require
-from appliance.gateway.errors import ErrorCode, ok
+from appliance.gateway.errors import ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
+from appliance.gateway.routing import api_router
 from appliance.protocol.admin import AdminStatus, ModelAction
+from appliance.serving import admin
+from appliance.serving.errors import ErrorCode
 
 router = api_router()
 
@@ -25,19 +26,19 @@ ACTION_ERRORS = (*KEYED, ErrorCode.MODEL_NOT_FOUND)
     ok=json_ok(Envelope[AdminStatus], "every model's state, backends, restarts, memory and recent traffic"),
     errors=KEYED))
 async def admin_status(request: Request, key: Admin) -> JSONResponse:
-    return ok((await model_admin.status(request)).model_dump(), request)
+    return ok((await admin.status(request.app.state)).model_dump(), request)
 
 
 @router.post("/v1/admin/models/{slug:path}/load", **documented(
     ok=json_ok(Envelope[ModelAction], "the model, starting (it loads in the background)"),
     errors=(*ACTION_ERRORS, ErrorCode.MODEL_UNAVAILABLE)))  # the GPU-memory ledger has no room for it
 async def load_model(request: Request, slug: str, key: Admin) -> JSONResponse:
-    action = ModelAction(action="load", model=await model_admin.load(request, slug))
+    action = ModelAction(action="load", model=await admin.load(request.app.state, slug))
     return ok(action.model_dump(), request)
 
 
 @router.post("/v1/admin/models/{slug:path}/unload", **documented(
     ok=json_ok(Envelope[ModelAction], "the model, unloaded: its memory is free"), errors=ACTION_ERRORS))
 async def unload_model(request: Request, slug: str, key: Admin) -> JSONResponse:
-    action = ModelAction(action="unload", model=await model_admin.unload(request, slug))
+    action = ModelAction(action="unload", model=await admin.unload(request.app.state, slug))
     return ok(action.model_dump(), request)

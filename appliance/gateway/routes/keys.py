@@ -1,4 +1,4 @@
-"""/v1/api-keys: keys over HTTP (api_keys:manage); the rules are in gateway/key_admin.py."""
+"""/v1/api-keys: keys over HTTP (api_keys:manage); the rules are in serving/keys.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from fastapi.responses import JSONResponse
 
 from appliance.db.keys import ApiKey
 from appliance.gateway.routing import api_router
-from appliance.gateway import key_admin
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
-from appliance.gateway.errors import ErrorCode, ok
+from appliance.gateway.errors import ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok, json_request
 from appliance.protocol.keys import KeyCreate, KeyCreated, KeyList, KeyOut, KeyPatch
+from appliance.serving import keys as key_service
+from appliance.serving.errors import ErrorCode
 
 router = api_router()
 
@@ -25,7 +26,7 @@ Manager = Annotated[ApiKey, Depends(require("api_keys:manage"))]
                                          errors=KEYED))
 async def list_keys(request: Request, caller: Manager, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     cursor: str | None = None) -> JSONResponse:
-    items, has_more = await key_admin.listing(request, caller, limit, cursor)
+    items, has_more = await key_service.listing(request.app.state, caller, limit, cursor)
     listing = KeyList(items=items, next_cursor=items[-1].id if has_more else None, has_more=has_more)
     return ok(listing.model_dump(mode="json"), request)
 
@@ -34,25 +35,25 @@ async def list_keys(request: Request, caller: Manager, limit: Annotated[int, Que
     ok={201: json_ok(Envelope[KeyCreated], "the new key; its secret, `key`, is shown only now")[200]},
     errors=KEYED, body=json_request(KeyCreate)))
 async def create_key(request: Request, caller: Manager) -> JSONResponse:
-    created = await key_admin.create(request, caller, await parse_body(request, KeyCreate))
+    created = await key_service.create(request.app.state, caller, await parse_body(request, KeyCreate))
     return ok(created.model_dump(mode="json"), request, status_code=201)
 
 
 @router.get("/v1/api-keys/{key_id}", **documented(
     ok=json_ok(Envelope[KeyOut], "the key, with its budget's current spend"), errors=(*KEYED, ErrorCode.NOT_FOUND)))
 async def get_key(request: Request, caller: Manager, key_id: str) -> JSONResponse:
-    return ok((await key_admin.show(request, caller, key_id)).model_dump(mode="json"), request)
+    return ok((await key_service.show(request.app.state, caller, key_id)).model_dump(mode="json"), request)
 
 
 @router.patch("/v1/api-keys/{key_id}", **documented(
     ok=json_ok(Envelope[KeyOut], "the key as changed"), errors=(*KEYED, ErrorCode.NOT_FOUND),
     body=json_request(KeyPatch)))
 async def patch_key(request: Request, caller: Manager, key_id: str) -> JSONResponse:
-    changed = await key_admin.patch(request, caller, key_id, await parse_body(request, KeyPatch))
+    changed = await key_service.patch(request.app.state, caller, key_id, await parse_body(request, KeyPatch))
     return ok(changed.model_dump(mode="json"), request)
 
 
 @router.delete("/v1/api-keys/{key_id}", **documented(
     ok=json_ok(Envelope[KeyOut], "the key, revoked at once"), errors=(*KEYED, ErrorCode.NOT_FOUND)))
 async def revoke_key(request: Request, caller: Manager, key_id: str) -> JSONResponse:
-    return ok((await key_admin.revoke(request, caller, key_id)).model_dump(mode="json"), request)
+    return ok((await key_service.revoke(request.app.state, caller, key_id)).model_dump(mode="json"), request)

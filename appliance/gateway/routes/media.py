@@ -8,38 +8,22 @@ expiring token is the credential.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from appliance.gateway.routing import api_router
-from appliance.gateway.errors import ApiError, ErrorCode
-from appliance.gateway.media import media_store
 from appliance.gateway.openapi import ANY_REQUEST, documented, raw_ok
+from appliance.gateway.routing import api_router
 from appliance.media.store import EXTENSIONS
-from appliance.media.sweeper import run_sweeper
+from appliance.serving.errors import ApiError, ErrorCode
 
 CHUNK = 256 * 1024
 
-
-@contextlib.asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The sweeper runs while the gateway does; it first clears what expired while it was down."""
-    task = asyncio.get_running_loop().create_task(run_sweeper(media_store(app)), name="media sweeper")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-router = api_router(lifespan=lifespan)
+router = api_router()
 
 
 def _not_found() -> ApiError:
@@ -60,7 +44,7 @@ async def _chunks(fh: BinaryIO) -> AsyncIterator[bytes]:
     ok=raw_ok(EXTENSIONS, "the stored bytes (an image, a batch file)"), errors=(*ANY_REQUEST, ErrorCode.NOT_FOUND),
     keyed=False))
 async def download(request: Request, token: str) -> StreamingResponse:
-    store = media_store(request.app)
+    store = request.app.state.media
     found = await asyncio.to_thread(store.open, token)
     if found is None:
         raise _not_found()

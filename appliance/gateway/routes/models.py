@@ -6,46 +6,18 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
 
-from appliance.backends.pool import Backend
-from appliance.catalogue import Catalogue, ModelEntry
+from appliance.catalogue import Catalogue
 from appliance.db.keys import ApiKey
-from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
-from appliance.gateway.errors import ApiError, ErrorCode, ok
+from appliance.gateway.errors import ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
-from appliance.protocol.models import BackendInfo, ModelInfo, ModelList, OpenAIModel, OpenAIModelList
-from appliance.supervisor.supervisor import ModelPool, Supervisor
-from appliance.supervisor.local_backend import LocalBackend, WorkerState
+from appliance.gateway.routing import api_router
+from appliance.protocol.models import ModelInfo, ModelList, OpenAIModel, OpenAIModelList
+from appliance.serving.errors import ErrorCode
+from appliance.serving.models import may_use, model_info, model_not_found
+from appliance.supervisor.supervisor import Supervisor
 
 router = api_router()
-
-HEALTH = {
-    WorkerState.READY: "healthy",
-    WorkerState.STARTING: "loading",
-    WorkerState.BACKOFF: "restarting",
-    WorkerState.STOPPED: "idle",
-    WorkerState.STOPPING: "idle",
-}
-# The pool's health is its best backend's.
-HEALTH_ORDER = ("healthy", "loading", "restarting", "idle", "unhealthy")
-
-
-def backend_health(backend: Backend) -> str:
-    if isinstance(backend, LocalBackend):
-        return HEALTH[backend.state]
-    return "healthy" if backend.is_up() else "unhealthy"
-
-
-def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
-    backends = [BackendInfo(id=b.backend_id, health_status=backend_health(b), in_flight=b.in_flight)
-                for b in pool.backends]
-    return ModelInfo(
-        slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
-        aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
-        max_output_tokens=entry.max_output_tokens, status="active",
-        health_status=min((b.health_status for b in backends), key=HEALTH_ORDER.index, default="unhealthy"),
-        active_backend_count=pool.active_count, total_backend_count=pool.total_count, backends=backends,
-    )
 
 
 @router.get("/v1/models", **documented(ok=json_ok(Envelope[ModelList], "a page of models"), errors=KEYED))
@@ -59,10 +31,8 @@ async def list_models(
 ) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     supervisor: Supervisor = request.app.state.supervisor
-    infos = sorted((model_info(entry, supervisor.pool_for(entry)) for entry in catalogue), key=lambda i: i.slug)
-    if key.models is not None:
-        allowed = set(key.models)
-        infos = [i for i in infos if allowed & {i.slug, *i.aliases}]
+    infos = sorted((model_info(entry, supervisor.pool_for(entry)) for entry in catalogue if may_use(key, entry)),
+                   key=lambda i: i.slug)
     if modality:
         infos = [i for i in infos if i.modality == modality]
     if status:
@@ -81,8 +51,8 @@ async def get_model(request: Request, slug: str,
                     key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     entry = catalogue.get(slug)
-    if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{slug}' on this appliance; GET /v1/models lists them.")
+    if entry is None or not may_use(key, entry):
+        raise model_not_found(slug)
     return ok(model_info(entry, request.app.state.supervisor.pool_for(entry)), request)
 
 
@@ -90,8 +60,7 @@ async def get_model(request: Request, slug: str,
     ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
 async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
-    allowed = set(key.models) if key.models is not None else None
-    data = [OpenAIModel(id=entry.slug) for entry in catalogue if allowed is None or allowed & set(entry.names)]
+    data = [OpenAIModel(id=entry.slug) for entry in catalogue if may_use(key, entry)]
     return Response(OpenAIModelList(data=data).model_dump_json(), media_type="application/json")
 
 
@@ -100,6 +69,6 @@ async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require
 async def openai_model_by_id(request: Request, model_id: str,
                              key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
     entry = request.app.state.catalogue.get(model_id)
-    if entry is None or (key.models is not None and not set(entry.names) & set(key.models)):
-        raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{model_id}' on this appliance; GET /models lists them.")
+    if entry is None or not may_use(key, entry):
+        raise model_not_found(model_id, "GET /models")
     return Response(OpenAIModel(id=entry.slug).model_dump_json(), media_type="application/json")

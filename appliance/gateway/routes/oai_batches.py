@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import Depends, File, Form, Request, UploadFile
+from fastapi import Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from appliance.batch import service
-from appliance.config import Settings
 from appliance.db.keys import ApiKey
-from appliance.gateway.routing import api_router
 from appliance.gateway.auth import require
-from appliance.gateway.body import parse_body
-from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, raw_ok
-from appliance.gateway.errors import ErrorCode, validation_error
-from appliance.gateway.media import media_base_url
-from appliance.gateway.routes.batches import parse_query
-from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, OpenAIBatchCreate, OpenAIList, OpenAIListQuery
+from appliance.gateway.body import parse_body, parse_query
+from appliance.gateway.calls import call_of
+from appliance.gateway.openapi import KEYED, documented, json_ok, json_request, multipart_request, raw_ok
+from appliance.gateway.routing import api_router
+from appliance.gateway.uploads import read_upload
+from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, FileUploadForm, OpenAIBatchCreate, \
+    OpenAIList, OpenAIListQuery
+from appliance.serving.errors import ApiError, ErrorCode, validation_error
 
 router = api_router()
 
@@ -35,28 +35,34 @@ def _listing(items: list[object], more: bool) -> JSONResponse:
                             first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=more))
 
 
-@router.post("/oai/v1/files", **documented(ok=json_ok(FileObject, "the stored file"), errors=KEYED, openai=True))
-async def create_file(request: Request, key: Key, file: Annotated[UploadFile, File()],
-                      purpose: Annotated[str, Form()]) -> JSONResponse:
-    if purpose != "batch":
-        raise validation_error("purpose", f"'{purpose[:40]}' is not served here; this appliance takes files with "
-                                          "purpose 'batch'")
-    settings: Settings = request.app.state.settings
-    row = await service.save_upload(request.app, key, file.filename or "input.jsonl", file.file,
-                                    settings.max_body_bytes)
+@router.post("/oai/v1/files", **documented(
+    body=multipart_request(FileUploadForm, files=["file"]), ok=json_ok(FileObject, "the stored file"), errors=KEYED,
+    openai=True))
+async def create_file(request: Request, key: Key) -> JSONResponse:
+    limit = request.app.state.settings.max_body_bytes
+    upload = await read_upload(request, limit, what="the file")  # the key was checked first: no keyless spooling
+    try:
+        purpose = upload.fields().get("purpose")
+        if purpose != "batch":
+            given = f"'{str(purpose)[:40]}' is not served here" if purpose else "the form needs a 'purpose'"
+            raise validation_error("purpose", f"{given}; this appliance takes files with purpose 'batch'")
+        row = await service.save_upload(call_of(request, key), upload.file.filename or "input.jsonl",
+                                        upload.file.file, limit)
+    finally:
+        await upload.form.close()
     return _json(service.file_object(row))
 
 
 @router.get("/oai/v1/files", **documented(ok=json_ok(OpenAIList, "the files"), errors=KEYED, openai=True))
 async def list_files(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, OpenAIListQuery)
-    _, files = service.stores(request.app)
+    _, files = service.stores(request.app.state)
     rows = await asyncio.to_thread(files.list, service.scope(key), query.after, query.limit + 1, query.purpose)
     return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit)
 
 
 async def _file(request: Request, key: ApiKey, file_id: str):  # type: ignore[no-untyped-def]
-    _, files = service.stores(request.app)
+    _, files = service.stores(request.app.state)
     row = await asyncio.to_thread(files.get, file_id, service.scope(key))
     if row is None:
         raise service.not_found("file", file_id)
@@ -73,10 +79,7 @@ async def retrieve_file(request: Request, key: Key, file_id: str) -> JSONRespons
     ok=json_ok(FileDeleted, "the file is deleted"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
     row = await _file(request, key, file_id)
-    if await asyncio.to_thread(service.file_in_use, request.app, row.id):
-        raise validation_error("file_id", "a batch that is still running reads this file; cancel it first")
-    _, files = service.stores(request.app)
-    await asyncio.to_thread(files.delete, [row.id])
+    await service.delete_file(request.app.state, row)
     return _json(FileDeleted(id=row.id))
 
 
@@ -84,8 +87,12 @@ async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
     ok=raw_ok(["application/jsonl"], "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def file_content(request: Request, key: Key, file_id: str) -> FileResponse:
     row = await _file(request, key, file_id)
-    _, files = service.stores(request.app)
-    return FileResponse(files.path(row.id), media_type="application/jsonl", filename=row.filename)
+    _, files = service.stores(request.app.state)
+    path = files.path(row.id)
+    if not path.is_file():  # its row outlived its bytes (removed by hand, a restore without the files)
+        raise ApiError(ErrorCode.NOT_FOUND, f"The bytes of file '{row.id}' are gone from this appliance; upload it "
+                                            "again (its batches' results are in their output files).")
+    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
 
 
 @router.post("/oai/v1/batches", **documented(
@@ -93,34 +100,36 @@ async def file_content(request: Request, key: Key, file_id: str) -> FileResponse
     errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))  # an input_file_id that is not the key's
 async def create_batch(request: Request, key: Key) -> JSONResponse:
     body = await parse_body(request, OpenAIBatchCreate)
-    batch = await service.create(request.app, key, "openai", body.endpoint, body.input_file_id,
-                                 body.completion_window, body.metadata)
-    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))
+    call = call_of(request, key)
+    batch = await service.create(call, "openai", body.endpoint, body.input_file_id, body.completion_window,
+                                 body.metadata)
+    return _json(await asyncio.to_thread(service.batch_object, call, batch))
 
 
 @router.get("/oai/v1/batches", **documented(ok=json_ok(OpenAIList, "the batches"), errors=KEYED, openai=True))
 async def list_batches(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, OpenAIListQuery)
-    batch_store, _ = service.stores(request.app)
+    batch_store, _ = service.stores(request.app.state)
     rows = await asyncio.to_thread(batch_store.list, service.scope(key), None, query.after, min(query.limit, 100) + 1)
-    base = media_base_url(request)
+    call = call_of(request, key)
     page = rows[:min(query.limit, 100)]
-    items = [await asyncio.to_thread(service.batch_object, request.app, row, base) for row in page]
+    items = [await asyncio.to_thread(service.batch_object, call, row) for row in page]
     return _listing(items, len(rows) > len(page))  # type: ignore[arg-type]
 
 
 @router.get("/oai/v1/batches/{batch_id}", **documented(
     ok=json_ok(BatchObject, "the batch"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def retrieve_batch(request: Request, key: Key, batch_id: str) -> JSONResponse:
-    batch_store, _ = service.stores(request.app)
+    batch_store, _ = service.stores(request.app.state)
     batch = await asyncio.to_thread(batch_store.get, batch_id, service.scope(key))
     if batch is None:
         raise service.not_found("batch", batch_id)
-    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))
+    return _json(await asyncio.to_thread(service.batch_object, call_of(request, key), batch))
 
 
 @router.post("/oai/v1/batches/{batch_id}/cancel", **documented(
     ok=json_ok(BatchObject, "the batch, cancelling"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def cancel_batch(request: Request, key: Key, batch_id: str) -> JSONResponse:
-    batch = await service.cancel(request.app, key, batch_id)
-    return _json(await asyncio.to_thread(service.batch_object, request.app, batch, media_base_url(request)))
+    call = call_of(request, key)
+    batch = await service.cancel(call, batch_id)
+    return _json(await asyncio.to_thread(service.batch_object, call, batch))

@@ -7,6 +7,7 @@ import keys from "./keys.js";
 import usage from "./usage.js";
 import batches from "./batches.js";
 import playground from "./playground.js";
+import { showCertificate } from "./certificate.js";
 
 const PAGES = { status, keys, usage, batches, playground };
 const $ = (id) => document.getElementById(id);
@@ -99,4 +100,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => logout());
   window.addEventListener("hashchange", route);
   route();
+  showCertificate($("ca-link"), $("cert-warning")).catch(() => {}); // a box on plain HTTP has nothing to show
 });

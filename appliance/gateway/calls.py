@@ -1,0 +1,51 @@
+"""From an HTTP request to a service call and back: the ``Call`` a route hands its service, and the answer.
+
+The route's surface (set on the request by its route, ``routing.py``) decides
+how a service's result goes out: the ScaiGrid envelope on ``/v1``, the bare
+OpenAI object on ``/oai/v1``; a ``Stream`` goes out as it comes, either way.
+"""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from appliance.db.keys import ApiKey
+from appliance.gateway.errors import ok_raw
+from appliance.gateway.routing import surface_of
+from appliance.serving.context import Call, Surface
+from appliance.serving.streaming import Stream
+
+
+def call_of(request: Request, key: ApiKey) -> Call:
+    """The call of ``key`` this request is: its record is the request's own state."""
+    scope = request.scope
+    return Call(request.app.state, key, surface_of(scope), lambda: str(request.base_url),
+                scope.setdefault("state", {}))
+
+
+def respond(call: Call, request: Request, result: bytes | Stream) -> Response:
+    """A service's answer: its JSON in the surface's shape, or its stream."""
+    if isinstance(result, Stream):
+        return RelayResponse(result.chunks, media_type=result.media_type, headers=result.headers)
+    if call.surface is Surface.SCAIGRID:
+        return ok_raw(result, request)
+    return Response(result, media_type="application/json")
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its chunks, hence the upstream connection, when it ends.
+
+    Starlette cancels a response whose client went away while it waits to send,
+    which leaves the chunk generator suspended at a ``yield``; closed only by the
+    garbage collector, it would keep vLLM generating for nobody.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]

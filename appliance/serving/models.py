@@ -1,0 +1,72 @@
+"""Which models a key may reach: resolving the name a client sent, and what each model looks like to it."""
+
+from __future__ import annotations
+
+from appliance.backends.pool import Backend
+from appliance.catalogue import ModelEntry
+from appliance.db.keys import ApiKey
+from appliance.protocol.models import BackendInfo, ModelInfo
+from appliance.serving.context import Call
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.supervisor.local_backend import LocalBackend, WorkerState
+from appliance.supervisor.supervisor import ModelPool
+
+MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
+                  "transcription": "a transcription", "speech": "a speech"}
+
+HEALTH = {
+    WorkerState.READY: "healthy",
+    WorkerState.STARTING: "loading",
+    WorkerState.BACKOFF: "restarting",
+    WorkerState.STOPPED: "idle",
+    WorkerState.STOPPING: "idle",
+}
+# The pool's health is its best backend's.
+HEALTH_ORDER = ("healthy", "loading", "restarting", "idle", "unhealthy")
+
+
+def may_use(key: ApiKey, entry: ModelEntry) -> bool:
+    """Whether the key's model allow-list (if any) names the model by its slug or an alias."""
+    return key.models is None or bool(set(entry.names) & set(key.models))
+
+
+def check_model_access(key: ApiKey, entry: ModelEntry) -> None:
+    if not may_use(key, entry):
+        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
+
+
+def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
+    return ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{name}' on this appliance; {listing} lists them.")
+
+
+def resolve_model(call: Call, name: str, modality: str) -> ModelEntry:
+    """The catalogue entry the client asked for, checked against the service's modality and the key."""
+    entry = call.runtime.catalogue.get(name)
+    if entry is None:
+        raise model_not_found(name)
+    if entry.modality != modality:
+        raise ApiError(ErrorCode.VALIDATION_ERROR,
+                       f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
+                       f"{MODALITY_NAMES[modality]} model.",
+                       details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
+    check_model_access(call.key, entry)
+    call.served_by(model=entry.slug)
+    return entry
+
+
+def backend_health(backend: Backend) -> str:
+    if isinstance(backend, LocalBackend):
+        return HEALTH[backend.state]
+    return "healthy" if backend.is_up() else "unhealthy"
+
+
+def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
+    backends = [BackendInfo(id=b.backend_id, health_status=backend_health(b), in_flight=b.in_flight)
+                for b in pool.backends]
+    return ModelInfo(
+        slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
+        aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
+        max_output_tokens=entry.max_output_tokens, status="active",
+        health_status=min((b.health_status for b in backends), key=HEALTH_ORDER.index, default="unhealthy"),
+        active_backend_count=pool.active_count, total_backend_count=pool.total_count, backends=backends,
+    )
