@@ -168,11 +168,11 @@ def build_app(entry: ModelEntry) -> Any:
         except Exception as exc:
             raise WorkerError(500, f"the rerank engine failed: {exc}", error_type="server_error") from exc
         read = tokens.read
-        body = {
+        body = {  # usage last: the gateway finds it from the end without decoding the results
             "id": f"rerank-{uuid.uuid4().hex}",
             "model": entry.slug,
-            "usage": {"prompt_tokens": read, "total_tokens": read},
             "results": ranked(scores, req.top_n, texts if req.return_documents else None),
+            "usage": {"prompt_tokens": read, "total_tokens": read},
         }
         return orjson.dumps(body)
 
