@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="the worker's torch threads (default all cores)")
     parser.add_argument("--no-infinity", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still stops the servers started below
 
     from sentence_transformers import CrossEncoder
 
