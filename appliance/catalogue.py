@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from appliance.engines.registry import CAPABILITIES, ENGINES, engine_spec
 
-Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
+Modality = Literal["chat", "embedding", "image", "transcription", "speech", "rerank"]
 Capability = Literal[CAPABILITIES]  # type: ignore[valid-type]
 Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]
 LoadPolicy = Literal["startup", "on-demand"]
@@ -190,7 +190,7 @@ def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: 
                 f"{where}: model '{name}' (entry {index}): field '{_field_path(first['loc'])}': {first['msg']}"
             ) from None
         try:
-            engine_spec(entry.engine).options.model_validate(entry.engine_options)
+            engine_spec(entry.engine, entry.modality).options.model_validate(entry.engine_options)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise CatalogueError(f"{where}: model '{name}' (entry {index}): field "

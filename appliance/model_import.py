@@ -23,7 +23,7 @@ import tomli_w
 
 from appliance.bundle.manifest import hash_stream, human_size, safe_member_name
 from appliance.catalogue import CatalogueError, parse_catalogue
-from appliance.engines.registry import ENGINES
+from appliance.engines.registry import ENGINES, engine_spec
 
 MANIFEST_FILES = ("SHA256SUMS", "MANIFEST.json")
 
@@ -43,8 +43,9 @@ class ImportRequest:
     extra: dict[str, Any]  # further [[model]] fields: aliases, load, gpu_memory_gb, …
 
 
-def missing_files(directory: Path, engine: str) -> list[str]:
-    return [pattern for pattern in ENGINES[engine].required_files if not any(directory.glob(pattern))]
+def missing_files(directory: Path, engine: str, modality: str | None = None) -> list[str]:
+    required = engine_spec(engine, modality).required_files
+    return [pattern for pattern in required if not any(directory.glob(pattern))]
 
 
 def _expected_hashes(directory: Path) -> dict[str, str] | None:
@@ -123,7 +124,7 @@ def import_model(request: ImportRequest, progress: Callable[[str], None] = print
         final = request.models_dir / name
         if final.exists():
             raise ImportProblem(f"model '{request.slug}': {final} already exists; import under another name")
-        if missing := missing_files(source, request.engine):
+        if missing := missing_files(source, request.engine, request.modality):
             raise ImportProblem(f"{request.source}: a {request.engine} model needs {' and '.join(missing)}, "
                                 "which the directory does not have")
         copy = Path(scratch) / "copy"

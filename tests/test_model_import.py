@@ -107,6 +107,17 @@ def test_a_directory_without_the_files_its_engine_needs_is_refused(box: Path, ti
     assert unchanged(box)
 
 
+@pytest.mark.parametrize("source, modality, needs", [
+    ("piper-tiny", "rerank", "config.json"),  # a reranker is a transformers classifier
+    ("rerank-tiny", "embedding", "modules.json"),  # the same engine's embedding models are sentence-transformers'
+])
+def test_the_files_needed_are_those_of_the_modality(box: Path, tiny_catalogue: Path, source: str, modality: str,
+                                                    needs: str) -> None:
+    result = import_model(box, tiny_catalogue.parent / source, "acme/wrong", "sentence-transformers", modality)
+    assert result.returncode == 1 and f"a sentence-transformers model needs {needs}" in result.stderr
+    assert unchanged(box)
+
+
 def test_an_engine_that_cannot_serve_the_modality_is_refused(box: Path, tiny_catalogue: Path) -> None:
     result = import_model(box, tiny_catalogue.parent / "piper-tiny", "acme/x", "piper", "image")
     assert result.returncode == 1 and "engine 'piper' cannot serve modality 'image'" in result.stderr

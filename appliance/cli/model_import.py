@@ -15,7 +15,7 @@ def import_command(
     slug: Annotated[str, typer.Option(help="what clients will call it, e.g. acme/embed-large")],
     engine: Annotated[str, typer.Option(help="vllm, transformers, sentence-transformers, diffusers, "
                                              "faster-whisper or piper")],
-    modality: Annotated[str, typer.Option(help="chat, embedding, image, transcription or speech")],
+    modality: Annotated[str, typer.Option(help="chat, embedding, image, transcription, speech or rerank")],
     config: Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                          help="the catalogue to add it to")] = Path("models.toml"),
     models_dir: Annotated[Path | None, typer.Option(help="where the weights go; default the models_dir "
