@@ -29,6 +29,18 @@ class CatalogueError(ValueError):
     """The catalogue cannot be used; the message says where and why."""
 
 
+class Price(BaseModel):
+    """What a model costs, in the box's currency (whatever the operator bills in): the cost of usage rows and the
+    unit of cost budgets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(0.0, ge=0, description="per million input (prompt) tokens")
+    output_per_million: float = Field(0.0, ge=0, description="per million output (completion) tokens")
+    per_image: float = Field(0.0, ge=0, description="per image generated")
+    per_audio_second: float = Field(0.0, ge=0, description="per second of audio transcribed or spoken")
+
+
 class ModelEntry(BaseModel):
     """One frontend model: what clients call it, which engine serves it, from where."""
 
@@ -53,6 +65,7 @@ class ModelEntry(BaseModel):
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    price: Price = Field(default_factory=Price, description="per-model prices; default free")
 
     @field_validator("url", mode="before")
     @classmethod

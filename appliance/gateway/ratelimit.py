@@ -1,4 +1,10 @@
-"""Per-key request rate limits: a fixed one-minute window, kept in memory."""
+"""Request rate limits per key, per user and per tenant, each on its own: a fixed one-minute window, in memory.
+
+A request counts against every scope it belongs to, and only if each of them
+still has room (a request refused by its tenant's limit uses none of its
+key's). The windows live in each gateway's memory: gateways sharing a DB each
+allow the limit.
+"""
 
 from __future__ import annotations
 
@@ -43,3 +49,23 @@ class RateLimiter:
             count += 1
         self._windows[key_id] = (window, count)
         return Decision(allowed, limit, max(0, limit - count), window + WINDOW_S)
+
+    def hit_all(self, limits: list[tuple[str, int]], now: float | None = None) -> tuple[Decision, int]:
+        """Count one request against every ``(scope id, limit)`` if each has room; the decision of the tightest
+        scope (the first full one, when refused) and its index in ``limits``."""
+        now = now or time.time()
+        window = int(now // WINDOW_S) * WINDOW_S
+        counts = []
+        for scope_id, limit in limits:
+            start, count = self._windows.get(scope_id, (window, 0))
+            counts.append(0 if start != window else count)
+        full = [index for index, (count, (_id, limit)) in enumerate(zip(counts, limits)) if count >= limit]
+        if full:
+            index = full[0]
+            limit = limits[index][1]
+            return Decision(False, limit, 0, window + WINDOW_S), index
+        for (scope_id, _limit), count in zip(limits, counts):
+            self._windows[scope_id] = (window, count + 1)
+        remaining = [limit - count - 1 for count, (_id, limit) in zip(counts, limits)]
+        index = remaining.index(min(remaining))
+        return Decision(True, limits[index][1], remaining[index], window + WINDOW_S), index
