@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.appliance import cli, free_port
@@ -47,7 +48,8 @@ def test_tenants_users_and_keys_from_the_cli_are_audited_and_verify_catches_an_e
     assert tenant.returncode == 0, tenant.stderr
     tenant_id = tenant.stdout.splitlines()[-1]
     assert "budget=12.5 cost per month" in tenant.stdout and "models=openai/tts-1" in tenant.stdout
-    user = cli("users", "create", "Ann@Example.com", "--tenant", tenant_id, "--role", "tenant_admin", state_dir=tmp_path)
+    user = cli("users", "create", "Ann@Example.com", "--tenant", tenant_id, "--role", "tenant_admin",
+               state_dir=tmp_path)
     user_id = user.stdout.splitlines()[-1]
     assert "ann@example.com" in user.stdout and "roles=tenant_admin" in user.stdout
     assert cli("users", "create", "ann@example.com", "--tenant", tenant_id, state_dir=tmp_path).returncode == 1
@@ -131,6 +133,17 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0
         budgeted = json.loads(results["api-keys"].stdout)["data"]
         assert budgeted["key"].startswith("sgk_") and budgeted["budget"]["tokens"] == 100
+        tenant_keys = {line.split(":")[0].strip(): line.rsplit(" ", 1)[-1] for line in seen
+                       if " admin key sgk_" in line}
+        assert set(tenant_keys) == {"research", "support"}  # two tenants share the demo, each with its models
+        base = console.removesuffix("/console/")
+        for name, key in tenant_keys.items():
+            headers = {"Authorization": f"Bearer {key}"}
+            me = httpx.get(f"{base}/v1/me", headers=headers, timeout=30).json()["data"]
+            assert (me["tenant"]["name"], me["role"]) == (name, "tenant_admin")
+            models = [m["slug"] for m in httpx.get(f"{base}/v1/models", headers=headers, timeout=30).json()["data"]
+                      ["items"]]
+            assert ("openai/tts-1" in models) == (name == "support") and "openai/text-embedding-3-small" in models
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from appliance.cli.support import (BudgetPeriodOption, StateDirOption, budget_of, budget_text, cli_event, fail,
                                    state_engine)
+
+if TYPE_CHECKING:
+    from appliance.tenancy.store import Tenant
 
 tenants_app = typer.Typer(help="Tenants: create, list, change, delete.", no_args_is_help=True)
 
@@ -19,11 +22,10 @@ AudioOption = Annotated[float | None, typer.Option(help="audio seconds per budge
 CostOption = Annotated[float | None, typer.Option(help="cost per budget period, at the catalogue's prices")]
 
 
-def _show(tenant: object) -> str:
-    t = tenant
-    models = ",".join(t.models) if t.models is not None else "all"  # type: ignore[attr-defined]
-    return (f"{t.id}  {t.status:9} {t.name}  models={models}  "  # type: ignore[attr-defined]
-            f"rate_limit={t.rate_limit or '-'}  budget={budget_text(t.budget)}")  # type: ignore[attr-defined]
+def _show(tenant: Tenant) -> str:
+    models = ",".join(tenant.models) if tenant.models is not None else "all"
+    return (f"{tenant.id}  {tenant.status:9} {tenant.name}  models={models}  "
+            f"rate_limit={tenant.rate_limit or '-'}  budget={budget_text(tenant.budget)}")
 
 
 @tenants_app.command("create")

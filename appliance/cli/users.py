@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from appliance.cli.support import (BudgetPeriodOption, StateDirOption, budget_of, budget_text, cli_event, fail,
                                    state_engine)
+
+if TYPE_CHECKING:
+    from appliance.tenancy.store import User
 
 users_app = typer.Typer(help="Users: create, list, set roles, change, delete.", no_args_is_help=True)
 
@@ -15,10 +18,9 @@ RoleOption = Annotated[list[str] | None, typer.Option("--role", "-r", help="repe
                                                                           "tenant_admin or box_admin")]
 
 
-def _show(user: object) -> str:
-    u = user
-    return (f"{u.id}  {u.status:9} {u.email}  tenant={u.tenant_id}  roles={','.join(u.roles)}  "  # type: ignore[attr-defined]
-            f"rate_limit={u.rate_limit or '-'}  budget={budget_text(u.budget)}")  # type: ignore[attr-defined]
+def _show(user: User) -> str:
+    return (f"{user.id}  {user.status:9} {user.email}  tenant={user.tenant_id}  roles={','.join(user.roles)}  "
+            f"rate_limit={user.rate_limit or '-'}  budget={budget_text(user.budget)}")
 
 
 def _roles(role: list[str] | None) -> list[str]:

@@ -92,9 +92,9 @@ def _owner(runtime: Runtime, caller: Caller, user_id: str | None) -> User | None
     if user is None or not caller.sees_tenant(user.tenant_id, "admin:access"):
         raise ApiError(ErrorCode.NOT_FOUND, f"No user '{user_id[:80]}' this key may make keys for.")
     if rank(user.roles) > rank(caller.roles):
-        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"assigned_user_id: the user's role ({highest(user.roles)}) is "
-                                                          "above this key's user's; only a user of that role or "
-                                                          "higher can make keys for them.")
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED,
+                       f"assigned_user_id: the user's role ({highest(user.roles)}) is above this key's user's; only a "
+                       "user of that role or higher can make keys for them.")
     return user
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import catalogue_subset
-from tests.console.test_console import card, screenshot
+from tests.console.test_console import screenshot
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.browser import Watched, browser, needs_browser, watched_page
 

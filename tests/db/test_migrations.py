@@ -124,7 +124,8 @@ def test_on_postgresql_revision_0004_moves_the_keys_and_adds_the_append_only_log
                 "INSERT INTO api_keys (id, name, key_hash, prefix, permissions, created_at, budget_period, "
                 "budget_tokens) VALUES ('key_0123456789abcdef', 'before', :hash, 'sgk_x', '[\"models:use\"]', now(), "
                 "'day', 50)"), {"hash": hash_key("sgk_" + "b" * 43)})
-            connection.execute(text("INSERT INTO budget_spend VALUES ('key_0123456789abcdef', 'tokens', 'total', 7, 0)"))
+            connection.execute(text("INSERT INTO budget_spend VALUES ('key_0123456789abcdef', 'tokens', 'total', 7, "
+                                    "0)"))
         migrate(engine)
         assert current_revision(engine) == head_revision()
         key = KeyStore(engine).verify("sgk_" + "b" * 43)

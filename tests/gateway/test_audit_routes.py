@@ -13,7 +13,8 @@ from appliance.gateway.routing import MeteredRoute
 
 
 def test_every_mutating_route_but_inference_has_an_audit_action() -> None:
-    modules = [importlib.import_module(f"appliance.gateway.routes.{m.name}") for m in pkgutil.iter_modules(routes.__path__)]
+    modules = [importlib.import_module(f"appliance.gateway.routes.{module.name}")
+               for module in pkgutil.iter_modules(routes.__path__)]
     mutating = {(method, route.path) for module in modules for route in module.router.routes
                 if isinstance(route, APIRoute) and not isinstance(route, MeteredRoute)
                 for method in route.methods & MUTATING}

@@ -84,7 +84,7 @@ export default {
         return [el("span", { class: "key-name", text: tenant.name }), el("span", { class: "mono small", text: tenant.id }),
           tenant.models ? tenant.models.join(", ") : "all", tenant.rate_limit ? `${tenant.rate_limit}/min` : "–",
           budgetText(tenant.budget), badge(tenant.status), formatTime(tenant.created_at),
-          el("div", { class: "actions" }, edit, toggle, remove)];
+          el("div", { class: "actions wrap" }, edit, toggle, remove)];
       });
       clear(listing, table(["Name", "Id", "Models", "Rate", "Budget (spent / limit)", "Status", "Created", ""], rows,
         { id: "tenants-table" }));

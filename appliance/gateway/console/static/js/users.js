@@ -86,7 +86,7 @@ export default {
         return [el("span", { class: "key-name", text: user.email }), user.display_name || "",
           tenantNames[user.tenant_id] || user.tenant_id, role, budgetText(user.budget),
           user.rate_limit ? `${user.rate_limit}/min` : "–", badge(user.status), formatTime(user.created_at),
-          el("div", { class: "actions" }, limits, status, remove)];
+          el("div", { class: "actions wrap" }, limits, status, remove)];
       });
       clear(listing, table(["Email", "Name", "Tenant", "Role", "Budget (spent / limit)", "Rate", "Status", "Created",
         ""], rows, { id: "users-table" }));
