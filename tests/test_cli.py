@@ -133,8 +133,7 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0
         budgeted = json.loads(results["api-keys"].stdout)["data"]
         assert budgeted["key"].startswith("sgk_") and budgeted["budget"]["tokens"] == 100
-        tenant_keys = {line.split(":")[0].strip(): line.rsplit(" ", 1)[-1] for line in seen
-                       if " admin key sgk_" in line}
+        tenant_keys = {line.split(":")[0].strip(): line.split()[-1] for line in seen if " admin key sgk_" in line}
         assert set(tenant_keys) == {"research", "support"}  # two tenants share the demo, each with its models
         base = console.removesuffix("/console/")
         for name, key in tenant_keys.items():

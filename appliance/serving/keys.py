@@ -137,6 +137,17 @@ async def find(runtime: Runtime, caller: Caller, key_id: str) -> ApiKey:
     return key
 
 
+def _check_rank(runtime: Runtime, caller: Caller, key: ApiKey) -> None:
+    """Refuse changing a key of a user whose role is above the caller's (a box admin's key in a tenant)."""
+    if key.user_id is None or key.user_id == caller.user_id:
+        return
+    owner = runtime.directory.users.get(key.user_id)
+    if owner is not None and rank(owner.roles) > rank(caller.roles):
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED,
+                       f"key_id: the key's user's role ({highest(owner.roles)}) is above this key's user's; only a "
+                       "user of that role or higher can change it.")
+
+
 async def show(runtime: Runtime, caller: Caller, key_id: str) -> KeyOut:
     key = await find(runtime, caller, key_id)
     return await asyncio.to_thread(key_out, key, _budgets(runtime))
@@ -165,6 +176,7 @@ async def patch(call: Call, key_id: str, body: KeyPatch) -> KeyOut:
     event = event_for(call, "api_key.update", "api_key", key.id, key.tenant_id,
                       details={"changes": sorted(body.model_fields_set)})
     expect(call, event)
+    await asyncio.to_thread(_check_rank, runtime, caller, key)
     if key.revoked_at is not None:
         raise validation_error("key_id", f"the key '{key_id}' is revoked and cannot be changed; create a new one")
     changes: dict[str, Any] = {field: getattr(body, field) for field in body.model_fields_set}
@@ -192,5 +204,7 @@ async def revoke(call: Call, key_id: str) -> KeyOut:
     runtime, caller = call.runtime, call.caller
     key = await find(runtime, caller, key_id)
     event = event_for(call, "api_key.delete", "api_key", key.id, key.tenant_id)
+    expect(call, event)
+    await asyncio.to_thread(_check_rank, runtime, caller, key)
     await audited(call, event, lambda session: _store(runtime).revoke(key_id, session))
     return await show(runtime, caller, key_id)

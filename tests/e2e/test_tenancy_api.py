@@ -133,6 +133,13 @@ def embed(client: httpx.Client, text: str = "one two three", model: str = EMBED)
     return client.post("/v1/inference/embed", json={"model": model, "input": text})
 
 
+def box_admin_key(world: World) -> str:
+    """A key of a box admin who lives in tenant A: above A's admin, who sees it but may not touch it."""
+    user = world.fresh_user("A", ["box_admin"])
+    made = world.box.client.post("/v1/api-keys", json={"name": "boss", "assigned_user_id": user})
+    return data(made, 201)["id"]
+
+
 def b_event(world: World) -> str:
     """An audit event of tenant B's (its admin making a key)."""
     made = data(world.parties["B.admin"].client.post("/v1/api-keys", json={"name": "b's own"}), 201)
@@ -210,6 +217,8 @@ CASES: list[Case] = [
      by_role(200, 200, 404, 403)),
     ("revoke a key of other tenant", lambda w: ("DELETE", f"/v1/api-keys/{w.fresh_key('B.user')}", None),
      by_role(200, 404, 404, 403)),
+    ("revoke a key of a box admin in own tenant", lambda w: ("DELETE", f"/v1/api-keys/{box_admin_key(w)}", None),
+     by_role(200, 403, 404, 403)),
     ("usage", lambda w: ("GET", "/v1/accounting/usage", None), everyone(200)),
     ("usage of other tenant", lambda w: ("GET", f"/v1/accounting/usage?tenant_id={w.tenants['B']}", None),
      by_role(200, 404, 404, 404)),
