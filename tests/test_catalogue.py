@@ -68,6 +68,10 @@ REMOTE = 'slug = "acme/llama"\nmodality = "chat"\nengine = "remote"\n'
     ('slug = "x"\nmodality = "image"\nengine = "diffusers"\npath = "."\n[model.engine_options]\nsteps = {ultra = 9}',
      "field 'engine_options.steps.ultra"),
     ('slug = "x"\nmodality = "chat"\nengine = "llama.cpp"\npath = "."', "field 'engine'"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {input_per_million = -0.5}',
+     "field 'price.input_per_million': Input should be greater than or equal to 0"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {per_token = 1}',
+     "field 'price.per_token': Extra inputs are not permitted"),
 ])
 def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, body: str, expected: str) -> None:
     path = write(tmp_path, f"[[model]]\n{body}\n")

@@ -18,6 +18,8 @@ class UsageQuery(BaseModel):
     end: AwareDatetime | None = None
     model: str | None = None
     backend_id: str | None = None
+    period: SummaryPeriod | None = Field(None, description="from the start of the current hour, day, …; "
+                                                           "ignored when start is given")
     key_id: str | None = Field(None, description="a key the caller may see the usage of")
     user_id: str | None = Field(None, description="accounting:view_own (the caller's user) or view_tenant")
     tenant_id: str | None = Field(None, description="accounting:view_tenant (the caller's) or view_partner (any)")

@@ -108,7 +108,8 @@ async def _written(runtime: Runtime) -> Accounting:
 
 
 async def usage_page(runtime: Runtime, caller: Caller, query: UsageQuery) -> UsagePage:
-    where = await asyncio.to_thread(scoped, runtime, caller, query, query.start)
+    start = query.start or (period_start(query.period, datetime.now(UTC)) if query.period else None)
+    where = await asyncio.to_thread(scoped, runtime, caller, query, start)
     accounting = await _written(runtime)
     rows, next_cursor = await asyncio.to_thread(accounting.usage.page, where, query.limit, query.cursor)
     return UsagePage(items=[UsageItem.model_validate(row, from_attributes=True) for row in rows],

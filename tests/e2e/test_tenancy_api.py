@@ -298,6 +298,8 @@ def test_usage_rows_carry_user_tenant_and_cost_and_summaries_total_it(world: Wor
     [row] = [r for r in wait_for_rows(user.client, {}, 1) if r["request_id"] == answer.headers["x-scaigrid-request-id"]]
     assert (row["user_id"], row["tenant_id"], row["key_id"]) == (user.user_id, world.tenants["B"], user.key_id)
     assert row["cost"] == pytest.approx(tokens * PRICE_IN / 1e6)
+    this_hour = data(user.client.get("/v1/accounting/usage", params={"period": "hour"}))["items"]
+    assert row["id"] in {r["id"] for r in this_hour}
     admin = world.parties["B.admin"].client
     by_user = {r["group_key"]: r for r in data(admin.get("/v1/accounting/usage/summary",
                                                          params={"group_by": "user"}))["rows"]}
