@@ -26,6 +26,7 @@ import pytest
 import tomli_w
 import tomllib
 
+from tests.batch.helpers import b64, embed_line
 from tests.support.appliance import RunningAppliance, cli, start_appliance
 
 EMBED = "openai/text-embedding-3-small"
@@ -140,6 +141,13 @@ def box_admin_key(world: World) -> str:
     return data(made, 201)["id"]
 
 
+def b_batch(world: World) -> str:
+    """A batch of tenant B's user (one embed line)."""
+    made = world.parties["B.user"].client.post("/v1/inference/batch", json={"input_file_base64": b64(
+        [embed_line("b's")])})
+    return data(made)["id"]
+
+
 def b_event(world: World) -> str:
     """An audit event of tenant B's (its admin making a key)."""
     made = data(world.parties["B.admin"].client.post("/v1/api-keys", json={"name": "b's own"}), 201)
@@ -242,6 +250,12 @@ CASES: list[Case] = [
     ("model status", lambda w: ("GET", "/v1/admin/status", None), by_role(200, 200, 403, 403)),
     ("unload a model", lambda w: ("POST", f"/v1/admin/models/{OTHER}/unload", None), by_role(200, 403, 403, 403)),
     ("batches", lambda w: ("GET", "/v1/inference/batch", None), by_role(200, 200, 200, 403)),
+    ("make a batch", lambda w: ("POST", "/v1/inference/batch", {"input_file_base64": b64([embed_line("one")])}),
+     by_role(200, 200, 200, 403)),
+    ("read a batch of other tenant", lambda w: ("GET", f"/v1/inference/batch/{b_batch(w)}", None),
+     by_role(200, 404, 404, 403)),
+    ("cancel a batch of other tenant", lambda w: ("POST", f"/v1/inference/batch/{b_batch(w)}/cancel", None),
+     {"A.admin": 404, "A.user": 404, "A.viewer": 403}),  # the box admin's answer depends on whether it finished
 ]
 
 
@@ -263,7 +277,7 @@ def test_every_route_answers_every_role_as_the_table_says(world: World, case: Ca
 
 def invented(text: str) -> str:
     """``text`` with every id (and tenant B's model) swapped for one that does not exist."""
-    return re.sub(r"\b(ten|usr|key|audit)_([0-9a-f]{8,})\b", r"\1_0\2", text).replace(OTHER, "acme/none")
+    return re.sub(r"\b(ten|usr|key|audit|batch)_([0-9a-f]{8,})\b", r"\1_0\2", text).replace(OTHER, "acme/none")
 
 
 # --- models, limits, cost ----------------------------------------------------------------------------------------

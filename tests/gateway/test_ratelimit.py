@@ -17,3 +17,14 @@ def test_the_limit_allows_n_requests_a_window_then_refuses_until_it_resets() -> 
                                     "X-Scaigrid-Ratelimit-Reset": "1000080"}
     assert limiter.hit("key_a", 2, now=start + 41).allowed  # the next window
     assert limiter.hit("key_b", 2, now=start + 2).allowed  # keys are counted apart
+
+
+def test_a_request_counts_against_every_scope_only_if_each_has_room() -> None:
+    limiter = RateLimiter()
+    start = 1_800_000_000.0  # the start of a minute
+    scopes = [("key_a", 5), ("usr_a", 5), ("ten_a", 2)]
+    decisions = [limiter.hit_all(scopes, now=start + i) for i in range(3)]
+    assert [d.allowed for d, _index in decisions] == [True, True, False]
+    assert decisions[2][1] == 2 and decisions[0][0].remaining == 1  # refused by the tenant; the tightest shown
+    other_tenant = limiter.hit_all([("key_a", 5), ("usr_a", 5), ("ten_b", 2)], now=start + 4)
+    assert other_tenant[0].allowed and other_tenant[0].remaining == 2  # the refused request used none of the key's
