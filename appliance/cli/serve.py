@@ -9,12 +9,12 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
+from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, cli_event, fail, settings_of
 from appliance.config import Settings
 from appliance.metrics import TLS_EXPIRY
 from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
@@ -172,14 +172,57 @@ def demo(
     catalogue_path = build_all(models_dir)
     settings = settings_of(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = catalogue_of(catalogue_path)
-    # The operator's key: it may also make keys (with budgets) over the API and read everyone's usage.
-    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
+    # The operator's key (the box admin's): it may also make tenants, users and keys (with budgets) over the API and
+    # read everyone's usage and the audit log.
+    engine = open_database(settings.effective_database_url)
+    _key, secret = KeyStore(engine).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
+        *_demo_tenants(engine, catalogue),
         "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)
+
+
+# Two tenants sharing the demo box, each with its own models, budget, admin and user.
+DEMO_TENANTS = [
+    ("research", ["scailabs/poolnoodle-omni", "scailabs/tiny-chat", "openai/text-embedding-3-small"],
+     {"tokens": 200_000}),
+    ("support", ["openai/text-embedding-3-small", "openai/tts-1", "openai/whisper-1"],
+     {"tokens": 50_000, "audio_seconds": 600.0}),
+]
+
+
+def _demo_tenants(engine: Any, catalogue: Catalogue) -> list[str]:
+    """The demo's two tenants (made on the first run, audited as the CLI) and a fresh key for each one's admin."""
+    from appliance.db.keys import Budget, KeyStore
+    from appliance.tenancy.audit import AuditLog
+    from appliance.tenancy.store import TenantStore, UserStore
+
+    tenants, users, keys, log = TenantStore(engine), UserStore(engine), KeyStore(engine), AuditLog(engine)
+    lines = ["Two tenants share it (GET /v1/me with a key says who it is):"]
+    for name, models, limits in DEMO_TENANTS:
+        served = [slug for slug in models if catalogue.get(slug) is not None]
+        tenant = tenants.named(name)
+        if tenant is None:
+            event = cli_event("tenant.create", "tenant", details={"name": name})
+            with log.change(event) as session:
+                budget = Budget("day", **limits)  # type: ignore[arg-type]
+                tenant = tenants.create(name, served, None, budget, session=session)
+                event.resource_id = event.tenant_id = tenant.id
+                for role in ("tenant_admin", "tenant_user"):
+                    users.create(tenant.id, f"{role.removeprefix('tenant_')}@{name}.example", None, [role], session)
+        admin = users.with_email(tenant.id, f"admin@{name}.example")
+        if admin is None:
+            continue
+        event = cli_event("api_key.create", "api_key", tenant_id=tenant.id, details={"name": f"{name} admin (demo)"})
+        with log.change(event) as session:
+            key, secret = keys.create(f"{name} admin (demo)", ["admin:access"], user_id=admin.id,
+                                      tenant_id=tenant.id, session=session)
+            event.resource_id = key.id
+        lines.append(f"  {name}: models {', '.join(served)}; admin key {secret}")
+    return lines
 
 
 # One example per modality the demo serves: (modality, route, body, curl options after the body).

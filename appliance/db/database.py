@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from appliance.state_dir import make_private_dir, make_private_file, tighten_if_exists
 
@@ -43,3 +45,14 @@ def _private_sqlite_files(path: Path) -> None:
     make_private_file(path)
     for companion in ("-wal", "-shm", "-journal"):
         tighten_if_exists(path.with_name(path.name + companion))
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, session: Session | None = None) -> Iterator[Session]:
+    """``session`` when given (the change is part of the caller's transaction, e.g. with its audit event), or a new
+    one, committed at the end."""
+    if session is not None:
+        yield session
+        return
+    with Session(engine) as own, own.begin():
+        yield own
