@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, settings_of
+from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
 from appliance.config import Settings
-from appliance.state_dir import prepare_state_dir
+from appliance.state_dir import UnsafeDirectory, prepare_socket_dir, prepare_state_dir
 
 
 
@@ -28,6 +28,10 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    try:
+        prepare_socket_dir(settings.socket_dir)
+    except UnsafeDirectory as exc:
+        raise fail(str(exc)) from None
     gateway = create_gateway(settings, catalogue)
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)

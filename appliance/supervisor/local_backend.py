@@ -24,6 +24,7 @@ from appliance.supervisor.engine_logs import engine_log
 from appliance.supervisor.launch import worker_command, worker_environment
 from appliance.supervisor.lifeline import lifeline_fd
 from appliance.supervisor.priority import lower_priority
+from appliance.state_dir import prepare_socket_dir
 from appliance.supervisor.stale_engines import OWNER_ENV
 
 log = logging.getLogger("appliance.supervisor")
@@ -227,8 +228,7 @@ class LocalBackend:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # Only the appliance's user may reach a worker: its socket skips the gateway's auth.
-        self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.socket_path.parent.chmod(0o700)
+        prepare_socket_dir(self.socket_path.parent)
         self.socket_path.unlink(missing_ok=True)
         command = worker_command(self.entry, self.socket_path)
         env = worker_environment(self.entry, self.media_dir)
