@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.support import StateDirOption, fail, settings_of
+from appliance.cli.support import StateDirOption, fail, open_state_database, settings_of
 
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 
@@ -28,10 +28,9 @@ def keys_create(
     """Create a key; the secret is printed once, alone on the last line."""
     from datetime import UTC, datetime
 
-    from appliance.db.database import open_database
     from appliance.db.keys import Budget, KeyStore
 
-    store = KeyStore(open_database(settings_of(None, state_dir).effective_database_url))
+    store = KeyStore(open_state_database(settings_of(None, state_dir).effective_database_url))
     try:
         budget = None
         if budget_tokens is not None or budget_images is not None or budget_audio_seconds is not None:
@@ -63,10 +62,9 @@ def _budget_text(budget: object) -> str:
 @keys_app.command("list")
 def keys_list(state_dir: StateDirOption = None) -> None:
     """Every key, without its secret."""
-    from appliance.db.database import open_database
     from appliance.db.keys import KeyStore
 
-    store = KeyStore(open_database(settings_of(None, state_dir).effective_database_url))
+    store = KeyStore(open_state_database(settings_of(None, state_dir).effective_database_url))
     for key in store.list():
         status = "revoked" if key.revoked_at else "active"
         typer.echo(f"{key.id}  {key.prefix}…  {status:8} {key.name}  [{', '.join(key.permissions)}]"
@@ -79,10 +77,9 @@ def keys_list(state_dir: StateDirOption = None) -> None:
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, key_…")],
                 state_dir: StateDirOption = None) -> None:
     """Revoke a key; it stops working at once."""
-    from appliance.db.database import open_database
     from appliance.db.keys import KeyStore
 
-    store = KeyStore(open_database(settings_of(None, state_dir).effective_database_url))
+    store = KeyStore(open_state_database(settings_of(None, state_dir).effective_database_url))
     if not store.revoke(key_id):
         raise fail(f"no active key with id {key_id}")
     typer.echo(f"revoked {key_id}")

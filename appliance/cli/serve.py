@@ -12,8 +12,18 @@ from typing import Annotated
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
+from appliance.cli.support import (
+    EXIT_NEEDS_OPERATOR,
+    ConfigOption,
+    StateDirOption,
+    catalogue_of,
+    database_fail,
+    fail,
+    open_state_database,
+    settings_of,
+)
 from appliance.config import Settings
+from appliance.db.health import DatabaseProblem
 from appliance.state_dir import UnsafeDirectory, prepare_socket_dir, prepare_state_dir
 
 
@@ -31,8 +41,11 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     try:
         prepare_socket_dir(settings.socket_dir)
     except UnsafeDirectory as exc:
-        raise fail(str(exc)) from None
-    gateway = create_gateway(settings, catalogue)
+        raise fail(str(exc), EXIT_NEEDS_OPERATOR) from None
+    try:
+        gateway = create_gateway(settings, catalogue)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
     server = uvicorn.Server(config)
@@ -87,7 +100,6 @@ def demo(
                                                          "default STATE_DIR/tiny-models")] = None,
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
-    from appliance.db.database import open_database
     from appliance.db.keys import PERMISSIONS, KeyStore
     from appliance.tiny_models import build_all
 
@@ -99,7 +111,7 @@ def demo(
     settings = settings_of(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = catalogue_of(catalogue_path)
     # The operator's key: it may also make keys (with budgets) over the API and read everyone's usage.
-    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
+    _key, secret = KeyStore(open_state_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings, load_settings
+
+if TYPE_CHECKING:  # the DB's modules load sqlalchemy: only the commands that use it import them
+    from sqlalchemy import Engine
+
+    from appliance.db.health import DatabaseProblem
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                             help="models.toml: the catalogue, with an optional [settings] table")]
@@ -16,10 +21,30 @@ StateDirOption = Annotated[Path | None, typer.Option("--state-dir", envvar="APPL
                                                      help="keys DB, sockets, media; default /var/lib/appliance")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``message`` as an error; raise what this returns to exit with status 1."""
+# The exit status of a start that only the operator can mend (a damaged state DB, an unsafe socket directory):
+# the unit's RestartPreventExitStatus, so systemd does not restart into the same failure in a loop.
+EXIT_NEEDS_OPERATOR = 78  # EX_CONFIG
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` as an error; raise what this returns to exit with ``code``."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
+
+
+def database_fail(problem: DatabaseProblem) -> typer.Exit:
+    return fail(problem.message, EXIT_NEEDS_OPERATOR if problem.lasting else 1)
+
+
+def open_state_database(url: str) -> Engine:
+    """The state DB, or an exit with the sentence saying what is wrong with it (no traceback)."""
+    from appliance.db.database import open_database
+    from appliance.db.health import DatabaseProblem
+
+    try:
+        return open_database(url)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
 
 
 def settings_of(config: Path | None, state_dir: Path | None, **overrides: object) -> Settings:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.cli.support import EXIT_NEEDS_OPERATOR
 from tests.conftest import catalogue_subset
 from tests.support.appliance import start_appliance
 
@@ -39,6 +40,7 @@ def test_the_unit_is_a_hardened_notify_service() -> None:
         assert settings[key] == value
     assert "PrivateDevices" not in settings  # it would hide the GPUs
     assert settings["StateDirectoryMode"] == "0700" and settings["UMask"] == "0077"  # key hashes are private
+    assert settings["RestartPreventExitStatus"] == str(EXIT_NEEDS_OPERATOR)  # a damaged DB: no restart loop
 
 
 def test_the_gateway_notifies_ready_once_startup_models_are_loaded(tiny_catalogue: Path, tmp_path: Path) -> None:
