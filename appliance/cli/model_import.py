@@ -36,5 +36,5 @@ def import_command(
         final = import_model(request, progress=lambda line: typer.echo(f"  {line}", err=True))
     except ImportProblem as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"imported {slug} into {final} and added it to {config}. The running appliance serves it after "
-               "a restart (systemctl restart appliance); live reload comes with the supervisor's.")
+    typer.echo(f"imported {slug} into {final} and added it to {config}. To serve it without a restart: "
+               f"appliance models reload --config {config} (or: systemctl reload appliance)")
