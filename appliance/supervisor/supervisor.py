@@ -190,20 +190,27 @@ class Supervisor:
                 return backend
         raise ModelUnavailable(self._unavailable_message(pool), pool.retry_after_s())
 
-    async def load(self, slug: str) -> ModelPool:
-        """Start a local model's workers now (the console's Load button), within the GPU-memory ledger."""
+    async def load(self, slug: str, by: str | None = None) -> ModelPool:
+        """Start a local model's workers now (the console's Load button), within the GPU-memory ledger.
+
+        ``by``: who asked (a key id), for the log line."""
         pool = self.pools[slug]
         if pool.local and not all(worker.running for worker in pool.workers):
             await self._reserve_memory(pool)
+            log.info("%s: loading, as %s asked", slug, by or "an admin")
             pool.last_used = time.monotonic()  # not idle-unloaded the moment it is up
             pool.start()
         return pool
 
-    async def unload(self, slug: str) -> ModelPool:
-        """Stop a local model's workers, giving their memory back; the next request loads it again."""
+    async def unload(self, slug: str, by: str | None = None) -> ModelPool:
+        """Stop a local model's workers, giving their memory back; the next request loads it again.
+
+        ``by``: who asked (a key id), for the log line: requests in flight on the workers fail."""
         pool = self.pools[slug]
         if pool.local:
+            log.info("%s: unloading, as %s asked (%d request(s) in flight)", slug, by or "an admin", pool.in_flight)
             await pool.stop()
+            log.info("%s: unloaded", slug)
         return pool
 
     def memory_used_gb(self) -> float:
