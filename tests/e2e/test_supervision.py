@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -226,7 +226,8 @@ def helpers(tree: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in tree if alive(p) and p.cmdline()[:2] == ["sleep", "600"]]
 
 
-def kill_whole_group_mid_request(running: RunningAppliance, engine_module: str, request) -> None:  # type: ignore[no-untyped-def]
+def kill_whole_group_mid_request(running: RunningAppliance, engine_module: str,
+                                 request: Callable[[], object]) -> None:
     """Hold a request inside the engine, then SIGKILL the gateway's whole process group, as `kill -9 -PGID` does."""
     engine = engine_process(running.process.pid, engine_module)
     engine.suspend()
