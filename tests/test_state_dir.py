@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.cli.support import EXIT_NEEDS_OPERATOR
 from appliance.config import load_settings
 from appliance.db.database import open_database
 from appliance.db.keys import KeyStore
@@ -134,7 +135,7 @@ def test_a_socket_directory_another_user_made_first_is_refused(foreign_socket_di
     socket_dir.mkdir(mode=0o700)
     os.chown(socket_dir, 65534, 65534)  # nobody: a local user who got there first
     result = serve(state, tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == EXIT_NEEDS_OPERATOR  # the unit does not restart into it
     assert (f"refusing the worker socket directory {socket_dir}: it belongs to another user (uid 65534), and a "
             "worker's socket skips the API key check") in result.stderr
     assert "Traceback" not in result.stderr
@@ -154,7 +155,7 @@ def test_a_socket_directory_open_to_others_or_a_link_is_refused(foreign_socket_d
         socket_dir.symlink_to(tmp_path / "elsewhere")
         expected = "it is not a directory but a link or a file"
     result = serve(state, tmp_path)
-    assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert result.returncode == EXIT_NEEDS_OPERATOR and expected in result.stderr, result.stderr
 
 
 def test_a_new_socket_directory_is_private(tmp_path: Path) -> None:
