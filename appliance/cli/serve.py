@@ -14,10 +14,22 @@ from typing import Annotated, Any
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, cli_event, fail, settings_of
+from appliance.cli.support import (
+    EXIT_NEEDS_OPERATOR,
+    ConfigOption,
+    StateDirOption,
+    catalogue_of,
+    cli_event,
+    database_fail,
+    fail,
+    open_state_database,
+    settings_of,
+)
 from appliance.config import Settings
+from appliance.db.health import DatabaseProblem
 from appliance.metrics import TLS_EXPIRY
-from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
+from appliance.state_dir import (UnsafeDirectory, prepare_socket_dir, prepare_state_dir, raise_open_files_limit,
+                                 use_private_temp_dir)
 from appliance.tls.activation import HTTP, HTTPS, listening_socket, systemd_sockets
 from appliance.tls.context import ServedCertificate
 from appliance.tls.names import https_base_url
@@ -35,12 +47,19 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    try:
+        prepare_socket_dir(settings.socket_dir)
+    except UnsafeDirectory as exc:
+        raise fail(str(exc), EXIT_NEEDS_OPERATOR) from None
     raise_open_files_limit()
     use_private_temp_dir(settings.state_dir)
     listeners = _https_listeners(settings)
     if listeners is not None:
         settings = listeners.settings
-    gateway = create_gateway(settings, catalogue)
+    try:
+        gateway = create_gateway(settings, catalogue)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol.configured(settings),
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
@@ -160,7 +179,6 @@ def demo(
                                                          "default STATE_DIR/tiny-models")] = None,
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
-    from appliance.db.database import open_database
     from appliance.db.keys import KeyStore
     from appliance.permissions import PERMISSIONS
     from appliance.tiny_models import build_all
@@ -174,7 +192,7 @@ def demo(
     catalogue = catalogue_of(catalogue_path)
     # The operator's key (the box admin's): it may also make tenants, users and keys (with budgets) over the API and
     # read everyone's usage and the audit log.
-    engine = open_database(settings.effective_database_url)
+    engine = open_state_database(settings.effective_database_url)
     _key, secret = KeyStore(engine).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
