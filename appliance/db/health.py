@@ -6,6 +6,7 @@ Checked at start (a DB that cannot be read stops the appliance with that sentenc
 
 from __future__ import annotations
 
+import sqlite3
 import asyncio
 
 from sqlalchemy import Engine, text
@@ -32,7 +33,7 @@ def _where(url: URL) -> str:
     return f"the state DB at {url.render_as_string(hide_password=True)}"
 
 
-def describe(url: URL, exc: SQLAlchemyError) -> DatabaseProblem:
+def describe(url: URL, exc: SQLAlchemyError | sqlite3.DatabaseError) -> DatabaseProblem:
     """The sentence for ``exc``, raised while using the DB at ``url``."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     if isinstance(exc, OperationalError):  # unreachable, locked, a full disk: it may come back by itself

@@ -71,11 +71,15 @@ def test_a_healthy_db_has_no_problem_and_a_damaged_one_is_named(tmp_path: Path) 
     assert problem.message.startswith(f"the state DB {tmp_path / 'appliance.db'} is damaged")
 
 
-def test_ready_is_503_naming_the_db_once_it_is_damaged(tmp_path: Path) -> None:
+def test_ready_and_keyed_requests_are_503_naming_the_db_once_it_is_damaged(tmp_path: Path) -> None:
     (tmp_path / "models.toml").write_text("")
     with start_appliance(tmp_path / "models.toml", tmp_path / "state") as running:
         assert httpx.get(f"{running.url}/ready").status_code == 200
+        key = running.create_key()
         damage(tmp_path / "state" / "appliance.db")
+        keyed = httpx.get(f"{running.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 503 and keyed.json()["error"]["code"] == "MODEL_UNAVAILABLE", keyed.text
+        assert "is damaged (file is not a database)" in keyed.json()["error"]["message"]
         ready = httpx.get(f"{running.url}/ready")
         assert ready.status_code == 503
         body = ready.json()
