@@ -7,13 +7,15 @@ OpenAI object on ``/oai/v1``; a ``Stream`` goes out as it comes, either way.
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from appliance.db.keys import ApiKey
-from appliance.gateway.errors import ok_raw
+from appliance.gateway.errors import ok_raw, stream_error_body
 from appliance.gateway.routing import surface_of
 from appliance.serving.context import Call, Surface
 from appliance.serving.streaming import Stream
@@ -22,7 +24,12 @@ from appliance.serving.streaming import Stream
 def call_of(request: Request, key: ApiKey) -> Call:
     """The call of ``key`` this request is: its record is the request's own state."""
     scope = request.scope
-    return Call(request.app.state, key, surface_of(scope), str(request.base_url), scope.setdefault("state", {}))
+    surface = surface_of(scope)
+    return Call(request.app.state, key, surface, str(request.base_url), scope.setdefault("state", {}),
+                stream_error=STREAM_ERRORS[surface])
+
+
+STREAM_ERRORS = {surface: functools.partial(stream_error_body, surface=surface) for surface in Surface}
 
 
 def respond(call: Call, request: Request, result: bytes | Stream) -> Response:

@@ -13,6 +13,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from appliance.gateway.errors import error_response
 from appliance.gateway.middleware import new_request_id
 from appliance.gateway.routing import surface_for_path
+from appliance.serving.context import Surface
 from appliance.serving.errors import ApiError, ErrorCode
 
 MAX_URL_BYTES = 16 * 1024  # path and query; browsers and proxies stop well below this
@@ -23,17 +24,17 @@ class _Refused(Exception):
     """Raised from a parser callback: the parser stops and reports it as its own error."""
 
 
-def refusal(code: ErrorCode, message: str, path: str) -> bytes:
+def refusal(code: ErrorCode, message: str, surface: Surface) -> bytes:
     """A whole HTTP/1.1 response, enveloped like every other error, that closes the connection."""
     request_id = new_request_id()
-    response = error_response(ApiError(code, message), surface_for_path(path), request_id)
+    response = error_response(ApiError(code, message), surface, request_id)
     head = [f"HTTP/1.1 {response.status_code} {_REASONS[response.status_code]}",
             "content-type: application/json", f"content-length: {len(response.body)}",
-            f"x-scaigrid-request-id: {request_id}", "connection: close"]
+            f"x-scaigrid-request-id: {request_id}", f"x-request-id: {request_id}", "connection: close"]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
-_REASONS = {413: "Content Too Large", 422: "Unprocessable Content"}
+_REASONS = {400: "Bad Request", 413: "Content Too Large", 422: "Unprocessable Content"}
 _HEAD_TOO_LARGE = (ErrorCode.PAYLOAD_TOO_LARGE,
                    f"The request line and headers are larger than the limit of {MAX_HEAD_BYTES} bytes.")
 
@@ -82,5 +83,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             ErrorCode.VALIDATION_ERROR, "The request is not valid HTTP/1.1 (a malformed request line or header); "
                                         "it was not processed.")
         path = self.url.decode("latin-1").split("?", 1)[0] if self.url else "/"
-        self.transport.write(refusal(code, message, path))
+        self.transport.write(refusal(code, message, self.surface_for(path)))
         self.transport.close()
+
+    def surface_for(self, path: str) -> Surface:
+        return surface_for_path(path)

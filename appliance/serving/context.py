@@ -9,6 +9,7 @@ the outermost layer reads for the response headers, metrics and metering.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from appliance.db.keys import ApiKey
 from appliance.ids import new_id
 
 if TYPE_CHECKING:
+    from appliance.serving.errors import ApiError
     from appliance.serving.runtime import Runtime
 
 
@@ -35,6 +37,9 @@ class Call:
     base_url: str  # where the caller reached the appliance: the default base of the media URLs it is given
     fields: dict[str, Any] = field(default_factory=dict)
     background: bool = False  # a batch line: counted apart from live traffic
+    # The data of the frame that ends a stream failing after it began, in the surface's shape (the gateway's to
+    # say); None: ScaiGrid's {"code", "message"}.
+    stream_error: Callable[[ApiError], dict[str, Any]] | None = None
 
     @classmethod
     def for_line(cls, runtime: Runtime, key: ApiKey, surface: Surface, base_url: str) -> Call:

@@ -25,23 +25,24 @@ class WorkerError(Exception):
     """A request the engine refuses; rendered as an OpenAI error object."""
 
     def __init__(self, status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error") -> None:
+                 error_type: str = "invalid_request_error", code: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.param = param
         self.error_type = error_type
+        self.code = code  # OpenAI's finer code, e.g. context_length_exceeded
 
 
 def openai_error(status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error") -> JSONResponse:
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": None}}
+                 error_type: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status_code)
 
 
 def error_body(status_code: int, message: str, param: str | None = None,
-               error_type: str = "invalid_request_error") -> bytes:
-    return bytes(openai_error(status_code, message, param, error_type).body)
+               error_type: str = "invalid_request_error", code: str | None = None) -> bytes:
+    return bytes(openai_error(status_code, message, param, error_type, code).body)
 
 
 def invalid_request(exc: RequestValidationError | ValidationError) -> JSONResponse:
@@ -90,7 +91,8 @@ class HotRoutes:
         try:
             answer = await handler(body)
         except WorkerError as exc:
-            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type)
+            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type,
+                                                         exc.code)
         except ValidationError as exc:
             status, answer = 400, bytes(invalid_request(exc).body)
         except Exception as exc:  # the engine's failure is this request's, never the worker's
@@ -107,7 +109,7 @@ def create_worker_app(entry: ModelEntry) -> FastAPI:
 
     @app.exception_handler(WorkerError)
     async def _worker_error(_request: Request, exc: WorkerError) -> JSONResponse:
-        return openai_error(exc.status_code, exc.message, exc.param, exc.error_type)
+        return openai_error(exc.status_code, exc.message, exc.param, exc.error_type, exc.code)
 
     async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
