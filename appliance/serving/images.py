@@ -91,7 +91,7 @@ def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> 
         raise ApiError(ErrorCode.BACKEND_ERROR, f"The image was generated but the appliance could not store it "
                                                 f"({reason}); ask for response_format b64_json, or retry later.",
                        ) from None
-    return ImageGenerationResponse(created=answer.created, data=items).model_dump_json().encode()
+    return ImageGenerationResponse(created=answer.created, data=items).model_dump_json(exclude_none=True).encode()
 
 
 async def generate_images(call: Call, body: ImageGenerationRequest) -> bytes:
