@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_base_url: str | None = Field(None, description="absolute base for media URLs; default: the request's host")
+    openai_port: int | None = Field(None, ge=0, le=65535, description="a second port serving the OpenAI API at /v1 "
+                                    "(base_url=http://HOST:PORT/v1), on `host`; unset: /oai/v1 on the main port only")
+    openai_hosts: list[str] = Field(default_factory=list, description="host names (e.g. openai.box.lan) whose "
+                                    "requests to the main port get the OpenAI API at /v1")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -23,27 +25,50 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
 
     from appliance.gateway.app import create_gateway
     from appliance.gateway.http_limits import BoundedHttpProtocol
+    from appliance.gateway.openai_at_v1 import OpenAIAtV1, OpenAIHttpProtocol
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
     gateway = create_gateway(settings, catalogue)
-    config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    grace = int(settings.drain_timeout_s) or None
+    main_app = OpenAIAtV1(gateway, settings.openai_hosts) if settings.openai_hosts else gateway
+    config = uvicorn.Config(main_app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            access_log=False, http=BoundedHttpProtocol, timeout_graceful_shutdown=grace)
     server = uvicorn.Server(config)
+    # The OpenAI layer at /v1 on a port of its own: the same app (its lifespan runs once, on the main server).
+    openai_server = None
+    if settings.openai_port is not None:
+        openai_server = uvicorn.Server(uvicorn.Config(
+            OpenAIAtV1(gateway), host=settings.host, port=settings.openai_port, log_level=settings.log_level.lower(),
+            access_log=False, http=OpenAIHttpProtocol, lifespan="off", timeout_graceful_shutdown=grace))
+        # Signals are the main server's (a second server would take them over); it stops this one with itself.
+        openai_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        main_exit = server.handle_exit
+
+        def handle_exit(sig: int, frame: FrameType | None) -> None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            main_exit(sig, frame)
+
+        server.handle_exit = handle_exit  # type: ignore[method-assign]
 
     async def run() -> None:
-        task = asyncio.get_running_loop().create_task(server.serve())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        follower = loop.create_task(openai_server.serve()) if openai_server and not task.done() else None
         if banner is not None:
             fastapi_app = gateway.app  # type: ignore[attr-defined]
-            while not server.started and not task.done():
-                await asyncio.sleep(0.05)
             if await_ready := not task.done():
                 await fastapi_app.state.supervisor.wait_startup_models()
             if await_ready and not task.done():
                 print(banner, flush=True)
         await task
+        if follower is not None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            await follower
 
     # uvicorn's own choice of loop (uvloop when installed): asyncio.run would give the stock loop, whose
     # transports cost the relay about a fifth more CPU per request.
