@@ -6,7 +6,7 @@ from appliance.backends.pool import Backend
 from appliance.catalogue import ModelEntry
 from appliance.db.keys import ApiKey
 from appliance.protocol.models import BackendInfo, ModelInfo
-from appliance.serving.context import Call
+from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 from appliance.supervisor.supervisor import ModelPool
@@ -43,7 +43,7 @@ def resolve_model(call: Call, name: str, modality: str) -> ModelEntry:
     """The catalogue entry the client asked for, checked against the service's modality and the key."""
     entry = call.runtime.catalogue.get(name)
     if entry is None:
-        raise model_not_found(name)
+        raise model_not_found(name, "GET /models" if call.surface is Surface.OPENAI else "GET /v1/models")
     if entry.modality != modality:
         raise ApiError(ErrorCode.VALIDATION_ERROR,
                        f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
