@@ -41,7 +41,9 @@ class OpenAIAtV1:
         if scope["type"] == "http" and (self.hosts is None or _host(scope) in self.hosts):
             path = openai_path(scope["path"])
             if path is not None:
-                scope = {**scope, "path": path, "raw_path": PREFIX.encode() + scope.get("raw_path", b"")}
+                scope = {**scope, "path": path}
+                if scope.get("raw_path") is not None:
+                    scope["raw_path"] = PREFIX.encode() + scope["raw_path"]
         await self.app(scope, receive, send)
 
 

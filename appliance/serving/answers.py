@@ -16,6 +16,7 @@ still holds something to clean after that is parsed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -109,6 +110,7 @@ def _clean_frame(frame: bytes) -> bytes:
 
 
 async def cleaned(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """A chat or completion stream's frames, cleaned on their way out."""
-    async for data in frames:
-        yield clean_frames(data)
+    """A chat or completion stream's frames, cleaned on their way out (closing this closes the relay's frames)."""
+    async with contextlib.aclosing(frames):  # type: ignore[type-var]
+        async for data in frames:
+            yield clean_frames(data)

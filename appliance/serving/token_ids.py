@@ -118,14 +118,15 @@ def _is_token(enc: Any, token: int) -> bool:
     return True
 
 
-async def texts_of(inputs: list[str] | list[list[int]], entry: ModelEntry, slug: str) -> list[str]:
-    """The inputs as text: strings as they are, token arrays decoded in the model's encoding."""
+async def texts_of(inputs: list[str] | list[list[int]], entry: ModelEntry, asked: str) -> list[str]:
+    """The inputs as text: strings as they are, token arrays decoded in the encoding of ``entry`` (the model the
+    client ``asked`` for)."""
     if not inputs or not isinstance(inputs[0], list):
         return inputs  # type: ignore[return-value]
     arrays: list[list[int]] = inputs  # type: ignore[assignment]
     name = encoding_of(entry)
     if name is None:
-        raise validation_error("input", f"model '{slug}' takes text only: send strings, or have the operator set "
+        raise validation_error("input", f"model '{asked}' takes text only: send strings, or have the operator set "
                                         "the model's token_encoding (cl100k_base) in the catalogue")
     count = sum(len(ids) for ids in arrays)
     if count > MAX_TOKEN_IDS:

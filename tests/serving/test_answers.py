@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
-from appliance.serving.answers import clean_answer, clean_frames
+from appliance.serving.answers import clean_answer, clean_frames, cleaned
 
 # vLLM 0.32's answers, as its OpenAI server writes them (compact JSON).
 VLLM_CHAT = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
@@ -74,3 +76,23 @@ def test_a_clean_stream_is_passed_through_untouched() -> None:
     ours = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
             b'"delta":{"content":"\\"stop_reason\\":null"},"logprobs":null,"finish_reason":null}]}\n\n')
     assert clean_frames(ours) is ours  # the text of a key inside content is escaped: never taken for the key
+
+
+def test_closing_the_cleaned_stream_closes_the_relay_s_frames() -> None:
+    closed = []
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield VLLM_TOKEN
+        finally:
+            closed.append(True)  # the relay's frames close the upstream connection here: vLLM stops generating
+
+    async def client_leaves_after_one() -> tuple[bytes, list[bool]]:
+        stream = cleaned(frames())
+        first = await anext(stream)
+        await stream.aclose()  # type: ignore[attr-defined]
+        return first, list(closed)  # at once, not when the loop shuts down
+
+    first, closed_then = asyncio.run(client_leaves_after_one())
+    assert b"token_ids" not in first and closed_then == [True]
