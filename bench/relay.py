@@ -125,7 +125,7 @@ def chat_main(args: argparse.Namespace) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-relay-chat-"))
     TINY_CHAT.build(work / TINY_CHAT.name)
-    [table] = TINY_CHAT.catalogue(work / TINY_CHAT.name)
+    table = next(t for t in TINY_CHAT.catalogue(work / TINY_CHAT.name) if t["engine"] == "vllm")
     columns = ("stream ms", "chunk ms", "whole ms")
     results: dict[Path, dict[str, list[float]]] = {tree: {c: [] for c in columns} for tree in args.trees}
     with contextlib.ExitStack() as stack:
@@ -133,8 +133,8 @@ def chat_main(args: argparse.Namespace) -> None:
         for index, tree in enumerate(args.trees):
             catalogue = work / f"models-{index}.toml"
             catalogue.write_text(tomli_w.dumps({"model": [{**table, "load": "startup"}]}))
-            running = stack.enter_context(start_appliance(catalogue, work / f"state-{index}", wait=False,
-                                                          env={"PYTHONPATH": str(tree.resolve())}))
+            env = {"PYTHONPATH": str(tree.resolve()), "APPLIANCE_VLLM_PYTHON": str(REPO / ".venv-vllm/bin/python")}
+            running = stack.enter_context(start_appliance(catalogue, work / f"state-{index}", wait=False, env=env))
             running.wait_ready(600)
             key = running.create_key()
             asyncio.run(chats(running.url, key, args.streams, 8, stream=True))  # warm-up

@@ -125,6 +125,8 @@ def demo(
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
+        f"OpenAI clients (SDKs, LangChain, LlamaIndex, litellm): base_url http://127.0.0.1:{port}/oai/v1 and the key "
+        "(docs/clients.md)",
         "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)

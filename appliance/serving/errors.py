@@ -121,7 +121,8 @@ def context_length_exceeded(field: str, limit: int | None, prompt: int | None, c
         length = (f"However, your {what} resulted in {'at least ' if at_least else ''}{prompt} tokens. "
                   f"Please reduce the length of the {what}.")
     else:
-        length = f"However, your {what} is longer than that. Please reduce the length of the {what}."
+        verb = "are" if what == "messages" else "is"
+        length = f"However, your {what} {verb} longer than that. Please reduce the length of the {what}."
     message = f"This model's maximum context length is {limit_text}. {length}"
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field, "message": message}],
                     reason=Reason.CONTEXT_LENGTH_EXCEEDED)
