@@ -1,7 +1,7 @@
 """The relay's own cost per request: gateway and worker CPU, ceiling and added latency, optionally A/B between trees.
 
     .venv/bin/python bench/relay.py [--rounds 6] [--requests 1500] [TREE ...]
-    .venv/bin/python bench/relay.py --chat [--rounds 6] [--streams 8] [--tokens 64] [TREE ...]
+    .venv/bin/python bench/relay.py --chat [--rounds 6] [--streams 8] [--tokens 64] [--repeat 3] [TREE ...]
 
 Serves the tiny embedding model once per TREE (a checkout of this repo, run
 through PYTHONPATH; default: this one) and, round by round, alternating the
@@ -143,14 +143,17 @@ def chat_main(args: argparse.Namespace) -> None:
         for round_no in range(args.rounds):
             for tree in args.trees if round_no % 2 == 0 else list(reversed(args.trees)):
                 url, key, gateway = subjects[tree]
-                before = cpu_seconds(gateway)
-                frames = asyncio.run(chats(url, key, args.streams, args.tokens, stream=True))
+                before = cpu_seconds(gateway)  # /proc counts in ticks of 10 ms: enough work to make them small
+                frames = sum(asyncio.run(chats(url, key, args.streams, args.tokens, stream=True))
+                             for _ in range(args.repeat))
                 streamed = cpu_seconds(gateway) - before
                 before = cpu_seconds(gateway)
-                asyncio.run(chats(url, key, args.streams, args.tokens, stream=False))
+                for _ in range(args.repeat * 4):
+                    asyncio.run(chats(url, key, args.streams, args.tokens, stream=False))
                 whole = cpu_seconds(gateway) - before
-                row = dict(zip(columns, (streamed / args.streams * 1e3, streamed / frames * 1e3,
-                                         whole / args.streams * 1e3), strict=True))
+                count = args.streams * args.repeat
+                row = dict(zip(columns, (streamed / count * 1e3, streamed / frames * 1e3, whole / count / 4 * 1e3),
+                               strict=True))
                 for column, value in row.items():
                     results[tree][column].append(value)
                 print(f"round {round_no + 1} {tree}: " + " | ".join(f"{c} {v:.3f}" for c, v in row.items()),
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--chat", action="store_true", help="the chat path (tiny vLLM) instead of embeddings")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="--chat: the streams (and 4x the whole chats) per round")
     args = parser.parse_args()
     if args.chat:
         chat_main(args)

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
+from appliance.engines.registry import engine_spec
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
 from appliance.serving.answers import clean_answer, cleaned
@@ -205,9 +206,9 @@ async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int =
     entry, meter, payload = await _prepare(call, kind, body, priority)
     if body.stream:
         asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
-        count = usage_tap(call, asked)
+        count, remote = usage_tap(call, asked), not engine_spec(entry.engine).local  # any server: every frame parsed
         return await relay_sse(call, entry, kind.path, payload, refine(kind, entry),
-                               tap=lambda frames: count(cleaned(frames)))
+                               tap=lambda frames: count(cleaned(frames, thorough=remote)))
     try:
         answer = await post_json(call, entry, kind.path, payload)
     except ApiError as exc:

@@ -65,11 +65,20 @@ def test_stream_frames_are_cleaned_as_bytes_and_stay_valid_json() -> None:
 
 def test_a_frame_with_something_the_bytes_cannot_cut_is_parsed() -> None:
     stopped = VLLM_TOKEN.replace(b'"stop_reason":null', b'"stop_reason":"\\n"')  # a stop string matched
-    spaced = b'data: {"object": "chat.completion.chunk", "choices": [], "service_tier": null}\n\n'  # another server
-    out = clean_frames(stopped + spaced)
-    first, second = (json.loads(frame.removeprefix(b"data: ")) for frame in out.split(b"\n\n")[:-1])
-    assert "stop_reason" not in first["choices"][0] and first["choices"][0]["delta"] == {"content": "hi"}
-    assert second == {"object": "chat.completion.chunk", "choices": []}
+    out = clean_frames(VLLM_FIRST + stopped)
+    first, last = (json.loads(frame.removeprefix(b"data: ")) for frame in out.split(b"\n\n")[:-1])
+    assert "stop_reason" not in last["choices"][0] and last["choices"][0]["delta"] == {"content": "hi"}
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_a_remote_server_s_frames_are_each_parsed_and_cleaned() -> None:
+    other = (b'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": null, '
+             b'"content": "hi", "tool_calls": null, "reasoning_content": null}, "logprobs": null, '
+             b'"finish_reason": null}], "service_tier": null}\n\n')  # spaced JSON, nulls where the schema has none
+    [chunk] = [json.loads(frame.removeprefix(b"data: ")) for frame in
+               clean_frames(other, thorough=True).split(b"\n\n")[:-1]]
+    assert chunk == {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"},
+                                                                     "logprobs": None, "finish_reason": None}]}
 
 
 def test_a_clean_stream_is_passed_through_untouched() -> None:
