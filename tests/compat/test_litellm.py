@@ -27,7 +27,7 @@ def test_chat_streaming_and_tools(to: dict[str, Any]) -> None:
     assert answer.choices[0].message.content and answer.usage.completion_tokens == 6
     stream = litellm.completion(model=f"openai/{CHAT}", messages=HELLO, max_tokens=6, stream=True, **to)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream)
-    called = litellm.completion(model=f"openai/{CHAT}", messages=HELLO, tools=[WEATHER], max_tokens=80,
+    called = litellm.completion(model=f"openai/{CHAT}", messages=HELLO, tools=[WEATHER], max_tokens=200, seed=3,
                                 tool_choice={"type": "function", "function": {"name": "get_weather"}}, **to)
     assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
 

@@ -46,7 +46,7 @@ def test_chat_completion_and_streaming(llm: OpenAILike) -> None:
 
 def test_tools_and_structured_output(llm: OpenAILike) -> None:
     # A named tool: the tiny model's random weights follow a forced tool's schema, not a free choice.
-    llm.max_tokens = 100
+    llm.max_tokens, llm.additional_kwargs = 200, {"seed": 3}
     answer = llm.chat_with_tools([FunctionTool.from_defaults(fn=get_weather)], user_msg="The weather in Paris?",
                                  tool_choice="get_weather")
     calls = llm.get_tool_calls_from_response(answer)

@@ -19,7 +19,7 @@ from tests.support.openai_schema import component, errors, response_schema
 
 HI = [{"role": "user", "content": "Hello"}]
 FORCED = {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-          "max_tokens": 80}
+          "max_tokens": 200, "seed": 3}
 VLLM_ONLY = ("prompt_token_ids", "prompt_text", "token_ids", "kv_transfer_params", "stop_reason", "routed_experts",
              "prompt_logprobs", "service_tier")
 

@@ -52,7 +52,7 @@ await run("chat.stream", async () => {
 });
 await run("chat.tools", async () => {
   const completion = await client.chat.completions.create({
-    model: chatModel, messages: hello, tools: [weather], max_tokens: 60,
+    model: chatModel, messages: hello, tools: [weather], max_tokens: 200, seed: 3,
     tool_choice: { type: "function", function: { name: "get_weather" } },
   });
   return completion.choices[0].message.tool_calls.map((call) => JSON.parse(call.function.arguments));
@@ -60,10 +60,11 @@ await run("chat.tools", async () => {
 await run("chat.runTools", async () => {
   // The SDK's own tool loop: it calls the function, sends its result back and returns the final message.
   const calls = [];
+  const forced = { type: "function", function: { name: "get_weather" } };
+  const tool = { ...weather.function, parse: JSON.parse, function: (args) => { calls.push(args); return "sunny"; } };
   const runner = client.chat.completions.runTools({
-    model: chatModel, messages: hello, max_tokens: 100, tool_choice: { type: "function", function: { name: "get_weather" } },
-    tools: [{ type: "function", function: { ...weather.function, function: (args) => { calls.push(args); return "sunny"; },
-                                            parse: JSON.parse } }],
+    model: chatModel, messages: hello, max_tokens: 200, seed: 3, tool_choice: forced,
+    tools: [{ type: "function", function: tool }],
   }, { maxChatCompletions: 1 });
   await runner.finalChatCompletion();
   return calls;
@@ -100,7 +101,8 @@ await run("images.b64_json", async () => {
            keys: Object.keys(answer.data[0]).sort() };
 });
 await run("audio.transcriptions", async () => {
-  const answer = await client.audio.transcriptions.create({ model: "whisper-1", file: fs.createReadStream(process.env.AUDIO_FILE) });
+  const file = fs.createReadStream(process.env.AUDIO_FILE);
+  const answer = await client.audio.transcriptions.create({ model: "whisper-1", file });
   return { text: typeof answer.text };
 });
 await run("audio.transcriptions.verbose", async () => {
@@ -110,8 +112,8 @@ await run("audio.transcriptions.verbose", async () => {
 });
 let fileId = null;
 await run("files.create", async () => {
-  const file = await client.files.create({ purpose: "batch",
-                                           file: await toFile(fs.createReadStream(process.env.BATCH_FILE), "in.jsonl") });
+  const upload = await toFile(fs.createReadStream(process.env.BATCH_FILE), "in.jsonl");
+  const file = await client.files.create({ purpose: "batch", file: upload });
   fileId = file.id;
   return { purpose: file.purpose, bytes: file.bytes };
 });
@@ -137,7 +139,8 @@ await run("batches.list", async () => {
   for await (const _batch of client.batches.list()) count += 1;
   return count;
 });
-await run("error.invalid", async () => client.chat.completions.create({ model: chatModel, messages: hello, temperature: 5 }));
+await run("error.invalid", async () => client.chat.completions.create({ model: chatModel, messages: hello,
+                                                                      temperature: 5 }));
 await run("error.model", async () => client.chat.completions.create({ model: "nope/none", messages: hello }));
 await run("error.context", async () => client.chat.completions.create({
   model: chatModel, messages: [{ role: "user", content: "hello world ".repeat(1500) }], max_tokens: 5 }));
