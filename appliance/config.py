@@ -44,6 +44,10 @@ class Settings(BaseSettings):
                                       "certificate expires")
     http_redirect_port: int | None = Field(None, ge=0, le=65535, description="with TLS: a plain-HTTP port that "
                                            "only redirects to HTTPS (socket-activated: the 'http' socket)")
+    openai_port: int | None = Field(None, ge=0, le=65535, description="a second port serving the OpenAI API at /v1 "
+                                    "(base_url=http://HOST:PORT/v1), on `host`; unset: /oai/v1 on the main port only")
+    openai_hosts: list[str] = Field(default_factory=list, description="host names (e.g. openai.box.lan) whose "
+                                    "requests to the main port get the OpenAI API at /v1")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 

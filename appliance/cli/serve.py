@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -42,6 +44,7 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
 
     from appliance.gateway.app import create_gateway
     from appliance.gateway.http_limits import BoundedHttpProtocol
+    from appliance.gateway.openai_at_v1 import OpenAIAtV1, OpenAIHttpProtocol
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
@@ -53,6 +56,9 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
         raise fail(str(exc), EXIT_NEEDS_OPERATOR) from None
     raise_open_files_limit()
     use_private_temp_dir(settings.state_dir)
+    if settings.tls and settings.openai_port is not None:
+        raise fail("openai_port is plain HTTP and this box serves HTTPS: leave it unset and give the OpenAI host "
+                   "names in openai_hosts (their requests to the HTTPS port get the OpenAI API at /v1)")
     listeners = _https_listeners(settings)
     if listeners is not None:
         settings = listeners.settings
@@ -60,27 +66,50 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
         gateway = create_gateway(settings, catalogue)
     except DatabaseProblem as exc:
         raise database_fail(exc) from None
-    config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+    grace = int(settings.drain_timeout_s) or None
+    main_app = OpenAIAtV1(gateway, settings.openai_hosts) if settings.openai_hosts else gateway
+    config = uvicorn.Config(main_app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol.configured(settings),
-                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+                            timeout_graceful_shutdown=grace)
     if listeners is None:
         server = uvicorn.Server(config)
     else:
         gateway.app.state.tls = listeners.certificate  # type: ignore[attr-defined]  # /ca.pem, /tls/status, SIGHUP
         TLS_EXPIRY.certificate = listeners.certificate  # /metrics: days to expiry
         server = listeners.server(config)
+    # The OpenAI layer at /v1 on a port of its own: the same app (its lifespan runs once, on the main server).
+    openai_server = None
+    if settings.openai_port is not None:
+        openai_server = uvicorn.Server(uvicorn.Config(
+            OpenAIAtV1(gateway), host=settings.host, port=settings.openai_port, log_level=settings.log_level.lower(),
+            access_log=False, http=OpenAIHttpProtocol.configured(settings), lifespan="off",
+            timeout_graceful_shutdown=grace))
+        # Signals are the main server's (a second server would take them over); it stops this one with itself.
+        openai_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        main_exit = server.handle_exit
+
+        def handle_exit(sig: int, frame: FrameType | None) -> None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            main_exit(sig, frame)
+
+        server.handle_exit = handle_exit  # type: ignore[method-assign]
 
     async def run() -> None:
-        task = asyncio.get_running_loop().create_task(server.serve())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        follower = loop.create_task(openai_server.serve()) if openai_server and not task.done() else None
         if banner is not None:
             fastapi_app = gateway.app  # type: ignore[attr-defined]
-            while not server.started and not task.done():
-                await asyncio.sleep(0.05)
             if await_ready := not task.done():
                 await fastapi_app.state.supervisor.wait_startup_models()
             if await_ready and not task.done():
                 print(banner, flush=True)
         await task
+        if follower is not None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            await follower
 
     # uvicorn's own choice of loop (uvloop when installed): asyncio.run would give the stock loop, whose
     # transports cost the relay about a fifth more CPU per request.
@@ -104,8 +133,10 @@ class _HttpsListeners:
         from appliance.gateway.http_limits import refusal
         from appliance.tls.server import HttpsServer
 
+        from appliance.gateway.routing import surface_for_path
+
         def refuse(message: str, path: str) -> bytes:
-            return refusal(ErrorCode.VALIDATION_ERROR, message, path)
+            return refusal(ErrorCode.VALIDATION_ERROR, message, surface_for_path(path))
 
         return HttpsServer(config, self.certificate, self.https, self.http,  # type: ignore[arg-type]
                            self.settings.public_base_url, refuse)
@@ -198,6 +229,8 @@ def demo(
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
         *_demo_tenants(engine, catalogue),
+        f"OpenAI clients (SDKs, LangChain, LlamaIndex, litellm): base_url http://127.0.0.1:{port}/oai/v1 and the key "
+        "(docs/clients.md)",
         "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)

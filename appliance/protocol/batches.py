@@ -112,8 +112,8 @@ class BatchPage(BaseModel):
 class OpenAIList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Any]
-    first_id: str | None
-    last_id: str | None
+    first_id: str | None = None  # left out of an empty page of batches; files always name them ("" when empty)
+    last_id: str | None = None
     has_more: bool
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.backends.pool import Backend
 from appliance.catalogue import ModelEntry
 from appliance.protocol.models import BackendInfo, ModelInfo
-from appliance.serving.context import Call
+from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 from appliance.supervisor.supervisor import ModelPool
@@ -36,13 +36,6 @@ def may_use(caller: Caller, entry: ModelEntry) -> bool:
     return in_tenant(caller, entry) and (caller.key.models is None or bool(set(entry.names) & set(caller.key.models)))
 
 
-def check_model_access(caller: Caller, entry: ModelEntry, name: str) -> None:
-    if not in_tenant(caller, entry):  # another tenant's model does not exist for this one
-        raise model_not_found(name)
-    if not may_use(caller, entry):
-        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
-
-
 def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
     return ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{name}' on this appliance; {listing} lists them.")
 
@@ -50,14 +43,16 @@ def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
 def resolve_model(call: Call, name: str, modality: str) -> ModelEntry:
     """The catalogue entry the client asked for, checked against the service's modality and the key."""
     entry = call.runtime.catalogue.get(name)
-    if entry is None or not in_tenant(call.caller, entry):
-        raise model_not_found(name)
+    listing = "GET /models" if call.surface is Surface.OPENAI else "GET /v1/models"
+    if entry is None or not in_tenant(call.caller, entry):  # another tenant's model does not exist for this one
+        raise model_not_found(name, listing)
     if entry.modality != modality:
         raise ApiError(ErrorCode.VALIDATION_ERROR,
                        f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
                        f"{MODALITY_NAMES[modality]} model.",
                        details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
-    check_model_access(call.caller, entry, name)
+    if not may_use(call.caller, entry):
+        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
     call.served_by(model=entry.slug)
     return entry
 

@@ -73,7 +73,9 @@ def fuzz_key(fuzz_appliance: RunningAppliance) -> str:
 
 
 def enveloped(_ctx: Any, response: Any, case: Any) -> bool | None:
-    """A custom check: a JSON error is the contract's envelope under /v1 and elsewhere, OpenAI's under /oai."""
+    """A custom check: a JSON error is the contract's envelope under /v1 and elsewhere, OpenAI's under /oai; every
+    answer carries its request id under both names."""
+    assert response.headers["x-request-id"] == response.headers["x-scaigrid-request-id"]
     if response.status_code < 400:
         return None
     body = json.loads(response.content)

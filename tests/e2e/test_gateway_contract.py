@@ -182,7 +182,7 @@ def test_a_json_route_needs_a_json_content_type(embed_appliance: RunningApplianc
     headers = {"Content-Type": content_type} if content_type else {}
     with embed_appliance.client(key) as client:
         response = client.post(path, content=body, headers=headers)
-        assert response.status_code == 422, response.text
+        assert response.status_code == (400 if path.startswith("/oai/") else 422), response.text
         if path.startswith("/oai/"):
             assert response.json()["error"]["param"] == "content-type"
         else:
