@@ -12,7 +12,7 @@ from appliance.supervisor.local_backend import LocalBackend, WorkerState
 from appliance.supervisor.supervisor import ModelPool
 
 MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
-                  "transcription": "a transcription", "speech": "a speech"}
+                  "transcription": "a transcription", "speech": "a speech", "rerank": "a rerank"}
 
 HEALTH = {
     WorkerState.READY: "healthy",
