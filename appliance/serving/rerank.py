@@ -42,15 +42,15 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def max_documents(call: Call, entry: ModelEntry) -> int:
+def max_documents(entry: ModelEntry, setting: int) -> int:
     """Documents one request to ``entry`` may send: the model's own ``max_documents`` option, else the setting."""
     option = entry.engine_options.get("max_documents")
-    return int(option) if option else int(call.runtime.settings.rerank_max_documents)
+    return int(option) if option else setting
 
 
 def check_request(call: Call, entry: ModelEntry, body: RerankRequest, texts: list[str]) -> None:
     """Refuse, before any engine sees it, a request with more documents or bigger texts than the model takes."""
-    most = max_documents(call, entry)
+    most = max_documents(entry, call.runtime.settings.rerank_max_documents)
     if len(texts) > most:
         raise validation_error("documents", f"{len(texts)} documents sent; model '{entry.slug}' ranks at most {most} "
                                             "in one request. Send them in several requests (or keep fewer "
