@@ -60,8 +60,11 @@ def rerank_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFact
     catalogue = catalogue_subset(tiny_catalogue, ["scailabs/tiny-rerank", "openai/text-embedding-3-small"],
                                  state / "models.toml")
     tables = tomllib.loads(catalogue.read_text())["model"]
-    catalogue.write_text(tomli_w.dumps({"model": [{**t, "load": "startup" if t["modality"] == "rerank" else
-                                                   "on-demand"} for t in tables]}))
+    # max_length: an option of the CrossEncoder worker only (the supervisor once read a reranker's options as the
+    # embedding worker's, and stopped serving it).
+    catalogue.write_text(tomli_w.dumps({"model": [
+        {**t, "load": "startup", "engine_options": {"max_length": 512}} if t["modality"] == "rerank"
+        else {**t, "load": "on-demand"} for t in tables]}))
     with start_appliance(catalogue, state) as running:
         yield running
 
