@@ -36,6 +36,8 @@ from appliance.serving.relay import post_json
 
 # vLLM's truncate_prompt_tokens for "cut each pair to the model's window" (None there means: refuse it).
 WHOLE_WINDOW = -1
+# vLLM names what it refuses by its own parameters; to the client, the pair it refused is among its documents.
+REMOTE_FIELDS = {"input_tokens": "documents", "input_text": "documents"}
 
 
 def dumps(value: Any) -> bytes:
@@ -92,11 +94,22 @@ def remote_answer(entry: ModelEntry, answer: bytes, body: RerankRequest, texts: 
     return dumps({"id": read.id, "model": entry.slug, "results": out, "usage": read.usage.model_dump()})
 
 
+def in_client_terms(error: ApiError) -> ApiError:
+    """A remote's refusal named by the request's own field (vLLM's ``input_tokens`` is the request's documents)."""
+    if error.details and error.details[0].get("field") in REMOTE_FIELDS:
+        error.details = [{**detail, "field": REMOTE_FIELDS.get(detail.get("field", ""), detail.get("field", ""))}
+                         for detail in error.details]
+    return error
+
+
 async def _ranked(call: Call, entry: ModelEntry, body: RerankRequest, **extra: Any) -> bytes:
     texts = body.texts
     check_request(call, entry, body, texts)
     meter = await reserve(call, "tokens", rerank_bound(body.query, texts, entry) if budgeted(call.key) else 0)
-    answer = await post_json(call, entry, "/rerank", upstream_body(entry, body, texts, **extra))
+    try:
+        answer = await post_json(call, entry, "/rerank", upstream_body(entry, body, texts, **extra))
+    except ApiError as exc:
+        raise in_client_terms(exc) from None
     if entry.engine == "remote":
         answer = remote_answer(entry, answer, body, texts)
     apply_rerank_usage(meter.units, read_usage(answer))

@@ -14,8 +14,9 @@ import pytest
 
 from appliance.catalogue import ModelEntry
 from appliance.protocol.rerank import RerankRequest
-from appliance.serving.errors import ApiError
-from appliance.serving.rerank import check_max_tokens_per_doc, max_documents, remote_answer, upstream_body
+from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.rerank import check_max_tokens_per_doc, in_client_terms, max_documents, remote_answer, \
+    upstream_body
 
 LOCAL = ModelEntry(slug="acme/rerank", modality="rerank", engine="sentence-transformers", path=Path("/m"),
                    context_window=512)
@@ -90,3 +91,11 @@ def test_cohere_max_tokens_per_doc_goes_to_a_remote_and_is_refused_locally_below
         check_max_tokens_per_doc(LOCAL, 256)
     assert raised.value.details == [{"field": "max_tokens_per_doc", "message": raised.value.details[0]["message"]}]
     assert "512" in raised.value.message
+
+
+def test_vllms_refusal_of_an_over_long_pair_names_the_documents() -> None:
+    refused = ApiError(ErrorCode.VALIDATION_ERROR, "This model's maximum context length is 512 tokens. …",
+                       details=[{"field": "input_tokens", "message": "…"}])
+    assert in_client_terms(refused).details == [{"field": "documents", "message": "…"}]
+    other = ApiError(ErrorCode.VALIDATION_ERROR, "top_n …", details=[{"field": "top_n", "message": "…"}])
+    assert in_client_terms(other).details == [{"field": "top_n", "message": "…"}]
