@@ -30,6 +30,18 @@ class CatalogueError(ValueError):
     """The catalogue cannot be used; the message says where and why."""
 
 
+class Price(BaseModel):
+    """What a model costs, in the box's currency (whatever the operator bills in): the cost of usage rows and the
+    unit of cost budgets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(0.0, ge=0, description="per million input (prompt) tokens")
+    output_per_million: float = Field(0.0, ge=0, description="per million output (completion) tokens")
+    per_image: float = Field(0.0, ge=0, description="per image generated")
+    per_audio_second: float = Field(0.0, ge=0, description="per second of audio transcribed or spoken")
+
+
 class ModelEntry(BaseModel):
     """One frontend model: what clients call it, which engine serves it, from where."""
 
@@ -57,6 +69,7 @@ class ModelEntry(BaseModel):
     # After engine_options: its validator reads the engine and its options.
     capabilities: tuple[Capability, ...] = Field((), description=(
         "chat models: what they take beyond text (vision: image parts, audio_input: audio parts, tools)"))
+    price: Price = Field(default_factory=Price, description="per-model prices; default free")
 
     @field_validator("url", mode="before")
     @classmethod

@@ -104,7 +104,11 @@ class Settings(BaseSettings):
 
     @property
     def socket_dir(self) -> Path:
-        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes)."""
+        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes).
+
+        The fallback in the system temp dir is used only if this user made it and no one else may enter it
+        (state_dir.prepare_socket_dir refuses it otherwise).
+        """
         preferred = self.state_dir.resolve() / "sockets"
         if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
             return preferred

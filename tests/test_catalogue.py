@@ -83,6 +83,10 @@ VLLM = 'slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\n'
     (VLLM + 'capabilities = ["tools"]', "'tools' on vLLM needs engine_options.tool_call_parser"),
     (VLLM + 'capabilities = ["audio_input"]\n[model.engine_options]\nlimit_mm_per_prompt = {image = 2, audio = 0}',
      "'audio_input', but engine_options.limit_mm_per_prompt allows no audio"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {input_per_million = -0.5}',
+     "field 'price.input_per_million': Input should be greater than or equal to 0"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {per_token = 1}',
+     "field 'price.per_token': Extra inputs are not permitted"),
 ])
 def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, body: str, expected: str) -> None:
     path = write(tmp_path, f"[[model]]\n{body}\n")

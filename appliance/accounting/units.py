@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.catalogue import ModelEntry
+from appliance.catalogue import ModelEntry, Price
 
 TEMPLATE_TOKENS_PER_REQUEST = 64  # a default system prompt, the generation prompt
 TEMPLATE_TOKENS_PER_MESSAGE = 16  # role markers and separators around each message
@@ -135,3 +135,29 @@ def speech_seconds(response_format: str, streamed_bytes: int, sample_rate: int, 
     if response_format == "wav":
         return max(0, streamed_bytes - WAV_HEADER_BYTES) / PCM_BYTES_PER_SAMPLE / sample_rate
     return characters / SPEECH_CHARS_PER_SECOND / speed
+
+
+def cost_of(units: Units, price: Price) -> float:
+    """What a request cost at the model's prices."""
+    cost = (units.tokens_in * price.input_per_million + units.tokens_out * price.output_per_million) / 1_000_000
+    cost += units.images * price.per_image
+    cost += (units.audio_seconds_in + units.audio_seconds_out) * price.per_audio_second
+    return round(cost, 9)
+
+
+def cost_bound(unit: str, amount: float, price: Price) -> float:
+    """The most a request can cost when it can use at most ``amount`` of ``unit`` (tokens: in or out, whichever is
+    dearer)."""
+    if unit == "tokens":
+        return round(amount * max(price.input_per_million, price.output_per_million) / 1_000_000, 9)
+    if unit == "images":
+        return round(amount * price.per_image, 9)
+    if unit == "audio_seconds":
+        return round(amount * price.per_audio_second, 9)
+    return 0.0
+
+
+def price_per(unit: str, price: Price) -> float:
+    """The price of one of ``unit`` (tokens: the dearer direction)."""
+    return cost_bound(unit, 1.0, price) if unit != "tokens" else max(price.input_per_million,
+                                                                       price.output_per_million) / 1_000_000

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.support import fail
+from appliance.cli.support import cli_event, fail, state_engine
 
 
 def import_command(
@@ -36,5 +36,9 @@ def import_command(
         final = import_model(request, progress=lambda line: typer.echo(f"  {line}", err=True))
     except ImportProblem as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"imported {slug} into {final} and added it to {config}. The running appliance serves it after "
-               "a restart (systemctl restart appliance); live reload comes with the supervisor's.")
+    from appliance.tenancy.audit import AuditLog
+
+    AuditLog(state_engine(state_dir, config)).record(cli_event("catalogue.import", "model", slug,
+                                                               details={"config": str(config), "path": str(final)}))
+    typer.echo(f"imported {slug} into {final} and added it to {config}. To serve it without a restart: "
+               f"appliance models reload --config {config} (or: systemctl reload appliance)")

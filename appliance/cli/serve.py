@@ -9,15 +9,27 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
+from appliance.cli.support import (
+    EXIT_NEEDS_OPERATOR,
+    ConfigOption,
+    StateDirOption,
+    catalogue_of,
+    cli_event,
+    database_fail,
+    fail,
+    open_state_database,
+    settings_of,
+)
 from appliance.config import Settings
+from appliance.db.health import DatabaseProblem
 from appliance.metrics import TLS_EXPIRY
-from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
+from appliance.state_dir import (UnsafeDirectory, prepare_socket_dir, prepare_state_dir, raise_open_files_limit,
+                                 use_private_temp_dir)
 from appliance.tls.activation import HTTP, HTTPS, listening_socket, systemd_sockets
 from appliance.tls.context import ServedCertificate
 from appliance.tls.names import https_base_url
@@ -35,12 +47,19 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    try:
+        prepare_socket_dir(settings.socket_dir)
+    except UnsafeDirectory as exc:
+        raise fail(str(exc), EXIT_NEEDS_OPERATOR) from None
     raise_open_files_limit()
     use_private_temp_dir(settings.state_dir)
     listeners = _https_listeners(settings)
     if listeners is not None:
         settings = listeners.settings
-    gateway = create_gateway(settings, catalogue)
+    try:
+        gateway = create_gateway(settings, catalogue)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
     config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol.configured(settings),
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
@@ -160,7 +179,6 @@ def demo(
                                                          "default STATE_DIR/tiny-models")] = None,
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
-    from appliance.db.database import open_database
     from appliance.db.keys import KeyStore
     from appliance.permissions import PERMISSIONS
     from appliance.tiny_models import build_all
@@ -172,14 +190,57 @@ def demo(
     catalogue_path = build_all(models_dir)
     settings = settings_of(catalogue_path, state, host="127.0.0.1", port=port)
     catalogue = catalogue_of(catalogue_path)
-    # The operator's key: it may also make keys (with budgets) over the API and read everyone's usage.
-    _key, secret = KeyStore(open_database(settings.effective_database_url)).create("demo", list(PERMISSIONS))
+    # The operator's key (the box admin's): it may also make tenants, users and keys (with budgets) over the API and
+    # read everyone's usage and the audit log.
+    engine = open_state_database(settings.effective_database_url)
+    _key, secret = KeyStore(engine).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
+        *_demo_tenants(engine, catalogue),
         "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)
+
+
+# Two tenants sharing the demo box, each with its own models, budget, admin and user.
+DEMO_TENANTS = [
+    ("research", ["scailabs/poolnoodle-omni", "scailabs/tiny-chat", "openai/text-embedding-3-small"],
+     {"tokens": 200_000}),
+    ("support", ["openai/text-embedding-3-small", "openai/tts-1", "openai/whisper-1"],
+     {"tokens": 50_000, "audio_seconds": 600.0}),
+]
+
+
+def _demo_tenants(engine: Any, catalogue: Catalogue) -> list[str]:
+    """The demo's two tenants (made on the first run, audited as the CLI) and a fresh key for each one's admin."""
+    from appliance.db.keys import Budget, KeyStore
+    from appliance.tenancy.audit import AuditLog
+    from appliance.tenancy.store import TenantStore, UserStore
+
+    tenants, users, keys, log = TenantStore(engine), UserStore(engine), KeyStore(engine), AuditLog(engine)
+    lines = ["Two tenants share it (GET /v1/me with a key says who it is):"]
+    for name, models, limits in DEMO_TENANTS:
+        served = [slug for slug in models if catalogue.get(slug) is not None]
+        tenant = tenants.named(name)
+        if tenant is None:
+            event = cli_event("tenant.create", "tenant", details={"name": name})
+            with log.change(event) as session:
+                budget = Budget("day", **limits)  # type: ignore[arg-type]
+                tenant = tenants.create(name, served, None, budget, session=session)
+                event.resource_id = event.tenant_id = tenant.id
+                for role in ("tenant_admin", "tenant_user"):
+                    users.create(tenant.id, f"{role.removeprefix('tenant_')}@{name}.example", None, [role], session)
+        admin = users.with_email(tenant.id, f"admin@{name}.example")
+        if admin is None:
+            continue
+        event = cli_event("api_key.create", "api_key", tenant_id=tenant.id, details={"name": f"{name} admin (demo)"})
+        with log.change(event) as session:
+            key, secret = keys.create(f"{name} admin (demo)", ["admin:access"], user_id=admin.id,
+                                      tenant_id=tenant.id, session=session)
+            event.resource_id = key.id
+        lines.append(f"  {name}: models {', '.join(served)}; admin key {secret}")
+    return lines
 
 
 # One example per modality the demo serves: (modality, route, body, curl options after the body).

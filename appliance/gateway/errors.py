@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from appliance.db.health import describe
 from appliance.db.reserve import is_disk_full
 from appliance.gateway.routing import surface_of
 from appliance.serving.context import Surface
@@ -109,6 +112,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return answer(request, err)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, SQLAlchemyError | sqlite3.DatabaseError) and not is_disk_full(exc):  # damaged or away
+            problem = describe(request.app.state.keys.engine.url, exc)
+            log.error("%s %s failed: %s", request.method, request.url.path, problem.message)
+            return answer(request, ApiError(ErrorCode.MODEL_UNAVAILABLE, f"The appliance cannot use its state "
+                                            f"database now: {problem.message}.", retry_after=None if problem.lasting
+                                            else 30))
         if is_disk_full(exc):  # not a bug: the operator's to fix, and the client's to hear of
             log.error("%s %s failed: the state directory's disk is full", request.method, request.url.path)
             return answer(request, ApiError(ErrorCode.QUOTA_EXCEEDED, "The appliance's disk is full, so it cannot "

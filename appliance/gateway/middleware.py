@@ -1,4 +1,4 @@
-"""The outermost layer of the gateway: request ids, response headers, body limit, metrics.
+"""The outermost layer of the gateway: request ids, response headers, body limit, metrics, the audit of failures.
 
 A plain ASGI wrapper rather than Starlette's BaseHTTPMiddleware: it adds no task
 or copy per request, and it sees even the answers the framework fails to make.
@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.gateway.audit import record_outcome
 from appliance.gateway.errors import error_response
 from appliance.gateway.routing import surface_of
 from appliance.ids import new_id
@@ -60,6 +61,7 @@ class RequestContext:
                 await metering.settle(runtime, state, status_holder[0])  # before the client sees the end
             if message["type"] == "http.response.start":
                 response_started = True
+                await record_outcome(runtime, scope, state, message["status"])  # before the client sees the answer
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-scaigrid-request-id", request_id.encode()))

@@ -205,5 +205,5 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields,
     if body.metadata:
         log.info("request %s to %s: metadata %s", call.request_id, entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call.key) else 0)
+    meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call) else 0, entry)
     return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)

@@ -15,7 +15,7 @@ async def embed(call: Call, body: EmbeddingRequest) -> bytes:
     """Resolve the model, reserve the budget, ask the engine; its OpenAI answer as bytes."""
     entry = resolve_model(call, body.model, "embedding")
     check_texts(entry, body.input, "input")
-    meter = await reserve(call, "tokens", embed_bound(body.input, entry))
+    meter = await reserve(call, "tokens", embed_bound(body.input, entry), entry)
     payload = body.model_copy(update={"model": entry.served_model}).model_dump_json(exclude_none=True)
     answer = await post_json(call, entry, "/embeddings", payload.encode())
     apply_usage(meter.units, read_usage(answer))

@@ -98,7 +98,7 @@ async def generate_images(call: Call, body: ImageGenerationRequest) -> bytes:
     """The image service: resolve, reserve, generate; base64 or media URLs, as asked."""
     entry = resolve_model(call, body.model, "image")
     size = choose_size(entry, body.size, body.model)
-    meter = await reserve(call, "images", body.n)
+    meter = await reserve(call, "images", body.n, entry)
     # A local worker writes url-mode images into the media directory itself; a remote one sends base64.
     wire_format = "url" if body.response_format == "url" and engine_spec(entry.engine).local else "b64_json"
     payload = body.model_copy(update={"model": entry.served_model, "size": size, "response_format": wire_format})

@@ -105,7 +105,7 @@ def in_client_terms(error: ApiError) -> ApiError:
 async def _ranked(call: Call, entry: ModelEntry, body: RerankRequest, **extra: Any) -> bytes:
     texts = body.texts
     check_request(call, entry, body, texts)
-    meter = await reserve(call, "tokens", rerank_bound(body.query, texts, entry) if budgeted(call.key) else 0)
+    meter = await reserve(call, "tokens", rerank_bound(body.query, texts, entry) if budgeted(call) else 0, entry)
     try:
         answer = await post_json(call, entry, "/rerank", upstream_body(entry, body, texts, **extra))
     except ApiError as exc:

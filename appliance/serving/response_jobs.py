@@ -32,7 +32,6 @@ from typing import Any
 from sqlalchemy import Engine
 
 from appliance.db.keys import ApiKey
-from appliance.ids import new_id
 from appliance.protocol.responses import ResponseRequest
 from appliance.serving import metering
 from appliance.serving.context import Call, Surface
@@ -42,6 +41,7 @@ from appliance.serving.response_events import TERMINAL, EventStream
 
 from appliance.serving.response_store import ACTIVE, ResponseStore, StoreWriter, now
 from appliance.serving.streaming import Stream
+from appliance.tenancy.caller import Caller, Inactive
 
 log = logging.getLogger("appliance.responses")
 
@@ -96,7 +96,7 @@ class Feed:
 @dataclass
 class Job:
     response_id: str
-    key: ApiKey
+    caller: Caller
     body: ResponseRequest
     base_url: str
     response: dict[str, Any]  # the stored Response object: its id, created_at and the request's echo
@@ -170,8 +170,14 @@ class ResponseJobs:
         else:
             reason = None
         key: ApiKey | None = await asyncio.to_thread(self.runtime.keys.get, row.key_id)
+        caller: Caller | None = None
         if reason is None and (key is None or not key.active()):
             reason = "its API key was revoked or has expired"
+        elif reason is None and key is not None:
+            try:
+                caller = await asyncio.to_thread(self.runtime.directory.caller_of, key)
+            except Inactive as exc:
+                reason = f"its API key may no longer be used ({exc})"
         body = None
         if reason is None:
             try:
@@ -182,12 +188,12 @@ class ResponseJobs:
             log.warning("background response %s failed: %s", row.id, reason)
             await self._fail_orphan(row.id, response, next_seq, row.stream, reason)
             return
-        assert key is not None and body is not None
+        assert caller is not None and body is not None
         log.warning("background response %s taken over from a gateway that stopped (attempt %d)", row.id, row.attempts)
         settings = self.runtime.settings
         base = (settings.public_base_url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/"
         began = any(frame.startswith("event: response.in_progress") for _seq, frame in kept)
-        self._start(Job(row.id, key, body, base, response, next_seq, Feed(next_seq), began=began))
+        self._start(Job(row.id, caller, body, base, response, next_seq, Feed(next_seq), began=began))
 
     async def _fail_orphan(self, response_id: str, response: dict[str, Any], next_seq: int, stream: bool,
                            reason: str) -> None:
@@ -212,7 +218,7 @@ class ResponseJobs:
         request = body.model_dump_json(by_alias=True, exclude_none=True)
         await self.writer.submit(stored_row(call, prepared, response, request=request, owner=self.owner,
                                             claimed_at=now(), attempts=1))
-        job = Job(response_id, call.key, body, call.base_url, json.loads(dumps(response)), 0, Feed(0))
+        job = Job(response_id, call.caller, body, call.base_url, json.loads(dumps(response)), 0, Feed(0))
         self._start(job)
         if body.streamed:
             return Stream(job.feed.after(-1), "text/event-stream", {"cache-control": "no-cache",
@@ -232,8 +238,7 @@ class ResponseJobs:
     async def _run_job(self, job: Job) -> None:
         from appliance.serving.responses import ROUTE, finished, prepare
 
-        call = Call(self.runtime, job.key, Surface.OPENAI, job.base_url,
-                    {"request_id": new_id("req_"), "api_key": job.key})
+        call = Call.for_line(self.runtime, job.caller, Surface.OPENAI, job.base_url)  # background: below live traffic
         started, status_code = time.perf_counter(), 200
         events = EventStream(job.response, seq=job.next_seq,
                              parallel_tool_calls=job.response.get("parallel_tool_calls", True))

@@ -16,6 +16,8 @@ from appliance.db.keys import KeyStore
 from appliance.db.reserve import DiskReserve
 from appliance.media.store import MediaStore
 from appliance.supervisor.supervisor import Supervisor
+from appliance.tenancy.audit import AuditLog
+from appliance.tenancy.caller import Directory
 
 
 class Runtime:
@@ -26,6 +28,8 @@ class Runtime:
         self.supervisor = supervisor
         self.keys = keys
         self.accounting = accounting
+        self.directory = Directory(keys)  # tenants, users, and the caller of each key
+        self.audit = AuditLog(keys.engine)
         self._media: MediaStore | None = None
         self.disk_reserve = DiskReserve(settings.state_dir)
         # Kept here by the floors above, which own them: the batch stores and runner, the gateway's rate limiter,

@@ -309,7 +309,8 @@ def test_models_are_loaded_and_unloaded_and_a_failed_load_says_why(watched: Watc
     embed.locator(".badge", has_text="loaded").wait_for(timeout=WAIT_MS)
 
 
-@pytest.mark.parametrize("page", ["status", "keys", "usage", "batches", "playground"])
+@pytest.mark.parametrize("page", ["status", "keys", "usage", "batches", "playground", "users", "tenants", "audit",
+                                  "account"])
 def test_every_page_fits_a_phone(chromium_browser: Any, console: RunningAppliance, admin_key: str,
                                  page: str) -> None:
     with watched_page(chromium_browser, 390, 844) as phone:

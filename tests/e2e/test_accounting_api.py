@@ -256,7 +256,7 @@ def test_a_key_sees_only_its_own_usage(appliance: RunningAppliance, admin: httpx
     summary = client.get("/v1/accounting/usage/summary", params={"group_by": "key"}).json()["data"]["rows"]
     assert [row["group_key"] for row in summary] == [key_id]
     other = client.get("/v1/accounting/usage", params={"key_id": "key_someone_else"})
-    assert other.status_code == 403 and other.json()["error"]["code"] == "AUTHZ_PERMISSION_DENIED"
+    assert other.status_code == 404 and other.json()["error"]["code"] == "NOT_FOUND"  # never "it exists, not yours"
 
 
 @pytest.mark.parametrize(("path", "params", "field"), [

@@ -230,7 +230,7 @@ def test_health_ready_and_metrics_need_no_key(embed_appliance: RunningAppliance,
     with embed_appliance.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/ready").json()
-        assert ready == {"status": "ready", "startup_models": {EMBED: "ready"}}
+        assert ready == {"status": "ready", "startup_models": {EMBED: "ready"}, "database": None}
         metrics = client.get("/metrics").text
     assert 'appliance_requests_total{model="openai/text-embedding-3-small",route="/v1/inference/embed",' \
            'status="200"}' in metrics

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from appliance.batch import service
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body, parse_query
 from appliance.gateway.calls import call_of
@@ -22,7 +22,7 @@ from appliance.serving.errors import ApiError, ErrorCode, validation_error
 
 router = api_router()
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
 def _json(model: object) -> JSONResponse:
@@ -61,7 +61,7 @@ async def list_files(request: Request, key: Key) -> JSONResponse:
     return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit)
 
 
-async def _file(request: Request, key: ApiKey, file_id: str):  # type: ignore[no-untyped-def]
+async def _file(request: Request, key: Caller, file_id: str):  # type: ignore[no-untyped-def]
     _, files = service.stores(request.app.state)
     row = await asyncio.to_thread(files.get, file_id, service.scope(key))
     if row is None:

@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from appliance.db.keys import ApiKey
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.calls import call_of, respond
@@ -20,13 +19,14 @@ from appliance.gateway.routing import api_router
 from appliance.protocol.rerank import CohereRerankRequest, CohereRerankResponse, RerankRequest, RerankResponse
 from appliance.serving.rerank import cohere_rerank as cohere_service
 from appliance.serving.rerank import rerank as rerank_service
+from appliance.tenancy.caller import Caller
 
 router = api_router(metered=True)
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
-async def _rerank(request: Request, key: ApiKey) -> Response:
+async def _rerank(request: Request, key: Caller) -> Response:
     call = call_of(request, key)
     return respond(call, request, await rerank_service(call, await parse_body(request, RerankRequest)))
 

@@ -1,7 +1,7 @@
 """Responses: stored responses (input, Response object, background job) and the events of streamed background ones.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_tenancy
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004_tenancy"
 branch_labels = None
 depends_on = None
 
