@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
                                         "files go, then new images wait; unset = a tenth of the state dir's disk")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
+    rerank_max_documents: int = Field(1000, ge=1, description="documents one rerank request may send (a model's "
+                                      "own max_documents engine option wins)")
     budget_reservation_hold_s: float = Field(
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
     batch_url_allow: list[str] = Field(

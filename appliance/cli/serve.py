@@ -280,6 +280,10 @@ def _demo_tenants(engine: Any, catalogue: Catalogue) -> list[str]:
 DEMO_EXAMPLES = [
     ("embedding", "/v1/inference/embed",
      {"model": "openai/text-embedding-3-small", "input": ["first text", "second text"], "dimensions": 1536}, ""),
+    ("rerank", "/v1/inference/rerank",
+     {"model": "rerank-v3.5", "query": "What is the capital of France?",
+      "documents": ["Berlin is the capital of Germany.", "Paris is the capital of France.", "France borders Spain."],
+      "top_n": 2}, ""),
     ("chat", "/v1/inference/chat",
      {"model": "scailabs/poolnoodle-omni", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32,
       "stream": True}, " -N"),

@@ -10,7 +10,7 @@ Window = Literal["24h", "4h", "1h"]
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                       "cancelled"]
 OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations",
-                         "/v1/responses"]
+                         "/v1/responses", "/v1/rerank"]
 MAX_METADATA = 16
 
 

@@ -12,7 +12,7 @@ from appliance.supervisor.supervisor import ModelPool
 from appliance.tenancy.caller import Caller
 
 MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
-                  "transcription": "a transcription", "speech": "a speech"}
+                  "transcription": "a transcription", "speech": "a speech", "rerank": "a rerank"}
 
 HEALTH = {
     WorkerState.READY: "healthy",

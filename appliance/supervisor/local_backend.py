@@ -125,7 +125,7 @@ class LocalBackend:
         self.last_used = time.monotonic()
         self.retry_at = 0.0
         # Refined by each start; feeds retry_after.
-        self.expected_start_s = engine_spec(entry.engine).start_hint_s
+        self.expected_start_s = engine_spec(entry.engine, entry.modality).start_hint_s
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._engine_group: int | None = None  # the engine's process group (its guard's child leads it)
@@ -241,7 +241,7 @@ class LocalBackend:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _lower_busy_pollers(self) -> None:
-        spec = engine_spec(self.entry.engine)
+        spec = engine_spec(self.entry.engine, self.entry.modality)  # a reranker has its own options
         if not spec.busy_pollers or self._engine_group is None:
             return
         nice = getattr(spec.options.model_validate(self.entry.engine_options), "busy_poll_nice", 0)
@@ -304,7 +304,7 @@ class LocalBackend:
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         """Return when the process exits, stops answering health checks, or holds requests without progress."""
         failures = 0
-        spec = engine_spec(self.entry.engine)
+        spec = engine_spec(self.entry.engine, self.entry.modality)  # a reranker has its own options
         progress = _Progress(spec.progress_counters,
                              getattr(spec.options.model_validate(self.entry.engine_options), "stall_timeout_s", 0.0))
         while True:

@@ -24,7 +24,7 @@ router = api_router()
 async def list_models(
     request: Request,
     key: Annotated[Caller, Depends(require("models:list"))],
-    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio)$")] = None,
+    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio|rerank)$")] = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: str | None = None,
