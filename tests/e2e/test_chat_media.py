@@ -481,6 +481,16 @@ def test_too_many_images_names_the_one_past_the_models_limit(http: httpx.Client)
                   "model 'scailabs/poolnoodle-omni' takes at most 4 images in one request")
 
 
+def test_images_beyond_the_context_window_are_refused_at_the_one_that_overflows(
+        http: httpx.Client, facts: MultimodalFacts) -> None:
+    images = [image_part(data_url(picture(1200, 1000, seed=20 + n))) for n in range(4)]
+    assert 3 * facts.image_tokens(1200, 1000) < 4096 < 4 * facts.image_tokens(1200, 1000)
+    check_refused(http.post("/oai/v1/chat/completions", json=chat(*images)), "/oai/v1",
+                  "messages[1].content[4].image_url.url", 422,
+                  f"take {4 * facts.image_tokens(1200, 1000)} prompt tokens, more than model "
+                  "'scailabs/poolnoodle-omni' holds (4096)")
+
+
 def test_another_keys_file_is_not_found(appliance: RunningAppliance, sdk: openai.OpenAI, http: httpx.Client) -> None:
     owned = sdk.files.create(file=("mine.png", picture(64, 64)), purpose="vision")
     stranger = appliance.create_key()
