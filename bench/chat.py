@@ -20,10 +20,13 @@ TCP to vLLM vs straight at vLLM's TCP port.
 ``--image`` (a file, default a 1280×960 JPEG photo made here) and ``--audio``
 (seconds of a 16 kHz WAV, the rate vLLM's CPU build takes, default 5) put the
 same image or sound into every chat, as a ``data:`` URL / ``input_audio``,
-on both sides: the appliance decodes, checks and re-encodes it each time
-(serving/media_parts.py), vLLM direct gets the client's bytes. Short answers
-(``--tokens`` 16 by default then), so requests/s and first-token latency
-measure the media's path rather than decoding.
+on both sides: the appliance checks it, decodes and re-encodes it once and
+reuses what it made for the same bytes (serving/media_parts.py), vLLM direct
+gets the client's bytes (and reuses its own processing of the same image).
+``--distinct`` sends a different photo in every request instead (a crop of a
+larger one), so both sides decode every image. Short answers (``--tokens``
+16 by default then), so requests/s and first-token latency measure the
+media's path rather than decoding.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -69,17 +73,34 @@ async def one_stream(session: aiohttp.ClientSession, url: str, body: dict[str, o
     return tokens, first
 
 
-def photo(width: int = 1280, height: int = 960) -> bytes:
-    """A JPEG that compresses like a photo: smooth gradients, some noise."""
+def photos(count: int, width: int = 1280, height: int = 960) -> list[bytes]:
+    """``count`` different JPEGs that compress like a photo (smooth gradients, some noise): crops of one picture."""
     import numpy as np
     from PIL import Image
 
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    margin = 64
+    y, x = np.mgrid[0:height + margin, 0:width + margin] / max(width, height)
     rng = np.random.default_rng(0)
-    rgb = np.stack([x, y, (x + y) / 2], axis=-1) * 220 + rng.normal(0, 6, (height, width, 3))
-    out = io.BytesIO()
-    Image.fromarray(rgb.clip(0, 255).astype("uint8")).save(out, "JPEG", quality=90)
-    return out.getvalue()
+    rgb = np.stack([x, y, (x + y) / 2], axis=-1) * 220 + rng.normal(0, 6, (height + margin, width + margin, 3))
+    picture = Image.fromarray(rgb.clip(0, 255).astype("uint8"))
+    made = []
+    for n in range(count):
+        left, top = n % margin, (n // margin) % margin
+        out = io.BytesIO()
+        picture.crop((left, top, left + width, top + height)).save(out, "JPEG", quality=90)
+        made.append(out.getvalue())
+    return made
+
+
+def photo() -> bytes:
+    return photos(1)[0]
+
+
+def image_message(data: bytes) -> list[dict[str, object]]:
+    kind = "png" if data.startswith(b"\x89PNG") else "jpeg"
+    return [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this? Describe it at length."},
+        {"type": "image_url", "image_url": {"url": f"data:image/{kind};base64,{base64.b64encode(data).decode()}"}}]}]
 
 
 def media_prompt(image: Path | str | None, audio: float | None) -> list[dict[str, object]]:
@@ -87,10 +108,8 @@ def media_prompt(image: Path | str | None, audio: float | None) -> list[dict[str
     parts: list[dict[str, object]] = [{"type": "text", "text": "What is in this? Describe it at length."}]
     if image is not None:
         data = Path(image).read_bytes() if image else photo()
-        kind = "png" if data.startswith(b"\x89PNG") else "jpeg"
-        parts.append({"type": "image_url", "image_url": {
-            "url": f"data:image/{kind};base64,{base64.b64encode(data).decode()}"}})
-        print(f"image: {len(data)} bytes of {kind}", flush=True)
+        parts = image_message(data)[0]["content"]  # type: ignore[assignment]
+        print(f"image: {len(data)} bytes", flush=True)
     if audio is not None:
         from tests.support.audio import audio_file
 
@@ -101,11 +120,15 @@ def media_prompt(image: Path | str | None, audio: float | None) -> list[dict[str
     return [{"role": "user", "content": parts}]
 
 
+Prompts = list[dict[str, object]] | Iterator[list[dict[str, object]]]
+
+
 async def side(session: aiohttp.ClientSession, url: str, model: str, streams: int, tokens: int,
-               seed0: int, prompt: list[dict[str, object]] = PROMPT) -> tuple[float, float, float]:
-    """Streamed tokens/s over all streams, the median time to first token (seconds), and requests/s."""
-    bodies = [{"model": model, "messages": prompt, "max_tokens": tokens, "stream": True, "seed": seed0 + i,
-               "ignore_eos": True} for i in range(streams)]
+               seed0: int, prompt: Prompts = PROMPT) -> tuple[float, float, float]:
+    """Streamed tokens/s over all streams, the median time to first token (seconds), and requests/s.
+    ``prompt``: the messages of every request, or an iterator giving each request its own."""
+    bodies = [{"model": model, "messages": prompt if isinstance(prompt, list) else next(prompt),
+               "max_tokens": tokens, "stream": True, "seed": seed0 + i, "ignore_eos": True} for i in range(streams)]
     started = time.perf_counter()
     results = await asyncio.gather(*(one_stream(session, url, body) for body in bodies))
     elapsed = time.perf_counter() - started
@@ -114,7 +137,7 @@ async def side(session: aiohttp.ClientSession, url: str, model: str, streams: in
 
 
 async def run(url: str, key: str, direct_to: Path | str, models: dict[str, str], rounds: int, streams: int,
-              tokens: int, prompt: list[dict[str, object]] = PROMPT) -> None:
+              tokens: int, prompt: Prompts = PROMPT) -> None:
     """``direct_to``: vLLM's Unix socket, or its TCP base URL; ``models``: the model's name on each leg."""
     gateway = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"},
                                     connector=aiohttp.TCPConnector(limit=streams * 2))
@@ -171,12 +194,13 @@ def main() -> None:
                         "(default: a 1280×960 JPEG photo made here)")
     parser.add_argument("--audio", nargs="?", type=float, const=5.0, help="the same sound in every chat: seconds of "
                         "16 kHz WAV (default 5)")
+    parser.add_argument("--distinct", action="store_true", help="with --image: a different photo in every request")
     parser.add_argument("--catalogue", type=Path, help="a models.toml with the model to measure (default: tiny)")
     parser.add_argument("--model", default=TINY_SLUG)
     parser.add_argument("--remote", action="store_true", help="vLLM on TCP behind the appliance as a remote backend")
     args = parser.parse_args()
     if args.tokens is None:
-        args.tokens = 16 if args.image is not None or args.audio is not None else 256
+        args.tokens = 16 if args.image is not None or args.audio is not None or args.distinct else 256
     if args.remote:
         remote(args)
         return
@@ -203,7 +227,13 @@ def main() -> None:
         print(f"model={args.model} streams={args.streams} tokens={args.tokens} rounds={args.rounds} "
               f"cores={os.cpu_count()}")
         socket = settings.socket_dir / socket_file(args.model)
-        prompt = media_prompt(args.image, args.audio) if args.image is not None or args.audio is not None else PROMPT
+        prompt: Prompts = PROMPT
+        if args.distinct:
+            made = photos(2 * args.streams * (args.rounds + 1))
+            print(f"images: {len(made)} different photos, {statistics.mean(map(len, made)):.0f} bytes on average")
+            prompt = iter([image_message(data) for data in made])
+        elif args.image is not None or args.audio is not None:
+            prompt = media_prompt(args.image, args.audio)
         asyncio.run(run(url, key, socket, {"appliance": args.model, "direct": args.model}, args.rounds,
                         args.streams, args.tokens, prompt))
 

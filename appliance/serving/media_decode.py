@@ -6,9 +6,10 @@ pixel and length limits, and encoded anew:
 
 - images at the size the model's processor would scale them to (``fit``), so
   the engine's token count is unchanged and its own resize has nothing left to
-  do; as BMP, which is lossless and costs nothing to write or read (a PNG of a
-  photo takes ~100 ms to encode), or as JPEG above ``BMP_MAX_PIXELS`` (a
-  processor that keeps large images: BMP would be tens of megabytes);
+  do; as JPEG of quality 95 without chroma subsampling: visually lossless, a
+  few milliseconds to write, and about the size of the photo the client sent.
+  (A PNG of a photo took ~100 ms to write here, and vLLM spent more on a 3 MB
+  BMP's JSON and base64 than the gateway saved writing it: docs/benchmarks.md);
 - sounds as 16 kHz mono 16-bit WAV: the rate the audio models' feature
   extractors take, so vLLM never resamples (its CPU build cannot).
 
@@ -36,7 +37,6 @@ ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "audio/wave":
            "audio/x-wav": "audio/wav", "audio/vnd.wave": "audio/wav", "audio/mp3": "audio/mpeg",
            "audio/x-mp3": "audio/mpeg", "audio/mpeg3": "audio/mpeg"}
 
-BMP_MAX_PIXELS = 4 * 1024 * 1024  # 12 MB of BMP; larger images (a processor that keeps them) go as JPEG
 JPEG_QUALITY = 95
 ORIENTATION_TAG = 0x0112  # EXIF: how a camera held the picture
 TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -149,13 +149,8 @@ def decode_image(data: bytes, max_pixels: int, fit: Callable[[int, int], tuple[i
     except Exception as exc:  # noqa: BLE001 - as above: a truncated or corrupt file
         raise PartRefused(f"could not be decoded as {describe(kind)} ({_reason(exc)})") from None
     out = io.BytesIO()
-    if target[0] * target[1] <= BMP_MAX_PIXELS:
-        image.save(out, "BMP")
-        media_type = "image/bmp"
-    else:
-        image.save(out, "JPEG", quality=JPEG_QUALITY)
-        media_type = "image/jpeg"
-    return Picture(out.getvalue(), media_type, shown[0], shown[1], target)
+    image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)  # 0: 4:4:4, colour as sharp as the light
+    return Picture(out.getvalue(), "image/jpeg", shown[0], shown[1], target)
 
 
 def _orientation(image: Image.Image) -> int:

@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,8 @@ from typing import Any, Literal, TypeVar
 
 from appliance.catalogue import ModelEntry
 from appliance.engines.multimodal import AudioCost, ImageCost, MediaError, MultimodalFacts, read_facts
-from appliance.protocol.chat import AudioPart, ChatRequest, FilePart, ImagePart, TextPart, UserMessage
+from appliance.protocol.chat import (AudioPart, ChatRequest, FilePart, ImagePart, ImageUrl, InputAudio, TextPart,
+                                    UserMessage)
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, validation_error
 from appliance.serving.media_decode import (AUDIO_FORMATS, IMAGE_FORMATS, PartRefused, Picture, Sound, TooLong,
@@ -54,6 +57,50 @@ AUDIO_FORMAT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 # the database calls run on; as many as there are cores (Pillow and FFmpeg release the GIL while they work).
 _DECODERS = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="media-decode")
 T = TypeVar("T")
+
+
+MADE_CACHE_BYTES = 64 * 1024 * 1024
+
+
+Made = tuple[str, int, int]  # the engine's data, and an image's width and height or a sound's samples and rate
+
+
+class MadeParts:
+    """The parts made lately, by a digest of the client's bytes and what they were made for.
+
+    A conversation sends its images again with every turn; the same bytes made
+    into a part for the same processor make the same part, so a repeat costs a
+    hash instead of a decode. Only parts that passed every check are kept, and
+    a hit is checked against this request's limits again (its length, its
+    tokens). Bounded by the size of the kept strings, least recently used out.
+    """
+
+    def __init__(self, max_bytes: int = MADE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._items: OrderedDict[Hashable, Made] = OrderedDict()
+
+    def get(self, key: Hashable) -> Made | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, made: Made) -> None:
+        if len(made[0]) > self.max_bytes or key in self._items:
+            return
+        self._items[key] = made
+        self.used += len(made[0])
+        while self.used > self.max_bytes:
+            _, (dropped, _w, _h) = self._items.popitem(last=False)
+            self.used -= len(dropped)
+
+
+_MADE = MadeParts()  # used from the event loop only
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,15 +153,28 @@ class MediaParts:
     async def image(self, url: str, field: str, detail: str | None = None) -> dict[str, Any]:
         """An image part by URL (data:, own media, uploaded file, allowed http): the engine's image_url part."""
         self._admit("image", field)
-        fetched = await read_url(self.call, url, field, self.limits.part_bytes)
-        return await self._image(fetched, field, detail)
+        cost = self._image_cost(detail)
+        # A data: URL seen before is known by its text: a repeat skips even the base64.
+        limits = (self.limits.part_bytes, self.limits.image_pixels)
+        quick = ("image-url", _digest(url), cost, limits) if url.startswith("data:") else None
+        made = _MADE.get(quick) if quick else None
+        if made is None:
+            made = await self._make_image(await read_url(self.call, url, field, self.limits.part_bytes), field, cost)
+            if quick:
+                _MADE.put(quick, made)
+        return self._image_part(made, field, cost)
 
     async def audio(self, data: str, audio_format: str, field: str) -> dict[str, Any]:
         """An input_audio part (base64 ``data`` of ``audio_format`` wav or mp3): the engine's input_audio part."""
         self._admit("audio", field)
-        fetched = Fetched(decode_base64(data, field, self.limits.part_bytes),
-                          AUDIO_FORMAT_TYPES.get(audio_format, audio_format))
-        return await self._audio(fetched, field, f"its format is '{audio_format}'")
+        quick = ("audio-data", _digest(audio_format + ":" + data), self._audio_rate(), self.limits.part_bytes)
+        made = _MADE.get(quick)
+        if made is None:
+            fetched = Fetched(decode_base64(data, field, self.limits.part_bytes),
+                              AUDIO_FORMAT_TYPES.get(audio_format, audio_format))
+            made = await self._make_audio(fetched, field, f"its format is '{audio_format}'")
+            _MADE.put(quick, made)
+        return self._audio_part(made, field)
 
     async def file(self, file_id: str | None, file_data: str | None, field: str) -> dict[str, Any]:
         """OpenAI's file part (an uploaded ``file_id``, or ``file_data`` in base64 or a data: URL): taken as the
@@ -129,10 +189,11 @@ class MediaParts:
         kind = sniff(fetched.data)
         if kind in IMAGE_FORMATS:
             self._admit("image", field)
-            return await self._image(fetched, field, None)
+            cost = self._image_cost(None)
+            return self._image_part(await self._make_image(fetched, field, cost), field, cost)
         if kind in AUDIO_FORMATS:
             self._admit("audio", field)
-            return await self._audio(fetched, field)
+            return self._audio_part(await self._make_audio(fetched, field), field)
         taken = " or ".join(PLURAL[m] for m in ("image", "audio") if CAPABILITY[m] in self.entry.capabilities)
         raise validation_error(field, f"is {describe(kind)}; a file part on this appliance carries an image (PNG, "
                                       f"JPEG, WEBP, GIF) or a sound (WAV, MP3), and model '{self.entry.slug}' "
@@ -162,48 +223,83 @@ class MediaParts:
         limits = self.entry.engine_options.get("limit_mm_per_prompt")
         return limits.get(medium) if isinstance(limits, dict) else None
 
-    async def _image(self, fetched: Fetched, field: str, detail: str | None) -> dict[str, Any]:
+    def _image_cost(self, detail: str | None) -> ImageCost | None:
         cost = self.facts.image if self.facts is not None else None
         if cost is not None and detail == "low":
             cost = ImageCost(cost.patch_size, cost.merge_size, min(cost.min_pixels, LOW_DETAIL_PIXELS),
                              min(cost.max_pixels, LOW_DETAIL_PIXELS))
-        fit = _fit(cost) if cost is not None else None
+        return cost
+
+    async def _make_image(self, fetched: Fetched, field: str, cost: ImageCost | None) -> Made:
+        """The engine's data: URL for the image in ``fetched``, and the image's width and height."""
         kind = sniff(fetched.data)
         if kind in IMAGE_FORMATS:  # a lie is refused before the decoding (other bytes: the decoder says what they are)
             self._check_declared(fetched, field, kind)
-        picture: Picture = await _decode(field, decode_image, fetched.data, self.limits.image_pixels, fit)
-        self._add(field, cost.tokens(picture.width, picture.height) if cost is not None else None)
-        url = f"data:{picture.media_type};base64,{base64.b64encode(picture.data).decode()}"
+        key = ("image", hashlib.sha256(fetched.data).digest(), cost, self.limits.image_pixels)
+        made = _MADE.get(key)
+        if made is None:
+            fit = _fit(cost) if cost is not None else None
+            picture: Picture = await _decode(field, decode_image, fetched.data, self.limits.image_pixels, fit)
+            made = (f"data:{picture.media_type};base64,{base64.b64encode(picture.data).decode()}", picture.width,
+                    picture.height)
+            _MADE.put(key, made)
+        return made
+
+    def _image_part(self, made: Made, field: str, cost: ImageCost | None) -> dict[str, Any]:
+        url, width, height = made
+        self._add(field, cost.tokens(width, height) if cost is not None else None)
         return {"type": "image_url", "image_url": {"url": url}}
 
-    async def _audio(self, fetched: Fetched, field: str, claim: str | None = None) -> dict[str, Any]:
-        cost: AudioCost | None = self.facts.audio if self.facts is not None else None
+    def _audio_rate(self) -> int:
+        cost = self.facts.audio if self.facts is not None else None
+        return cost.sampling_rate if cost is not None else AudioCost().sampling_rate
+
+    def _longest(self) -> tuple[float, float | None, float]:
+        """The longest sound this part may be; the model's limit of one part, and what the request has left."""
         per_part = self.facts.max_audio_seconds if self.facts is not None else None
         left = self.limits.audio_seconds - self.audio_seconds
-        longest = min(left, per_part) if per_part is not None else left
+        return (min(left, per_part) if per_part is not None else left), per_part, left
+
+    async def _make_audio(self, fetched: Fetched, field: str, claim: str | None = None) -> Made:
+        """The engine's base64 WAV for the sound in ``fetched``, its samples and their rate."""
         kind = sniff(fetched.data)
         if kind in AUDIO_FORMATS:  # a lie is refused before the decoding
             self._check_declared(fetched, field, kind, claim)
-        rate = cost.sampling_rate if cost is not None else AudioCost().sampling_rate
-        try:
-            sound: Sound = await _decode(field, decode_audio, fetched.data, longest, rate)
-        except TooLong:
-            if per_part is not None and per_part <= left:
-                why = f"longer than model '{self.entry.slug}' takes in one part ({per_part:.1f} s)"
-            else:
-                why = (f"past the {self.limits.audio_seconds:g} s of audio one request may carry (the "
-                       "max_audio_seconds setting)")
-            raise validation_error(field, f"is audio {why}") from None
+        rate = self._audio_rate()
+        key = ("audio", hashlib.sha256(fetched.data).digest(), rate)
+        made = _MADE.get(key)
+        if made is None:
+            try:
+                sound: Sound = await _decode(field, decode_audio, fetched.data, self._longest()[0], rate)
+            except TooLong:
+                raise self._too_long(field) from None
+            made = (base64.b64encode(sound.data).decode(), sound.samples, rate)
+            _MADE.put(key, made)
+        return made
+
+    def _audio_part(self, made: Made, field: str) -> dict[str, Any]:
+        data, samples, rate = made
+        if samples > self._longest()[0] * rate:  # made for a request that could take more
+            raise self._too_long(field)
+        cost = self.facts.audio if self.facts is not None else None
         tokens = None
         if cost is not None:
             try:
-                tokens = cost.tokens_for_samples(sound.samples)
+                tokens = cost.tokens_for_samples(samples)
             except MediaError as exc:
                 raise validation_error(field, str(exc)) from None
-        self.audio_seconds += sound.seconds
+        self.audio_seconds += samples / rate
         self._add(field, tokens)
-        return {"type": "input_audio", "input_audio": {"data": base64.b64encode(sound.data).decode(),
-                                                        "format": "wav"}}
+        return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+    def _too_long(self, field: str) -> ApiError:
+        _longest, per_part, left = self._longest()
+        if per_part is not None and per_part <= left:
+            why = f"longer than model '{self.entry.slug}' takes in one part ({per_part:.1f} s)"
+        else:
+            why = (f"past the {self.limits.audio_seconds:g} s of audio one request may carry (the max_audio_seconds "
+                   "setting)")
+        return validation_error(field, f"is audio {why}")
 
     def _check_declared(self, fetched: Fetched, field: str, kind: str, claim: str | None = None) -> None:
         """A declared media type (a data: URL's, input_audio's format) must be what the bytes are."""
@@ -272,6 +368,13 @@ def has_media(body: ChatRequest) -> bool:
                and any(not isinstance(part, TextPart) for part in message.content) for message in body.messages)
 
 
+def _as_part(made: dict[str, Any]) -> ImagePart | AudioPart:
+    """A part this module made, as the request's model (built, not validated again: its data is megabytes)."""
+    if made["type"] == "image_url":
+        return ImagePart.model_construct(type="image_url", image_url=ImageUrl.model_construct(**made["image_url"]))
+    return AudioPart.model_construct(type="input_audio", input_audio=InputAudio.model_construct(**made["input_audio"]))
+
+
 def message_part(message: int, part: int) -> str:
     """A chat request's name for a content part."""
     return f"messages[{message}].content[{part}]"
@@ -298,14 +401,14 @@ async def check_chat(call: Call, body: ChatRequest, entry: ModelEntry,
             name = where(m, p)
             if isinstance(part, ImagePart):
                 made = await media.image(part.image_url.url, f"{name}.image_url.url", part.image_url.detail)
-                parts.append(ImagePart.model_validate(made))
+                parts.append(_as_part(made))
             elif isinstance(part, AudioPart):
                 made = await media.audio(part.input_audio.data, part.input_audio.format, f"{name}.input_audio.data")
-                parts.append(AudioPart.model_validate(made))
+                parts.append(_as_part(made))
             elif isinstance(part, FilePart):
                 source = "file_id" if part.file.file_id is not None else "file_data"
                 made = await media.file(part.file.file_id, part.file.file_data, f"{name}.file.{source}")
-                parts.append((ImagePart if made["type"] == "image_url" else AudioPart).model_validate(made))
+                parts.append(_as_part(made))
             else:
                 parts.append(part)
         messages.append(message.model_copy(update={"content": parts}))

@@ -34,12 +34,12 @@ def opened(data: bytes) -> Image.Image:
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
-def test_each_image_format_is_sent_as_a_bmp_of_the_size_the_processor_would_make(fmt: str) -> None:
+def test_each_image_format_is_sent_as_a_jpeg_of_the_size_the_processor_would_make(fmt: str) -> None:
     picture = decode_image(image_bytes((640, 480), fmt), MANY, QWEN.resized)
     assert (picture.width, picture.height) == (640, 480)
     assert picture.sent == QWEN.resized(640, 480) == (644, 476)
     sent = opened(picture.data)
-    assert (sent.format, sent.mode, sent.size) == ("BMP", "RGB", picture.sent)
+    assert (sent.format, sent.mode, sent.size) == ("JPEG", "RGB", picture.sent)
     assert QWEN.tokens(*sent.size) == QWEN.tokens(640, 480)  # the engine counts what the reservation counted
 
 
@@ -55,14 +55,9 @@ def test_without_a_processor_the_image_keeps_its_size() -> None:
     assert picture.sent == (300, 200) and opened(picture.data).size == (300, 200)
 
 
-def test_above_the_bmp_limit_the_image_goes_as_jpeg() -> None:
-    picture = decode_image(image_bytes((2500, 2000), "JPEG"), MANY)
-    assert picture.media_type == "image/jpeg" and opened(picture.data).format == "JPEG"
-
-
 def test_transparency_becomes_white_as_vllm_makes_it() -> None:
     picture = decode_image(image_bytes((56, 56), "PNG", "RGBA", (0, 0, 255, 0)), MANY, QWEN.resized)
-    assert opened(picture.data).getpixel((10, 10)) == (255, 255, 255)
+    assert all(channel >= 253 for channel in opened(picture.data).getpixel((10, 10)))  # white, within JPEG's error
 
 
 def test_a_photo_taken_sideways_is_turned_as_its_exif_says() -> None:

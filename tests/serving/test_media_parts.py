@@ -98,6 +98,7 @@ def test_the_requests_audio_seconds_are_counted_across_parts(tmp_path: Path) -> 
 
 
 def test_the_byte_and_pixel_limits_are_413s(tmp_path: Path) -> None:
+    asyncio.run(MediaParts(call_with(tmp_path), remote()).audio(wav(1.0), "wav", "f"))  # made under larger limits
     parts = MediaParts(call_with(tmp_path, max_media_part_bytes=1000, max_image_pixels=10_000), remote())
     too_many_bytes = refused(parts.audio(wav(1.0), "wav", "f"))
     assert too_many_bytes.code == ErrorCode.PAYLOAD_TOO_LARGE and too_many_bytes.status_code == 413
@@ -129,3 +130,15 @@ def test_an_engines_refusal_of_a_medium_is_given_the_first_part_of_that_medium(t
 ])
 def test_own_media_urls_are_on_a_host_this_appliance_answers_on(tmp_path: Path, url: str, ours: bool) -> None:
     assert is_own_media(call_with(tmp_path, public_base_url="https://box.example"), url) is ours
+
+
+def test_the_same_bytes_again_reuse_the_part_made_and_are_checked_again(tmp_path: Path) -> None:
+    url = png(300, 200)
+    first = asyncio.run(MediaParts(call_with(tmp_path), remote()).image(url, "a"))
+    again = asyncio.run(MediaParts(call_with(tmp_path), remote()).image(url, "b"))
+    assert again["image_url"]["url"] is first["image_url"]["url"]  # made once
+    asyncio.run(MediaParts(call_with(tmp_path), remote()).audio(wav(2.0), "wav", "x"))
+    stricter = MediaParts(call_with(tmp_path, max_audio_seconds=1), remote())
+    assert "past the 1 s of audio" in refused(stricter.audio(wav(2.0), "wav", "y")).message
+    smaller = MediaParts(call_with(tmp_path, max_image_pixels=100), remote())
+    assert refused(smaller.image(url, "c")).code == ErrorCode.PAYLOAD_TOO_LARGE  # made for other limits: not reused
