@@ -483,11 +483,11 @@ def test_too_many_images_names_the_one_past_the_models_limit(http: httpx.Client)
 
 def test_images_beyond_the_context_window_are_refused_at_the_one_that_overflows(
         http: httpx.Client, facts: MultimodalFacts) -> None:
-    images = [image_part(data_url(picture(1200, 1000, seed=20 + n))) for n in range(4)]
-    assert 3 * facts.image_tokens(1200, 1000) < 4096 < 4 * facts.image_tokens(1200, 1000)
+    images = [image_part(data_url(picture(896, 896, seed=20 + n))) for n in range(4)]
+    assert 3 * facts.image_tokens(896, 896) < 4096 < 4 * facts.image_tokens(896, 896)
     check_refused(http.post("/oai/v1/chat/completions", json=chat(*images)), "/oai/v1",
                   "messages[1].content[4].image_url.url", 422,
-                  f"take {4 * facts.image_tokens(1200, 1000)} prompt tokens, more than model "
+                  f"take {4 * facts.image_tokens(896, 896)} prompt tokens, more than model "
                   "'scailabs/poolnoodle-omni' holds (4096)")
 
 
