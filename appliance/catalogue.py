@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from appliance.engines.registry import CAPABILITIES, ENGINES, engine_spec
 
-Modality = Literal["chat", "embedding", "image", "transcription", "speech"]
+Modality = Literal["chat", "embedding", "image", "transcription", "speech", "rerank"]
 Capability = Literal[CAPABILITIES]  # type: ignore[valid-type]
 Engine = Literal[tuple(ENGINES)]  # type: ignore[valid-type]
 LoadPolicy = Literal["startup", "on-demand"]
@@ -28,6 +28,18 @@ API_MODALITY: dict[str, str] = {"transcription": "audio", "speech": "audio"}
 
 class CatalogueError(ValueError):
     """The catalogue cannot be used; the message says where and why."""
+
+
+class Price(BaseModel):
+    """What a model costs, in the box's currency (whatever the operator bills in): the cost of usage rows and the
+    unit of cost budgets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(0.0, ge=0, description="per million input (prompt) tokens")
+    output_per_million: float = Field(0.0, ge=0, description="per million output (completion) tokens")
+    per_image: float = Field(0.0, ge=0, description="per image generated")
+    per_audio_second: float = Field(0.0, ge=0, description="per second of audio transcribed or spoken")
 
 
 class ModelEntry(BaseModel):
@@ -53,10 +65,14 @@ class ModelEntry(BaseModel):
     gpu_memory_gb: float = Field(0.0, ge=0)
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
+    token_encoding: Literal["cl100k_base"] | None = Field(
+        None, description="embedding models: the tiktoken encoding of inputs sent as token ids; a model with one of "
+                          "OpenAI's embedding names (text-embedding-3-small, …) takes cl100k_base unless set")
     engine_options: dict[str, Any] = Field(default_factory=dict)
     # After engine_options: its validator reads the engine and its options.
     capabilities: tuple[Capability, ...] = Field((), description=(
         "chat models: what they take beyond text (vision: image parts, audio_input: audio parts, tools)"))
+    price: Price = Field(default_factory=Price, description="per-model prices; default free")
 
     @field_validator("url", mode="before")
     @classmethod
@@ -123,6 +139,8 @@ class ModelEntry(BaseModel):
                 raise ValueError("'replicas' is for local engines; list several URLs for a remote model")
         if self.context_window and self.max_output_tokens and self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens is larger than context_window")
+        if self.token_encoding is not None and self.modality != "embedding":
+            raise ValueError("token_encoding is for embedding models (their inputs sent as token ids)")
         return self
 
     @property
@@ -190,7 +208,7 @@ def parse_catalogue(data: dict[str, Any], source: Path | None = None, base_dir: 
                 f"{where}: model '{name}' (entry {index}): field '{_field_path(first['loc'])}': {first['msg']}"
             ) from None
         try:
-            engine_spec(entry.engine).options.model_validate(entry.engine_options)
+            engine_spec(entry.engine, entry.modality).options.model_validate(entry.engine_options)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise CatalogueError(f"{where}: model '{name}' (entry {index}): field "

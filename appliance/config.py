@@ -44,6 +44,10 @@ class Settings(BaseSettings):
                                       "certificate expires")
     http_redirect_port: int | None = Field(None, ge=0, le=65535, description="with TLS: a plain-HTTP port that "
                                            "only redirects to HTTPS (socket-activated: the 'http' socket)")
+    openai_port: int | None = Field(None, ge=0, le=65535, description="a second port serving the OpenAI API at /v1 "
+                                    "(base_url=http://HOST:PORT/v1), on `host`; unset: /oai/v1 on the main port only")
+    openai_hosts: list[str] = Field(default_factory=list, description="host names (e.g. openai.box.lan) whose "
+                                    "requests to the main port get the OpenAI API at /v1")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 
@@ -75,6 +79,8 @@ class Settings(BaseSettings):
                                  "may take fewer: its limit_mm_per_prompt)")
     max_audio_seconds: float = Field(600.0, gt=0, description="seconds of audio in one chat request, all parts "
                                      "together (a model may take less in one part)")
+    rerank_max_documents: int = Field(1000, ge=1, description="documents one rerank request may send (a model's "
+                                      "own max_documents engine option wins)")
     budget_reservation_hold_s: float = Field(
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
     batch_url_allow: list[str] = Field(
@@ -95,6 +101,9 @@ class Settings(BaseSettings):
     batch_yield_s: float = Field(
         2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
+    responses_retention_days: float = Field(30.0, gt=0, description="how long stored responses are kept")
+    responses_stale_s: float = Field(
+        30.0, gt=0, description="a background response claimed by a gateway silent this long is taken over")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -110,7 +119,11 @@ class Settings(BaseSettings):
 
     @property
     def socket_dir(self) -> Path:
-        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes)."""
+        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes).
+
+        The fallback in the system temp dir is used only if this user made it and no one else may enter it
+        (state_dir.prepare_socket_dir refuses it otherwise).
+        """
         preferred = self.state_dir.resolve() / "sockets"
         if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
             return preferred

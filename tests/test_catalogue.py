@@ -69,6 +69,11 @@ VLLM = 'slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\n'
     ('slug = "x"\nmodality = "image"\nengine = "diffusers"\npath = "."\n[model.engine_options]\nsteps = {ultra = 9}',
      "field 'engine_options.steps.ultra"),
     ('slug = "x"\nmodality = "chat"\nengine = "llama.cpp"\npath = "."', "field 'engine'"),
+    ('slug = "x"\nmodality = "rerank"\nengine = "vllm"\npath = "."', "engine 'vllm' cannot serve modality 'rerank'"),
+    ('slug = "x"\nmodality = "rerank"\nengine = "sentence-transformers"\npath = "."\n[model.engine_options]\n'
+     'max_tokens_per_input = 512', "field 'engine_options.max_tokens_per_input': Extra inputs are not permitted"),
+    ('slug = "x"\nmodality = "embedding"\nengine = "sentence-transformers"\npath = "."\n[model.engine_options]\n'
+     'max_documents = 10', "field 'engine_options.max_documents': Extra inputs are not permitted"),
     (VLLM + 'capabilities = ["smell"]', "field 'capabilities[0]': Input should be 'vision', 'audio_input' or 'tools'"),
     (VLLM + 'capabilities = ["vision", "vision"]', "field 'capabilities': Value error, a capability is listed twice"),
     ('slug = "x"\nmodality = "embedding"\nengine = "sentence-transformers"\npath = "."\ncapabilities = ["vision"]',
@@ -78,6 +83,10 @@ VLLM = 'slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\n'
     (VLLM + 'capabilities = ["tools"]', "'tools' on vLLM needs engine_options.tool_call_parser"),
     (VLLM + 'capabilities = ["audio_input"]\n[model.engine_options]\nlimit_mm_per_prompt = {image = 2, audio = 0}',
      "'audio_input', but engine_options.limit_mm_per_prompt allows no audio"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {input_per_million = -0.5}',
+     "field 'price.input_per_million': Input should be greater than or equal to 0"),
+    ('slug = "x"\nmodality = "chat"\nengine = "vllm"\npath = "."\nprice = {per_token = 1}',
+     "field 'price.per_token': Extra inputs are not permitted"),
 ])
 def test_a_broken_entry_names_the_file_the_model_and_the_field(tmp_path: Path, body: str, expected: str) -> None:
     path = write(tmp_path, f"[[model]]\n{body}\n")
@@ -133,6 +142,38 @@ def test_every_engine_of_the_registry_has_its_options_checked() -> None:
     for spec in ENGINES.values():
         assert spec.options.model_config.get("extra") == "forbid", spec.name
         assert spec.local == (spec.name != "remote")
+        for modality, worker in spec.modality_workers.items():
+            assert modality in spec.modalities and worker.options.model_config.get("extra") == "forbid", spec.name
+
+
+def test_sentence_transformers_reranks_with_a_worker_options_and_files_of_its_own(tmp_path: Path) -> None:
+    from appliance.engines.registry import engine_spec
+    from appliance.supervisor.launch import worker_command
+
+    (tmp_path / "m").mkdir()
+    catalogue = load_catalogue(write(tmp_path, """
+[[model]]
+slug = "baai/bge-reranker-v2-m3"
+aliases = ["rerank-v3.5"]
+modality = "rerank"
+engine = "sentence-transformers"
+path = "m"
+[model.engine_options]
+max_documents = 200
+max_length = 1024
+
+[[model]]
+slug = "acme/rerank"
+modality = "rerank"
+engine = "remote"
+url = "http://10.0.0.8:7997"
+"""))
+    local, remote = catalogue.get("rerank-v3.5"), catalogue.get("acme/rerank")
+    assert local is not None and remote is not None and local.api_modality == remote.api_modality == "rerank"
+    assert "appliance.workers.rerank" in worker_command(local, tmp_path / "w.sock")
+    assert engine_spec("sentence-transformers", "rerank").required_files == ("config.json",)
+    assert engine_spec("sentence-transformers", "embedding").worker_module == "appliance.workers.embeddings"
+    assert engine_spec("sentence-transformers").required_files == ("modules.json",)
 
 
 def test_a_name_used_twice_is_refused(tmp_path: Path) -> None:
@@ -152,3 +193,5 @@ def test_invalid_toml_and_a_missing_file_are_clear(tmp_path: Path) -> None:
 def test_the_shipped_gpu_catalogue_is_valid() -> None:
     catalogue = load_catalogue(REPO / "models.toml", check_paths=False)
     assert catalogue.get("openai/text-embedding-3-small") is not None
+    reranker = catalogue.get("rerank-v3.5")
+    assert reranker is not None and reranker.modality == "rerank"

@@ -7,12 +7,14 @@ import os
 import re
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.appliance import cli, free_port
@@ -38,6 +40,37 @@ def test_keys_create_refuses_an_unknown_permission(tmp_path: Path) -> None:
 def test_keys_revoke_of_an_unknown_id_fails(tmp_path: Path) -> None:
     result = cli("keys", "revoke", "key_nope", state_dir=tmp_path)
     assert result.returncode == 1 and "no active key with id key_nope" in result.stderr
+
+
+def test_tenants_users_and_keys_from_the_cli_are_audited_and_verify_catches_an_edit(tmp_path: Path) -> None:
+    tenant = cli("tenants", "create", "research", "--model", "openai/tts-1", "--budget-cost", "12.5",
+                 state_dir=tmp_path)
+    assert tenant.returncode == 0, tenant.stderr
+    tenant_id = tenant.stdout.splitlines()[-1]
+    assert "budget=12.5 cost per month" in tenant.stdout and "models=openai/tts-1" in tenant.stdout
+    user = cli("users", "create", "Ann@Example.com", "--tenant", tenant_id, "--role", "tenant_admin",
+               state_dir=tmp_path)
+    user_id = user.stdout.splitlines()[-1]
+    assert "ann@example.com" in user.stdout and "roles=tenant_admin" in user.stdout
+    assert cli("users", "create", "ann@example.com", "--tenant", tenant_id, state_dir=tmp_path).returncode == 1
+    assert "unknown role 'root'" in cli("users", "roles", user_id, "-r", "root", state_dir=tmp_path).stderr
+    key = cli("keys", "create", "ann's", "--user", user_id, state_dir=tmp_path)
+    assert key.returncode == 0 and f"in {tenant_id}" in key.stdout, key.stderr
+    assert f"tenant={tenant_id}  user={user_id}" in cli("keys", "list", state_dir=tmp_path).stdout
+    deleted = cli("users", "delete", user_id, state_dir=tmp_path)
+    assert "1 key(s) revoked" in deleted.stdout
+    assert "revoked" in next(line for line in cli("keys", "list", state_dir=tmp_path).stdout.splitlines()
+                             if "ann's" in line)
+    listed = cli("audit", "list", state_dir=tmp_path).stdout.splitlines()
+    assert [line.split()[3] for line in listed] == ["user.delete", "api_key.create", "user.create", "tenant.create"]
+    assert "ok: 4 audit event(s)" in cli("audit", "verify", state_dir=tmp_path).stdout
+    with sqlite3.connect(tmp_path / "appliance.db") as db:
+        db.execute("DROP TRIGGER audit_log_no_delete")
+        first = db.execute("SELECT id FROM audit_log WHERE seq = 2").fetchone()[0]
+        db.execute("DELETE FROM audit_log WHERE seq = 2")
+    caught = cli("audit", "verify", state_dir=tmp_path)
+    assert caught.returncode == 1 and "event #3" in caught.stderr and "missing (deleted)" in caught.stderr
+    assert first not in caught.stderr  # the deleted one is gone: the first event after the gap is named
 
 
 def test_tiny_models_are_a_valid_catalogue_that_checks_clean(tiny_catalogue: Path, tmp_path: Path) -> None:
@@ -98,11 +131,30 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
         about_an_image = json.loads(results["vision"].stdout)
         assert about_an_image["status"] == "ok", about_an_image  # the 32×32 square: 2×2 tiles and two markers
         assert about_an_image["data"]["usage"]["prompt_tokens"] > 6
+        ranked = json.loads(results["rerank"].stdout)["data"]
+        assert ranked["model"] == "scailabs/tiny-rerank" and len(ranked["results"]) == 2
+        # Cohere's SDK with only its base URL and the demo's key (issue 26's "done when").
+        import cohere
+
+        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
+        cohere_answer = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}/oai").rerank(
+            model="rerank-v3.5", query="capital of France?", documents=["Berlin", "Paris", "Madrid"], top_n=2)
+        assert len(cohere_answer.results) == 2
         image = json.loads(results["generate"].stdout)["data"]["data"][0]
         assert subprocess.run(["curl", "-sf", image["url"]], capture_output=True, timeout=60).stdout[:4] == b"\x89PNG"
         assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0
         budgeted = json.loads(results["api-keys"].stdout)["data"]
         assert budgeted["key"].startswith("sgk_") and budgeted["budget"]["tokens"] == 100
+        tenant_keys = {line.split(":")[0].strip(): line.split()[-1] for line in seen if " admin key sgk_" in line}
+        assert set(tenant_keys) == {"research", "support"}  # two tenants share the demo, each with its models
+        base = console.removesuffix("/console/")
+        for name, key in tenant_keys.items():
+            headers = {"Authorization": f"Bearer {key}"}
+            me = httpx.get(f"{base}/v1/me", headers=headers, timeout=30).json()["data"]
+            assert (me["tenant"]["name"], me["role"]) == (name, "tenant_admin")
+            models = [m["slug"] for m in httpx.get(f"{base}/v1/models", headers=headers, timeout=30).json()["data"]
+                      ["items"]]
+            assert ("openai/tts-1" in models) == (name == "support") and "openai/text-embedding-3-small" in models
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-UNITS = ("tokens", "images", "audio_seconds")
+UNITS = ("tokens", "images", "audio_seconds", "cost")
 PERIODS = ("day", "week", "month", "total")
 TOTAL = "total"
 

@@ -1,8 +1,8 @@
-"""Usage rows: written in batches, listed with a cursor, summed by model, key or backend."""
+"""Usage rows: written in batches, listed with a cursor, summed by model, key, backend, user or tenant, exported."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from appliance.db.tables import UsageRow
 
-GROUP_COLUMNS = {"model": UsageRow.model, "key": UsageRow.key_id, "backend": UsageRow.backend_id}
+GROUP_COLUMNS = {"model": UsageRow.model, "key": UsageRow.key_id, "backend": UsageRow.backend_id,
+                 "user": UsageRow.user_id, "tenant": UsageRow.tenant_id}
+EXPORT_BATCH = 1000  # rows read at a time while exporting
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class UsageFilter:
     model: str | None = None
     backend_id: str | None = None
     key_id: str | None = None  # None: every key's (admin:access)
+    user_id: str | None = None
+    tenant_id: str | None = None
 
     def clauses(self) -> list[object]:
         out: list[object] = []
@@ -34,6 +38,10 @@ class UsageFilter:
             out.append(UsageRow.backend_id == self.backend_id)
         if self.key_id is not None:
             out.append(UsageRow.key_id == self.key_id)
+        if self.user_id is not None:
+            out.append(UsageRow.user_id == self.user_id)
+        if self.tenant_id is not None:
+            out.append(UsageRow.tenant_id == self.tenant_id)
         return out
 
 
@@ -64,19 +72,35 @@ class UsageStore:
         group = GROUP_COLUMNS[group_by]
         query = (select(group, func.count(), func.sum(UsageRow.tokens_in), func.sum(UsageRow.tokens_out),
                         func.sum(UsageRow.images), func.sum(UsageRow.audio_seconds_in),
-                        func.sum(UsageRow.audio_seconds_out), func.sum(UsageRow.characters))
+                        func.sum(UsageRow.audio_seconds_out), func.sum(UsageRow.characters), func.sum(UsageRow.cost))
                  .where(*where.clauses()).group_by(group).order_by(group))  # type: ignore[arg-type]
         out = []
         with Session(self.engine) as session:
-            for key, count, tokens_in, tokens_out, images, seconds_in, seconds_out, characters in session.execute(query):
+            for (key, count, tokens_in, tokens_out, images, seconds_in, seconds_out, characters,
+                 cost) in session.execute(query):
                 tokens_in, tokens_out = int(tokens_in or 0), int(tokens_out or 0)
                 seconds_in, seconds_out = float(seconds_in or 0), float(seconds_out or 0)
                 out.append({"group_key": key, "request_count": int(count), "input_tokens": tokens_in,
                             "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out,
                             "images": int(images or 0), "audio_seconds_in": round(seconds_in, 3),
                             "audio_seconds_out": round(seconds_out, 3),
-                            "audio_seconds": round(seconds_in + seconds_out, 3), "characters": int(characters or 0)})
+                            "audio_seconds": round(seconds_in + seconds_out, 3), "characters": int(characters or 0),
+                            "total_cost": round(float(cost or 0), 9)})
         return out
+
+    def batches(self, where: UsageFilter, size: int = EXPORT_BATCH) -> Iterator[list[UsageRow]]:
+        """Every matching row, oldest first, ``size`` at a time (keyset paging): an export never holds them all."""
+        after = 0
+        while True:
+            query = (select(UsageRow).where(*where.clauses(), UsageRow.seq > after)  # type: ignore[arg-type]
+                     .order_by(UsageRow.seq).limit(size))
+            with Session(self.engine) as session:
+                rows = list(session.scalars(query))
+                session.expunge_all()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].seq
 
     def recent(self, start: datetime) -> dict[str, dict[str, float]]:
         """Per model since ``start``: requests, errors, summed latency (ms) and output tokens (the console)."""

@@ -15,11 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.catalogue import ModelEntry
+from appliance.catalogue import ModelEntry, Price
 
 TEMPLATE_TOKENS_PER_REQUEST = 64  # a default system prompt, the generation prompt
 TEMPLATE_TOKENS_PER_MESSAGE = 16  # role markers and separators around each message
 SPECIAL_TOKENS_PER_TEXT = 8  # [CLS] / [SEP] / BOS / EOS around a text
+SPECIAL_TOKENS_PER_PAIR = 4  # a cross-encoder's query–document pair: [CLS] q [SEP] d [SEP], <s> q </s></s> d </s>
 DEFAULT_OUTPUT_TOKENS = 4096  # when neither the request nor the catalogue bounds the completion
 SPEECH_CHARS_PER_SECOND = 15.0  # about a fast reader's pace: the estimate for compressed speech formats
 PCM_BYTES_PER_SAMPLE = 2  # 16-bit mono
@@ -86,6 +87,15 @@ def embed_bound(inputs: str | list[str], entry: ModelEntry) -> int:
     return sum(per_input)
 
 
+def rerank_bound(query: str, documents: list[str], entry: ModelEntry) -> int:
+    """Tokens a rerank request can use at most: each document is read beside the query, cut to the model's window."""
+    query_bytes = text_bytes(query) + SPECIAL_TOKENS_PER_PAIR
+    per_pair = [query_bytes + text_bytes(document) for document in documents]
+    if entry.context_window:  # the rerank worker cuts each pair to its window (its max_length)
+        per_pair = [min(count, entry.context_window) for count in per_pair]
+    return sum(per_pair)
+
+
 def read_usage(answer: bytes) -> dict[str, int] | None:
     """The ``usage`` object of an engine's JSON answer, found without decoding the rest (embeddings are big)."""
     at = answer.rfind(b'"usage"')
@@ -108,6 +118,15 @@ def apply_usage(units: Units, usage: dict[str, Any] | None) -> None:
     units.known = True
 
 
+def apply_rerank_usage(units: Units, usage: dict[str, Any] | None) -> None:
+    """A rerank answer's count onto ``units``: every token the model read is input (vLLM and Infinity report it as
+    ``total_tokens``, beside a ``prompt_tokens`` of the same or no value)."""
+    if not usage:
+        return
+    units.tokens_in = int(usage.get("total_tokens") or usage.get("prompt_tokens") or 0)
+    units.known = True
+
+
 def speech_seconds(response_format: str, streamed_bytes: int, sample_rate: int, characters: int,
                    speed: float) -> float:
     """Seconds of speech sent: exact for pcm and wav (from the bytes), estimated from the text otherwise."""
@@ -116,3 +135,29 @@ def speech_seconds(response_format: str, streamed_bytes: int, sample_rate: int, 
     if response_format == "wav":
         return max(0, streamed_bytes - WAV_HEADER_BYTES) / PCM_BYTES_PER_SAMPLE / sample_rate
     return characters / SPEECH_CHARS_PER_SECOND / speed
+
+
+def cost_of(units: Units, price: Price) -> float:
+    """What a request cost at the model's prices."""
+    cost = (units.tokens_in * price.input_per_million + units.tokens_out * price.output_per_million) / 1_000_000
+    cost += units.images * price.per_image
+    cost += (units.audio_seconds_in + units.audio_seconds_out) * price.per_audio_second
+    return round(cost, 9)
+
+
+def cost_bound(unit: str, amount: float, price: Price) -> float:
+    """The most a request can cost when it can use at most ``amount`` of ``unit`` (tokens: in or out, whichever is
+    dearer)."""
+    if unit == "tokens":
+        return round(amount * max(price.input_per_million, price.output_per_million) / 1_000_000, 9)
+    if unit == "images":
+        return round(amount * price.per_image, 9)
+    if unit == "audio_seconds":
+        return round(amount * price.per_audio_second, 9)
+    return 0.0
+
+
+def price_per(unit: str, price: Price) -> float:
+    """The price of one of ``unit`` (tokens: the dearer direction)."""
+    return cost_bound(unit, 1.0, price) if unit != "tokens" else max(price.input_per_million,
+                                                                       price.output_per_million) / 1_000_000

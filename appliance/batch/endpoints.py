@@ -13,12 +13,16 @@ from typing import Any
 
 from appliance.protocol.embeddings import EmbeddingRequest
 from appliance.protocol.images import ImageGenerationRequest
+from appliance.protocol.rerank import RerankRequest
 from appliance.serving.body import parse_line
 from appliance.serving.chat import CHAT, GENERATE, Kind, complete, parse_request
 from appliance.serving.context import Call
 from appliance.serving.embed import embed
 from appliance.serving.errors import validation_error
 from appliance.serving.images import generate_images
+from appliance.serving.rerank import rerank
+from appliance.serving.response_chat import InvalidRequest
+from appliance.serving.responses import answer_line, parse_request as parse_response_request
 
 # vLLM's priority of a batch line (lower runs first; live requests have 0): its scheduler admits every waiting
 # live request before a waiting batch line, and under memory pressure preempts batch lines first.
@@ -51,9 +55,20 @@ def _completion(kind: Kind) -> Endpoint:
     return Endpoint(parse, serve)
 
 
+def _parse_response(line: bytes) -> Any:
+    body = parse_response_request(line, line=True)
+    if body.streamed:
+        raise InvalidRequest("stream", "a batch line cannot be streamed; leave stream out or false")
+    if body.in_background:
+        raise InvalidRequest("background", "a batch line already runs in the background; leave background out")
+    return body
+
+
 CHAT_LINE, GENERATE_LINE = _completion(CHAT), _completion(GENERATE)
+RESPONSES_LINE = Endpoint(_parse_response, answer_line)
 EMBED_LINE = Endpoint(lambda line: parse_line(line, EmbeddingRequest), embed)
 IMAGES_LINE = Endpoint(lambda line: parse_line(line, ImageGenerationRequest), generate_images)
+RERANK_LINE = Endpoint(lambda line: parse_line(line, RerankRequest), rerank)
 
 # ScaiGrid batches may mix these in one file.
 SCAIGRID: dict[str, Endpoint] = {
@@ -61,6 +76,7 @@ SCAIGRID: dict[str, Endpoint] = {
     "/v1/inference/generate": GENERATE_LINE,
     "/v1/inference/embed": EMBED_LINE,
     "/v1/inference/images/generate": IMAGES_LINE,
+    "/v1/inference/rerank": RERANK_LINE,
 }
 # OpenAI batches name one of these as their endpoint; every line's url must be it.
 OPENAI: dict[str, Endpoint] = {
@@ -68,6 +84,8 @@ OPENAI: dict[str, Endpoint] = {
     "/v1/completions": GENERATE_LINE,
     "/v1/embeddings": EMBED_LINE,
     "/v1/images/generations": IMAGES_LINE,
+    "/v1/responses": RESPONSES_LINE,
+    "/v1/rerank": RERANK_LINE,  # not OpenAI's: the Jina / Cohere v1 shape of /oai/v1/rerank
 }
 
 

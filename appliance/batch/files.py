@@ -24,6 +24,7 @@ from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from appliance.db.batches import BatchFileRow
+from appliance.db.keys import owned_by
 from appliance.db.paging import newest_first
 from appliance.media.store import default_min_free_bytes
 
@@ -146,16 +147,14 @@ class FileStore:
         return removed
 
     def get(self, file_id: str, key_id: str | None) -> BatchFileRow | None:
-        """The file, if ``key_id`` owns it (None: an admin, who sees every file)."""
+        """The file, if ``key_id`` owns it (a key id; a tenant id: its admin; None: a box admin)."""
         with Session(self.engine) as session:
-            row = session.scalar(select(BatchFileRow).where(BatchFileRow.id == file_id))
-        if row is None or (key_id is not None and row.key_id != key_id):
-            return None
-        return row
+            return session.scalar(select(BatchFileRow).where(BatchFileRow.id == file_id,
+                                                  owned_by(BatchFileRow.key_id, key_id)))
 
     def list(self, key_id: str | None, after: str | None, limit: int, purpose: str | None) -> list[BatchFileRow]:
         """Newest first; ``after`` is the id of the last file of the previous page."""
-        where = [BatchFileRow.key_id == key_id] if key_id is not None else []
+        where = [owned_by(BatchFileRow.key_id, key_id)]
         if purpose is not None:
             where.append(BatchFileRow.purpose == purpose)
         return newest_first(self.engine, BatchFileRow, limit, after, *where)

@@ -33,12 +33,13 @@ from appliance.batch.store import BatchStore, LineRef, LineResult, by_batch
 from appliance.catalogue import Catalogue
 from appliance.config import Settings
 from appliance.db.batches import BatchRow
-from appliance.db.keys import ApiKey, KeyStore
+from appliance.db.keys import KeyStore
 from appliance.metrics import BATCH_LINES, BATCH_QUEUED
 from appliance.serving import metering
 from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.serving.runtime import Runtime
+from appliance.tenancy.caller import Caller, Inactive
 
 log = logging.getLogger("appliance.batch")
 
@@ -75,7 +76,7 @@ class BatchRunner:
         self.results: list[LineResult] = []  # answered, not yet committed
         self.yielded: list[LineRef] = []  # stopped for live traffic, not yet queued again
         self.results_ready = asyncio.Event()
-        self._keys: dict[str, tuple[float, ApiKey | None]] = {}  # key id → (monotonic time looked up, key)
+        self._keys: dict[str, tuple[float, Caller | str]] = {}  # key id → (monotonic time looked up, caller)
         self._partials_swept_at: float | None = None
         self._key_lookup = asyncio.Lock()
 
@@ -225,19 +226,29 @@ class BatchRunner:
             self._batches[batch.id] = batch
         return batch
 
-    async def _key(self, key_id: str) -> ApiKey | None:
-        """The batch's key, looked up again once it is ``KEY_FRESH_S`` old (revoked or changed meanwhile)."""
+    async def _key(self, key_id: str) -> Caller | str:
+        """The batch's caller (its key, user and tenant), looked up again once it is ``KEY_FRESH_S`` old (revoked or
+        changed meanwhile); why it may not run now (a sentence) otherwise."""
         seen = self._keys.get(key_id)
         if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
             async with self._key_lookup:  # one lookup for all the lines that start together, not one each
                 seen = self._keys.get(key_id)
                 if seen is None or time.monotonic() - seen[0] > KEY_FRESH_S:
-                    keys: KeyStore = self.runtime.keys
-                    seen = (time.monotonic(), await asyncio.to_thread(keys.get, key_id))
+                    seen = (time.monotonic(), await asyncio.to_thread(self._caller, key_id))
                     if len(self._keys) > 1000:
                         self._keys.clear()
                     self._keys[key_id] = seen
         return seen[1]
+
+    def _caller(self, key_id: str) -> Caller | str:
+        keys: KeyStore = self.runtime.keys
+        key = keys.get(key_id)
+        if key is None or not key.active():
+            return "The batch's API key was revoked or has expired."
+        try:
+            return self.runtime.directory.caller_of(key)  # type: ignore[no-any-return]
+        except Inactive as exc:
+            return str(exc)
 
     async def _run_line(self, ref: LineRef, slug: str, raw: bytes) -> None:
         try:
@@ -309,12 +320,11 @@ class BatchRunner:
 
         (ok, status, request id, answer or error JSON, and the seconds to wait when it is to be run again).
         """
-        key = await self._key(batch.key_id)
+        caller = await self._key(batch.key_id)
         base = (self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}")
-        if key is None or not key.active():
-            return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID,
-                                                   "The batch's API key was revoked or has expired.")), None
-        call = Call.for_line(self.runtime, key, Surface(batch.surface), base.rstrip("/") + "/")
+        if isinstance(caller, str):
+            return False, 401, "", _error(ApiError(ErrorCode.AUTH_TOKEN_INVALID, caller)), None
+        call = Call.for_line(self.runtime, caller, Surface(batch.surface), base.rstrip("/") + "/")
         started = time.perf_counter()
         retry_after: float | None = None
         try:

@@ -18,8 +18,8 @@ from appliance.batch.files import DiskNearlyFull, FileStore, OverLimit, OverQuot
 from appliance.batch.intake import create_batch
 from appliance.batch.store import ACTIVE, BatchStore
 from appliance.db.batches import BatchFileRow, BatchRow
-from appliance.db.keys import ApiKey
 from appliance.protocol.batches import BatchErrors, BatchObject, FileObject, RequestCounts
+from appliance.serving.audit import audited, event_for
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, disk_nearly_full, validation_error
 from appliance.serving.fetch import check_allowed, fetch_allowed
@@ -27,6 +27,7 @@ from appliance.serving.media import media_base_url
 from appliance.serving.media_decode import AUDIO_FORMATS, IMAGE_FORMATS, describe, sniff
 from appliance.serving.media_sources import MEDIA_PURPOSES
 from appliance.serving.runtime import Runtime
+from appliance.tenancy.caller import Caller
 
 MAX_BASE64_BYTES = 10 * 1024 * 1024  # the decoded inline input (the hosted docs: "under 10 MB")
 MAX_INPUT_BYTES = 200 * 1024 * 1024  # an input file fetched from an allowed URL
@@ -47,9 +48,13 @@ def stores(runtime: Runtime) -> tuple[BatchStore, FileStore]:
     return found  # type: ignore[no-any-return]
 
 
-def scope(key: ApiKey) -> str | None:
-    """Whose objects a key sees: its own, or (admin:access) everyone's."""
-    return None if "admin:access" in key.permissions else key.id
+def scope(caller: Caller) -> str | None:
+    """Whose objects a caller sees: its key's; with admin:access, its tenant's (a tenant id), or, for a box admin,
+    everyone's (None)."""
+    reach = caller.reach("admin:access")
+    if reach is None:
+        return caller.key.id
+    return None if reach == "box" else caller.tenant_id
 
 
 def not_found(kind: str, object_id: str) -> ApiError:
@@ -203,16 +208,22 @@ def file_in_use(runtime: Runtime, file_id: str) -> bool:
 
 
 async def cancel(call: Call, batch_id: str) -> BatchRow:
+    """Cancel the batch, audited in the transaction that cancels it."""
     batch_store, _ = stores(call.runtime)
-    batch = await asyncio.to_thread(batch_store.get, batch_id, scope(call.key))
+    batch = await asyncio.to_thread(batch_store.get, batch_id, scope(call.caller))
     if batch is None:
         raise not_found("batch", batch_id)
-    if not await asyncio.to_thread(batch_store.cancel, batch_id):
-        fresh = await asyncio.to_thread(batch_store.get, batch_id, None)
-        status = fresh.status if fresh else batch.status
-        if status not in ("cancelling", "cancelled"):
+    event = event_for(call, "batch.cancel", "batch", batch_id)
+
+    def work(session: Session) -> None:
+        if batch_store.cancel(batch_id, session):
+            return
+        status = session.scalar(select(BatchRow.status).where(BatchRow.id == batch_id)) or batch.status
+        if status not in ("cancelling", "cancelled"):  # refused: nothing is recorded but the failure
             raise validation_error("batch_id", f"the batch is already {status}; only a validating or in_progress "
                                                "batch can be cancelled")
+
+    await audited(call, event, work)
     fresh = await asyncio.to_thread(batch_store.get, batch_id, None)
     assert fresh is not None
     return fresh

@@ -17,6 +17,8 @@ from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, updat
 from sqlalchemy.orm import Session
 
 from appliance.db.batches import BatchLineRow, BatchRow
+from appliance.db.database import transaction
+from appliance.db.keys import owned_by
 from appliance.db.paging import newest_first
 
 ACTIVE = ("in_progress", "cancelling", "finalizing")
@@ -75,16 +77,14 @@ class BatchStore:
     # --- what the API reads and changes --------------------------------------------------------------------
 
     def get(self, batch_id: str, key_id: str | None) -> BatchRow | None:
-        """The batch, if ``key_id`` owns it (None: an admin)."""
+        """The batch, if ``key_id`` owns it (a key id; a tenant id: its admin; None: a box admin)."""
         with Session(self.engine) as session:
-            row = session.scalar(select(BatchRow).where(BatchRow.id == batch_id))
-        if row is None or (key_id is not None and row.key_id != key_id):
-            return None
-        return row
+            return session.scalar(select(BatchRow).where(BatchRow.id == batch_id,
+                                                  owned_by(BatchRow.key_id, key_id)))
 
     def list(self, key_id: str | None, status: str | None, after: str | None, limit: int) -> list[BatchRow]:
         """Newest first; ``after`` is the id of the last batch of the previous page."""
-        where = [BatchRow.key_id == key_id] if key_id is not None else []
+        where = [owned_by(BatchRow.key_id, key_id)]
         if status is not None:
             where.append(BatchRow.status == status)
         return newest_first(self.engine, BatchRow, limit, after, *where)
@@ -96,9 +96,10 @@ class BatchStore:
                                    .group_by(BatchLineRow.state))
             return {state: count for state, count in rows}
 
-    def cancel(self, batch_id: str) -> bool:
-        """Stop the batch dispatching; False when it had already ended (or was cancelled)."""
-        with Session(self.engine) as session, session.begin():
+    def cancel(self, batch_id: str, session: Session | None = None) -> bool:
+        """Stop the batch dispatching; False when it had already ended (or was cancelled). With ``session``, in the
+        caller's transaction (the audit event's)."""
+        with transaction(self.engine, session) as session:
             moved = session.execute(update(BatchRow).where(BatchRow.id == batch_id,
                                                            BatchRow.status.in_(CANCELLABLE))
                                     .values(status="cancelling", cancelling_at=now())).rowcount

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.support import fail
+from appliance.cli.support import cli_event, fail, state_engine
 
 
 def import_command(
@@ -15,7 +15,7 @@ def import_command(
     slug: Annotated[str, typer.Option(help="what clients will call it, e.g. acme/embed-large")],
     engine: Annotated[str, typer.Option(help="vllm, transformers, sentence-transformers, diffusers, "
                                              "faster-whisper or piper")],
-    modality: Annotated[str, typer.Option(help="chat, embedding, image, transcription or speech")],
+    modality: Annotated[str, typer.Option(help="chat, embedding, image, transcription, speech or rerank")],
     config: Annotated[Path, typer.Option("--config", "-c", envvar="APPLIANCE_CONFIG",
                                          help="the catalogue to add it to")] = Path("models.toml"),
     models_dir: Annotated[Path | None, typer.Option(help="where the weights go; default the models_dir "
@@ -36,5 +36,9 @@ def import_command(
         final = import_model(request, progress=lambda line: typer.echo(f"  {line}", err=True))
     except ImportProblem as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"imported {slug} into {final} and added it to {config}. The running appliance serves it after "
-               "a restart (systemctl restart appliance); live reload comes with the supervisor's.")
+    from appliance.tenancy.audit import AuditLog
+
+    AuditLog(state_engine(state_dir, config)).record(cli_event("catalogue.import", "model", slug,
+                                                               details={"config": str(config), "path": str(final)}))
+    typer.echo(f"imported {slug} into {final} and added it to {config}. To serve it without a restart: "
+               f"appliance models reload --config {config} (or: systemctl reload appliance)")

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from appliance.cli.model_import import import_command
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, fail, settings_of
+from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, cli_event, fail, settings_of, \
+    state_engine
 
 models_app = typer.Typer(help="The models catalogue.", no_args_is_help=True)
 models_app.command("import")(import_command)
@@ -77,6 +78,10 @@ def models_reload(config: ConfigOption = Path("models.toml"), state_dir: StateDi
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError):
         raise fail(f"no running appliance found ({pid_file} names none); is it serving this state dir?") from None
+    from appliance.tenancy.audit import AuditLog
+
+    AuditLog(state_engine(state_dir, config)).record(cli_event("model.reload", "catalogue", str(config),
+                                                               details={"pid": pid}))
     typer.echo(f"asked the appliance (pid {pid}) to reload {config}; GET /v1/models shows the result")
 
 

@@ -12,12 +12,14 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, select, tuple_, update
+from sqlalchemy import Engine, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from appliance.accounting.periods import PERIODS, UNITS
-from appliance.db.tables import ApiKeyRow
+from appliance.db.database import transaction
+from appliance.db.tables import DEFAULT_TENANT_ID, FIRST_ADMIN_ID, ApiKeyRow
 from appliance.permissions import DEFAULT_PERMISSIONS, PERMISSIONS
 
 KEY_PREFIX = "sgk_"
@@ -25,12 +27,13 @@ KEY_PREFIX = "sgk_"
 
 @dataclass(frozen=True)
 class Budget:
-    """A key's limits over one period; a unit left None is not limited."""
+    """A key's (a user's, a tenant's) limits over one period; a unit left None is not limited."""
 
     period: str
     tokens: int | None = None
     images: int | None = None
     audio_seconds: float | None = None
+    cost: float | None = None  # in the currency of the catalogue's prices
 
     def __post_init__(self) -> None:
         if self.period not in PERIODS:
@@ -44,7 +47,8 @@ class Budget:
 
     def limits(self) -> dict[str, float]:
         """unit → limit, for the units this budget limits."""
-        values = {"tokens": self.tokens, "images": self.images, "audio_seconds": self.audio_seconds}
+        values = {"tokens": self.tokens, "images": self.images, "audio_seconds": self.audio_seconds,
+                  "cost": self.cost}
         return {unit: value for unit, value in values.items() if value is not None}
 
 
@@ -63,6 +67,8 @@ class ApiKey:
     expires_at: datetime | None
     budget: Budget | None = None
     created_by: str | None = None  # the key that made this one over HTTP; None: made by the CLI
+    tenant_id: str = DEFAULT_TENANT_ID
+    user_id: str | None = None  # the user it is assigned to (it acts for them, within their roles)
 
     def active(self, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)
@@ -91,9 +97,17 @@ def _to_key(row: ApiKeyRow) -> ApiKey:
         models=tuple(row.models) if row.models is not None else None, rate_limit=row.rate_limit,
         created_at=_aware(row.created_at), revoked_at=row.revoked_at and _aware(row.revoked_at),
         expires_at=row.expires_at and _aware(row.expires_at), created_by=row.created_by,
-        budget=Budget(row.budget_period, row.budget_tokens, row.budget_images, row.budget_audio_seconds)
-        if row.budget_period else None,
+        budget=budget_of(row), tenant_id=row.tenant_id or DEFAULT_TENANT_ID, user_id=row.assigned_user_id,
     )
+
+
+def budget_of(row: object) -> Budget | None:
+    """The budget in a row's ``budget_*`` columns (a key's, a user's or a tenant's)."""
+    period = getattr(row, "budget_period", None)
+    if not period:
+        return None
+    return Budget(period, getattr(row, "budget_tokens"), getattr(row, "budget_images"),
+                  getattr(row, "budget_audio_seconds"), getattr(row, "budget_cost", None))
 
 
 def check_permissions(permissions: list[str]) -> None:
@@ -102,10 +116,11 @@ def check_permissions(permissions: list[str]) -> None:
         raise ValueError(f"unknown permission {unknown[0]!r}; known: {', '.join(PERMISSIONS)}")
 
 
-def _budget_columns(budget: Budget | None) -> dict[str, object]:
+def budget_columns(budget: Budget | None) -> dict[str, object]:
     return {"budget_period": budget.period if budget else None, "budget_tokens": budget.tokens if budget else None,
             "budget_images": budget.images if budget else None,
-            "budget_audio_seconds": budget.audio_seconds if budget else None}
+            "budget_audio_seconds": budget.audio_seconds if budget else None,
+            "budget_cost": budget.cost if budget else None}
 
 
 class KeyStore:
@@ -114,11 +129,14 @@ class KeyStore:
         self._verified: dict[str, ApiKey] = {}  # key hash → key, while the DB is unchanged
         self._parents: dict[str, ApiKey] = {}  # key id → key, for lineage(), likewise
         self._changes = _ChangeWatch(engine)
+        self.generation = 0  # counts the changes seen: what caches of keys' users and tenants compare
 
     def create(self, name: str, permissions: list[str] | None = None, models: list[str] | None = None,
                rate_limit: int | None = None, expires_at: datetime | None = None, budget: Budget | None = None,
-               created_by: str | None = None) -> tuple[ApiKey, str]:
-        """A new key; returns its record and the secret, which is not kept."""
+               created_by: str | None = None, user_id: str | None = FIRST_ADMIN_ID,
+               tenant_id: str = DEFAULT_TENANT_ID, session: Session | None = None) -> tuple[ApiKey, str]:
+        """A new key of ``user_id`` in ``tenant_id`` (by default the box's first admin, in the default tenant);
+        returns its record and the secret, which is not kept."""
         perms = list(permissions) if permissions else list(DEFAULT_PERMISSIONS)
         check_permissions(perms)
         if rate_limit is not None and rate_limit <= 0:
@@ -129,22 +147,26 @@ class KeyStore:
             id="key_" + secrets.token_hex(8), name=name, key_hash=hash_key(secret), prefix=secret[:8],
             permissions=perms, models=list(models) if models else None, rate_limit=rate_limit,
             created_at=now, updated_at=now, revoked_at=None, expires_at=_utc(expires_at), created_by=created_by,
-            **_budget_columns(budget),
+            tenant_id=tenant_id, assigned_user_id=user_id, **budget_columns(budget),
         )
-        with Session(self.engine) as session, session.begin():
-            session.add(row)
-            session.flush()
+        with transaction(self.engine, session) as tx:
+            tx.add(row)
+            tx.flush()
             key = _to_key(row)
         return key, secret
 
-    def list(self, created_by: str | None = None, after: str | None = None,
-             limit: int | None = None) -> list[ApiKey]:
-        """Keys oldest first (every key; with ``created_by``, the keys that key made and the key itself), from
-        the one after the key ``after`` (a page's cursor), at most ``limit``: one indexed query, whatever the
-        number of keys."""
+    def list(self, created_by: str | None = None, tenant_id: str | None = None, user_id: str | None = None,
+             after: str | None = None, limit: int | None = None) -> list[ApiKey]:
+        """Keys oldest first (every key; with ``created_by``, the keys that key made and the key itself; with
+        ``tenant_id`` or ``user_id``, that tenant's or user's), from the one after the key ``after`` (a page's
+        cursor), at most ``limit``: one indexed query, whatever the number of keys."""
         query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
         if created_by is not None:
             query = query.where((ApiKeyRow.created_by == created_by) | (ApiKeyRow.id == created_by))
+        if tenant_id is not None:
+            query = query.where(ApiKeyRow.tenant_id == tenant_id)
+        if user_id is not None:
+            query = query.where(ApiKeyRow.assigned_user_id == user_id)
         with Session(self.engine) as session:
             if after is not None:
                 cursor = session.get(ApiKeyRow, after)
@@ -155,44 +177,62 @@ class KeyStore:
                 query = query.limit(limit)
             return [_to_key(row) for row in session.scalars(query)]
 
-    def get(self, key_id: str) -> ApiKey | None:
-        with Session(self.engine) as session:
-            row = session.get(ApiKeyRow, key_id)
+    def get(self, key_id: str, session: Session | None = None) -> ApiKey | None:
+        with transaction(self.engine, session) as tx:
+            row = tx.get(ApiKeyRow, key_id)
             return _to_key(row) if row is not None else None
 
-    def update(self, key_id: str, **changes: object) -> ApiKey | None:
+    def revoke_all(self, session: Session, *, user_id: str | None = None, tenant_id: str | None = None) -> int:
+        """Revoke, in ``session``'s transaction, every active key of a user or of a tenant, and the keys those
+        made; how many."""
+        assert user_id is not None or tenant_id is not None
+        query = select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+        if user_id is not None:
+            query = query.where(ApiKeyRow.assigned_user_id == user_id)
+        if tenant_id is not None:
+            query = query.where(ApiKeyRow.tenant_id == tenant_id)
+        now = datetime.now(UTC)
+        revoked = 0
+        for row in list(session.scalars(query)):
+            for key in (row, *self._descendants(session, row.id)):
+                if key.revoked_at is None:
+                    key.revoked_at, key.updated_at = now, now
+                    revoked += 1
+        return revoked
+
+    def update(self, key_id: str, session: Session | None = None, **changes: object) -> ApiKey | None:
         """Change ``name``, ``models``, ``rate_limit``, ``expires_at`` or ``budget`` of a key; None if unknown."""
         values = dict(changes)
         if "expires_at" in values:
             values["expires_at"] = _utc(values["expires_at"])  # type: ignore[arg-type]
         if "budget" in values:
-            values.update(_budget_columns(values.pop("budget")))  # type: ignore[arg-type]
+            values.update(budget_columns(values.pop("budget")))  # type: ignore[arg-type]
         if "models" in values:
             values["models"] = list(values["models"]) if values["models"] else None  # type: ignore[call-overload]
-        with Session(self.engine) as session, session.begin():
-            row = session.get(ApiKeyRow, key_id)
+        with transaction(self.engine, session) as tx:
+            row = tx.get(ApiKeyRow, key_id)
             if row is None:
                 return None
             for column, value in values.items():
                 setattr(row, column, value)
             row.updated_at = datetime.now(UTC)
             if row.expires_at is not None:  # no descendant outlives it
-                for child in self._descendants(session, key_id):
+                for child in self._descendants(tx, key_id):
                     if child.expires_at is None or _aware(child.expires_at) > _aware(row.expires_at):
                         child.expires_at, child.updated_at = row.expires_at, row.updated_at
-            session.flush()
+            tx.flush()
             return _to_key(row)
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, session: Session | None = None) -> bool:
         """Revoke at once, with every key it made and they made, in one transaction; False when no active key has
         that id."""
         now = datetime.now(UTC)
-        with Session(self.engine) as session, session.begin():
-            result = session.execute(
+        with transaction(self.engine, session) as tx:
+            result = tx.execute(
                 update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=now, updated_at=now)
             )
-            for child in self._descendants(session, key_id):
+            for child in self._descendants(tx, key_id):
                 if child.revoked_at is None:
                     child.revoked_at, child.updated_at = now, now
             return result.rowcount > 0
@@ -219,6 +259,7 @@ class KeyStore:
             if self._changes.changed():
                 self._verified.clear()
                 self._parents.clear()
+                self.generation += 1
             parent = self._parents.get(parent_id)
             if parent is None:
                 parent = self.get(parent_id)
@@ -241,6 +282,7 @@ class KeyStore:
         if self._changes.changed():
             self._verified.clear()
             self._parents.clear()
+            self.generation += 1
         key = self._verified.get(digest)
         if key is None:
             with Session(self.engine) as session:
@@ -257,8 +299,8 @@ class _ChangeWatch:
     """Tells whether the keys of a SQLite DB changed since the last look.
 
     PRAGMA data_version (free) says whether anything was committed; usage rows
-    are, several times a second, so only then is the key table itself asked
-    for its count and latest change.
+    are, several times a second, so only then are the key, user and tenant
+    tables asked for their count and latest change.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -279,6 +321,18 @@ class _ChangeWatch:
         if version == self._version:
             return False
         self._version = version
-        keys = tuple(self._connection.execute("SELECT count(*), max(updated_at) FROM api_keys").fetchone())
+        keys = tuple(self._connection.execute(
+            "SELECT (SELECT count(*) FROM api_keys), (SELECT max(updated_at) FROM api_keys), "
+            "(SELECT max(updated_at) FROM users), (SELECT max(updated_at) FROM tenants)").fetchone())
         changed, self._keys = keys != self._keys, keys
         return changed
+
+
+def owned_by(column: Any, owner: str | None) -> Any:
+    """A clause on a ``key_id`` column: the rows of key ``owner`` (``key_…``), of every key of tenant ``owner``
+    (``ten_…``), or every row (None: a box admin's view)."""
+    if owner is None:
+        return true()
+    if owner.startswith("ten_"):
+        return column.in_(select(ApiKeyRow.id).where(ApiKeyRow.tenant_id == owner))
+    return column == owner

@@ -33,6 +33,18 @@ class SentenceTransformersOptions(TorchOptions):
     max_tokens_per_input: int | None = Field(None, gt=0, description="longest input; default the model's")
 
 
+class CrossEncoderOptions(TorchOptions):
+    """sentence-transformers serving a rerank model (a CrossEncoder)."""
+
+    max_batch_size: int | None = Field(None, gt=0, description="query–document pairs scored together (default 64)")
+    max_wait_ms: float | None = Field(None, ge=0, description="how long a batch waits for more pairs (default 0)")
+    max_documents: int | None = Field(None, gt=0, description="documents per request (default 1000)")
+    max_queued_pairs: int | None = Field(
+        None, gt=0, description="pairs waiting for the engine before 429 (default 4 × max_documents)")
+    max_length: int | None = Field(None, gt=0, description="tokens of a query–document pair; default the model's")
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(None, description="weights; default as saved")
+
+
 class DiffusersOptions(TorchOptions):
     variant: str | None = Field(None, description='checkpoint variant, e.g. "fp16"')
     sizes: list[str] | None = Field(None, description="allowed WIDTHxHEIGHT; default the seed's three")

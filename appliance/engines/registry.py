@@ -6,13 +6,22 @@ imports an engine library: the gateway and the catalogue read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from appliance.engines import options as opts
 
-MODALITIES = ("chat", "embedding", "image", "transcription", "speech")
+MODALITIES = ("chat", "embedding", "image", "transcription", "speech", "rerank")
 # What a chat model takes beyond text: image parts, audio parts, tool definitions (the catalogue's `capabilities`).
 CAPABILITIES = ("vision", "audio_input", "tools")
+
+
+@dataclass(frozen=True)
+class ModalityWorker:
+    """A modality an engine serves with a worker of its own: its module, options and model layout."""
+
+    worker_module: str
+    options: type[opts.Options]
+    required_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,21 @@ class EngineSpec:
     progress_counters: tuple[str, ...] = ()
     # The capabilities a model on this engine may have (which of them a model has is the catalogue's word).
     capabilities: frozenset[str] = frozenset()
+    # Modalities (among ``modalities``) served by another worker than ``worker_module``, e.g. sentence-transformers'
+    # CrossEncoder for rerank beside its SentenceTransformer for embeddings.
+    modality_workers: dict[str, ModalityWorker] = field(default_factory=dict)
 
     @property
     def local(self) -> bool:
         return self.worker_module is not None
+
+    def for_modality(self, modality: str | None) -> EngineSpec:
+        """This engine as it serves ``modality``: its worker, options and required files for that modality."""
+        worker = self.modality_workers.get(modality or "")
+        if worker is None:
+            return self
+        return replace(self, worker_module=worker.worker_module, options=worker.options,
+                       required_files=worker.required_files, modality_workers={})
 
 
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
@@ -56,8 +76,11 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
     EngineSpec("transformers", frozenset({"chat"}), opts.TransformersOptions,
                "appliance.workers.transformers_chat", "transformers", required_files=("config.json",),
                capabilities=frozenset({"tools"})),
-    EngineSpec("sentence-transformers", frozenset({"embedding"}), opts.SentenceTransformersOptions,
-               "appliance.workers.embeddings", "sentence_transformers", required_files=("modules.json",)),
+    # A reranker is a transformers sequence classifier (config.json; rarely with sentence-transformers' modules.json).
+    EngineSpec("sentence-transformers", frozenset({"embedding", "rerank"}), opts.SentenceTransformersOptions,
+               "appliance.workers.embeddings", "sentence_transformers", required_files=("modules.json",),
+               modality_workers={"rerank": ModalityWorker("appliance.workers.rerank", opts.CrossEncoderOptions,
+                                                          required_files=("config.json",))}),
     EngineSpec("diffusers", frozenset({"image"}), opts.DiffusersOptions, "appliance.workers.images", "diffusers",
                required_files=("model_index.json",)),
     EngineSpec("faster-whisper", frozenset({"transcription"}), opts.FasterWhisperOptions,
@@ -70,5 +93,6 @@ ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
 )}
 
 
-def engine_spec(name: str) -> EngineSpec:
-    return ENGINES[name]
+def engine_spec(name: str, modality: str | None = None) -> EngineSpec:
+    """The engine called ``name``; with ``modality``, as it serves that modality (worker, options, files)."""
+    return ENGINES[name].for_modality(modality)

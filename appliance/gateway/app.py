@@ -24,10 +24,11 @@ from appliance.gateway.errors import install_error_handlers
 from appliance.gateway.middleware import RequestContext
 from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
-from appliance.gateway.routes import accounting, admin, audio, batches, chat, embed, health, images, keys, media, \
-    models, oai_batches, tls
+from appliance.gateway.routes import accounting, admin, audio, audit, batches, chat, embed, health, images, keys, \
+    media, models, oai_batches, rerank, responses, tenants, tls, users
 from appliance.gateway.systemd import notify
 from appliance.media.sweeper import run_sweeper
+from appliance.serving.response_jobs import ResponseJobs
 from appliance.serving.runtime import Runtime
 from appliance.supervisor.engine_logs import set_directory as set_engine_log_directory
 from appliance.supervisor.supervisor import Supervisor
@@ -46,6 +47,7 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     usage = Accounting(database, reservation_hold_s=settings.budget_reservation_hold_s)
     runtime = Runtime(settings, catalogue, supervisor, KeyStore(database), usage)
     runtime.rate_limiter = RateLimiter()
+    runtime.responses = ResponseJobs(runtime, database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +59,8 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
         runtime.batch_runner = BatchRunner(runtime, *batch_stores(runtime))
         background = [loop.create_task(runtime.batch_runner.run(), name="batch runner"),
                       loop.create_task(run_sweeper(runtime.media), name="media sweeper"),
-                      loop.create_task(runtime.disk_reserve.keep(), name="disk reserve")]
+                      loop.create_task(runtime.disk_reserve.keep(), name="disk reserve"),
+                      loop.create_task(runtime.responses.run(), name="responses runner")]
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread, Unix only
             loop.add_signal_handler(signal.SIGHUP, lambda: app.state.tasks.add(loop.create_task(_on_sighup(app))))
         pid_file = settings.state_dir / PID_FILE
@@ -81,8 +84,8 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state = runtime  # type: ignore[assignment]  # what the routes reach as request.app.state
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, models, embed, images, media, audio, chat, keys, accounting, batches, oai_batches, admin,
-                   tls, console):
+    for module in (health, models, embed, rerank, images, media, audio, chat, responses, keys, users, tenants,
+                   accounting, audit, batches, oai_batches, admin, tls, console):
         app.include_router(module.router)
     return app
 

@@ -7,23 +7,37 @@ OpenAI object on ``/oai/v1``; a ``Stream`` goes out as it comes, either way.
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from appliance.db.keys import ApiKey
-from appliance.gateway.errors import ok_raw
+from appliance.gateway.errors import ok_raw, stream_error_body
 from appliance.gateway.routing import surface_of
 from appliance.serving.context import Call, Surface
 from appliance.serving.streaming import Stream
+from appliance.tenancy.caller import Caller
 
 
-def call_of(request: Request, key: ApiKey) -> Call:
-    """The call of ``key`` this request is: its record is the request's own state."""
+def client_of(scope: Scope) -> tuple[str | None, str | None]:
+    """The peer's address and the User-Agent it sent (what the audit log records of a request)."""
+    client = scope.get("client")
+    agent = next((value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"user-agent"), None)
+    return (client[0] if client else None), agent
+
+
+def call_of(request: Request, caller: Caller) -> Call:
+    """The call of ``caller`` this request is: its record is the request's own state."""
     scope = request.scope
-    return Call(request.app.state, key, surface_of(scope), lambda: str(request.base_url),
-                scope.setdefault("state", {}))
+    ip, agent = client_of(scope)
+    surface = surface_of(scope)
+    return Call(request.app.state, caller, surface, lambda: str(request.base_url), scope.setdefault("state", {}),
+                client_ip=ip, user_agent=agent, stream_error=STREAM_ERRORS[surface])
+
+
+STREAM_ERRORS = {surface: functools.partial(stream_error_body, surface=surface) for surface in Surface}
 
 
 def respond(call: Call, request: Request, result: bytes | Stream) -> Response:

@@ -1,4 +1,4 @@
-"""The outermost layer of the gateway: request ids, response headers, body limit, metrics.
+"""The outermost layer of the gateway: request ids, response headers, body limit, metrics, the audit of failures.
 
 A plain ASGI wrapper rather than Starlette's BaseHTTPMiddleware: it adds no task
 or copy per request, and it sees even the answers the framework fails to make.
@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.gateway.audit import record_outcome
 from appliance.gateway.errors import error_response
 from appliance.gateway.routing import surface_of
 from appliance.ids import new_id
@@ -35,7 +36,8 @@ class PayloadTooLarge(ApiError):
 
 
 class RequestContext:
-    """Gives each request its id and stamps the ScaiGrid headers on every answer."""
+    """Gives each request its id and stamps it (``X-Scaigrid-Request-Id``, ``x-request-id``) and the ScaiGrid headers
+    on every answer."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -50,6 +52,7 @@ class RequestContext:
         request_id = given if given and _CLIENT_ID.match(given) else new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        request_id_bytes = request_id.encode()
         status_holder = [500]
         response_started = False
         runtime = getattr(self.app, "state", None)
@@ -60,9 +63,11 @@ class RequestContext:
                 await metering.settle(runtime, state, status_holder[0])  # before the client sees the end
             if message["type"] == "http.response.start":
                 response_started = True
+                await record_outcome(runtime, scope, state, message["status"])  # before the client sees the answer
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-scaigrid-request-id", request_id.encode()))
+                # The same id under OpenAI's name: the SDKs read it (``response._request_id``) on either surface.
+                headers += [(b"x-scaigrid-request-id", request_id_bytes), (b"x-request-id", request_id_bytes)]
                 for key, header in (("model", b"x-scaigrid-model"), ("backend", b"x-scaigrid-backend")):
                     if state.get(key):
                         headers.append((header, str(state[key]).encode()))

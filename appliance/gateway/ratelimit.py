@@ -1,5 +1,10 @@
-"""Per-key request rate limits: a fixed one-minute window, kept in memory; a request may count against several
-keys' windows at once (a key's and its parent's)."""
+"""Request rate limits per key, per user and per tenant, each on its own: a fixed one-minute window, in memory.
+
+A request counts against every scope it belongs to, and only if each of them
+still has room (a request refused by its tenant's limit uses none of its
+key's). The windows live in each gateway's memory: gateways sharing a DB each
+allow the limit. A key's parent keys are scopes of its requests too (tenancy/caller.py).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ class Decision:
     limit: int
     remaining: int
     reset: int  # unix time at which the window restarts
-    key_id: str = ""  # whose window decided
 
     @property
     def headers(self) -> dict[str, str]:
@@ -35,23 +39,33 @@ class RateLimiter:
         self._windows: dict[str, tuple[int, int]] = {}  # key id → (window start, requests in it)
 
     def hit(self, key_id: str, limit: int, now: float | None = None) -> Decision:
-        return self.hit_all([(key_id, limit)], now)
-
-    def hit_all(self, limits: list[tuple[str, int]], now: float | None = None) -> Decision:
-        """Count one request in every ``(key id, limit)`` window if each has room, else in none; the decision
-        of the window with the least room (the one that refused, if any)."""
         now = now or time.time()
         window = int(now // WINDOW_S) * WINDOW_S
-        counts = {}
-        for key_id, _limit in limits:
-            start, count = self._windows.get(key_id, (window, 0))
-            counts[key_id] = 0 if start != window else count
-        allowed = all(counts[key_id] < limit for key_id, limit in limits)
-        decisions = []
-        for key_id, limit in limits:
-            count = counts[key_id] + 1 if allowed else counts[key_id]
-            self._windows[key_id] = (window, count)
-            decisions.append(Decision(counts[key_id] < limit, limit, max(0, limit - count), window + WINDOW_S, key_id))
-        refused = [decision for decision in decisions if not decision.allowed]
-        worst = refused[0] if refused else min(decisions, key=lambda decision: decision.remaining)
-        return Decision(allowed, worst.limit, worst.remaining, worst.reset, worst.key_id)
+        start, count = self._windows.get(key_id, (window, 0))
+        if start != window:
+            count = 0
+        allowed = count < limit
+        if allowed:
+            count += 1
+        self._windows[key_id] = (window, count)
+        return Decision(allowed, limit, max(0, limit - count), window + WINDOW_S)
+
+    def hit_all(self, limits: list[tuple[str, int]], now: float | None = None) -> tuple[Decision, int]:
+        """Count one request against every ``(scope id, limit)`` if each has room; the decision of the tightest
+        scope (the first full one, when refused) and its index in ``limits``."""
+        now = now or time.time()
+        window = int(now // WINDOW_S) * WINDOW_S
+        counts = []
+        for scope_id, limit in limits:
+            start, count = self._windows.get(scope_id, (window, 0))
+            counts.append(0 if start != window else count)
+        full = [index for index, (count, (_id, limit)) in enumerate(zip(counts, limits)) if count >= limit]
+        if full:
+            index = full[0]
+            limit = limits[index][1]
+            return Decision(False, limit, 0, window + WINDOW_S), index
+        for (scope_id, _limit), count in zip(limits, counts):
+            self._windows[scope_id] = (window, count + 1)
+        remaining = [limit - count - 1 for count, (_id, limit) in zip(counts, limits)]
+        index = remaining.index(min(remaining))
+        return Decision(True, limits[index][1], remaining[index], window + WINDOW_S), index

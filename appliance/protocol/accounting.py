@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-GroupBy = Literal["model", "key", "backend"]
+GroupBy = Literal["model", "key", "backend", "user", "tenant"]
 SummaryPeriod = Literal["hour", "day", "week", "month", "total"]
 MAX_CURSOR = 2**63 - 1  # a usage row's sequence number is a 64-bit integer
 
@@ -30,7 +30,11 @@ class UsageQuery(BaseModel):
     end: Moment | None = None
     model: str | None = None
     backend_id: str | None = None
-    key_id: str | None = Field(None, description="admin:access only; other keys see their own usage")
+    period: SummaryPeriod | None = Field(None, description="from the start of the current hour, day, …; "
+                                                           "ignored when start is given")
+    key_id: str | None = Field(None, description="a key the caller may see the usage of")
+    user_id: str | None = Field(None, description="accounting:view_own (the caller's user) or view_tenant")
+    tenant_id: str | None = Field(None, description="accounting:view_tenant (the caller's) or view_partner (any)")
     limit: int = Field(100, ge=1, le=1000)
     cursor: int | None = Field(None, ge=1, le=MAX_CURSOR)
 
@@ -45,6 +49,21 @@ class SummaryQuery(BaseModel):
     model: str | None = None
     backend_id: str | None = None
     key_id: str | None = None
+    user_id: str | None = None
+    tenant_id: str | None = None
+
+
+class ExportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime | None = Field(None, description="default 30 days before end")
+    end: AwareDatetime | None = Field(None, description="default now")
+    format: Literal["csv", "json", "ndjson"] = "csv"
+    model: str | None = None
+    backend_id: str | None = None
+    key_id: str | None = None
+    user_id: str | None = None
+    tenant_id: str | None = None
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -72,6 +91,9 @@ class UsageItem(BaseModel):
     audio_seconds_in: float
     audio_seconds_out: float
     characters: int
+    user_id: str | None = None
+    tenant_id: str | None = None
+    cost: float = 0.0
 
     @field_validator("created_at")
     @classmethod
@@ -96,6 +118,7 @@ class SummaryRow(BaseModel):
     audio_seconds_out: float
     audio_seconds: float
     characters: int
+    total_cost: float
 
 
 class UsageSummary(BaseModel):

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Window = Literal["24h", "4h", "1h"]
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                       "cancelled"]
-OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations"]
+OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations",
+                         "/v1/responses", "/v1/rerank"]
 MAX_METADATA = 16
 
 
@@ -111,8 +112,8 @@ class BatchPage(BaseModel):
 class OpenAIList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Any]
-    first_id: str | None
-    last_id: str | None
+    first_id: str | None = None  # left out of an empty page of batches; files always name them ("" when empty)
+    last_id: str | None = None
     has_more: bool
 
 

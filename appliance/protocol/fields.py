@@ -26,7 +26,9 @@ def field_path(loc: Sequence[Any], tags: Collection[str] = (), empty: str = "bod
             continue
         text = str(part)
         after_index = index > 0 and isinstance(loc[index - 1], int)
-        if (index == 0 and text in SOURCES) or _UNION_BRANCH.match(text) or (after_index and text in tags):
+        # A source leads a longer location; alone it is a body field of that name (rerank's "query").
+        source = index == 0 and text in SOURCES and len(loc) > 1
+        if source or _UNION_BRANCH.match(text) or (after_index and text in tags):
             continue
         out += f".{text}" if out else text
     return out or empty

@@ -22,11 +22,13 @@ class BudgetIn(BaseModel):
     tokens: Positive | None = None
     images: Positive | None = None
     audio_seconds: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_AMOUNT)] | None = None
+    cost: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_AMOUNT)] | None = Field(
+        None, description="in the currency of the catalogue's per-model prices")
 
     @model_validator(mode="after")
     def _limits_something(self) -> BudgetIn:
-        if self.tokens is None and self.images is None and self.audio_seconds is None:
-            raise ValueError("a budget needs a limit in tokens, images or audio_seconds")
+        if self.tokens is None and self.images is None and self.audio_seconds is None and self.cost is None:
+            raise ValueError("a budget needs a limit in tokens, images, audio_seconds or cost")
         return self
 
 
@@ -49,6 +51,8 @@ class KeyCreate(ModelsField):
     rate_limit: Positive | None = Field(None, description="requests per minute")
     budget: BudgetIn | None = None
     expires_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone; default never")
+    assigned_user_id: str | None = Field(None, max_length=32, description="the user the key acts for (within their "
+                                                                          "roles); default the caller's user")
 
 
 class KeyPatch(ModelsField):
@@ -75,6 +79,7 @@ class BudgetOut(BaseModel):
     tokens: int | None
     images: int | None
     audio_seconds: float | None
+    cost: float | None = None
     period_resets_at: datetime | None
     spend: list[Spent]
 
@@ -92,6 +97,9 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     status: Literal["active", "revoked", "expired"]
+    tenant_id: str | None = None
+    assigned_user_id: str | None = None
+    warnings: list[str] = Field(default_factory=list, description="what the change means, e.g. a budget already spent")
 
 
 class KeyCreated(KeyOut):

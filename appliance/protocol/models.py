@@ -16,7 +16,7 @@ class BackendInfo(BaseModel):
 class ModelInfo(BaseModel):
     slug: str
     display_name: str
-    modality: str  # chat | embedding | image | audio
+    modality: str  # chat | embedding | image | audio | rerank
     aliases: list[str]
     engine: str
     capabilities: list[str] = Field(description="what a chat model takes beyond text: vision (image parts), "

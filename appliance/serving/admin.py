@@ -8,9 +8,12 @@ from importlib import metadata
 
 from appliance.backends.pool import Backend
 from appliance.protocol.admin import AdminStatus, BackendStatus, LedgerStatus, ModelState, ModelStatus, RecentStats
+from appliance.serving.audit import event_for, expect, noted
+from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode
-from appliance.serving.models import model_not_found
+from appliance.serving.models import in_tenant, model_not_found
 from appliance.serving.runtime import Runtime
+from appliance.tenancy.caller import Caller
 from appliance.supervisor.supervisor import ModelPool, ModelUnavailable
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 
@@ -78,11 +81,13 @@ def model_status(pool: ModelPool, recent: dict[str, dict[str, float]]) -> ModelS
     )
 
 
-async def status(runtime: Runtime) -> AdminStatus:
+async def status(runtime: Runtime, caller: Caller) -> AdminStatus:
+    """Every model's status; a tenant's admin sees its tenant's models only."""
     supervisor, catalogue = runtime.supervisor, runtime.catalogue
     since = datetime.now(UTC) - timedelta(seconds=RECENT_WINDOW_S)
     recent = await asyncio.to_thread(runtime.accounting.usage.recent, since)
-    models = [model_status(supervisor.pool_for(entry), recent) for entry in sorted(catalogue, key=lambda e: e.slug)]
+    entries = sorted((entry for entry in catalogue if in_tenant(caller, entry)), key=lambda e: e.slug)
+    models = [model_status(supervisor.pool_for(entry), recent) for entry in entries]
     return AdminStatus(version=version(), ready=supervisor.startup_ready(),
                        ledger=LedgerStatus(total_gb=supervisor.settings.gpu_memory_gb,
                                            used_gb=supervisor.memory_used_gb()),
@@ -100,18 +105,26 @@ def _local_pool(runtime: Runtime, slug: str) -> ModelPool:
     return pool
 
 
-async def load(runtime: Runtime, slug: str) -> ModelStatus:
+async def load(call: Call, slug: str) -> ModelStatus:
     """Start the model's workers; it loads in the background (its state is ``starting``, then ``loaded``)."""
+    runtime = call.runtime
+    event = event_for(call, "model.load", "model", slug)
+    expect(call, event)
     pool = _local_pool(runtime, slug)
     try:
-        await runtime.supervisor.load(pool.entry.slug)
+        await runtime.supervisor.load(pool.entry.slug, by=call.key.id)
     except ModelUnavailable as exc:
         raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
+    await noted(call, event)
     return model_status(pool, {})
 
 
-async def unload(runtime: Runtime, slug: str) -> ModelStatus:
+async def unload(call: Call, slug: str) -> ModelStatus:
     """Stop the model's workers (requests in flight on them fail); the next request loads it again."""
+    runtime = call.runtime
+    event = event_for(call, "model.unload", "model", slug)
+    expect(call, event)
     pool = _local_pool(runtime, slug)
-    await runtime.supervisor.unload(pool.entry.slug)
+    await runtime.supervisor.unload(pool.entry.slug, by=call.key.id)
+    await noted(call, event)
     return model_status(pool, {})

@@ -82,16 +82,17 @@ def _worker_fields(form: TranscriptionForm, served_model: str) -> dict[str, str 
 async def transcribe(call: Call, form: TranscriptionForm, audio: AudioFile) -> Transcript:
     """Resolve the model, reserve, send the file to the engine; its transcript, charged its real length."""
     entry = resolve_model(call, form.model, "transcription")
-    meter = await reserve(call, "audio_seconds", TRANSCRIPTION_RESERVE_S)
+    meter = await reserve(call, "audio_seconds", TRANSCRIPTION_RESERVE_S, entry)
     fields = _worker_fields(form, entry.served_model)
-    if meter.reservation is not None:  # the worker refuses audio longer than the budget has room for
-        fields[MAX_AUDIO_SECONDS_FIELD] = f"{meter.reservation.room:.3f}"
+    room = meter.room("audio_seconds")
+    if room is not None:  # the worker refuses audio longer than any scope's budget has room for
+        fields[MAX_AUDIO_SECONDS_FIELD] = f"{room:.3f}"
     try:
         answer = await _post_form(call, entry, "/audio/transcriptions", audio, fields,
                                   json_answer=form.response_format not in TEXT_FORMATS)
     except ApiError as exc:
         if exc.details and exc.details[0]["field"] == MAX_AUDIO_SECONDS_FIELD:
-            raise over_room(call.key, meter, _seconds_in(exc.message)) from None
+            raise over_room(meter, "audio_seconds", _seconds_in(exc.message)) from None
         raise
     meter.units.audio_seconds_in = float(answer.headers.get(AUDIO_DURATION_HEADER) or 0.0)
     meter.units.known = True
@@ -125,7 +126,7 @@ def _seconds_in(message: str) -> float:
 async def synthesize(call: Call, body: SpeechRequest) -> Stream:
     """Resolve the model, reserve, and stream the engine's audio, counted as it goes."""
     entry = resolve_model(call, body.model, "speech")
-    meter = await reserve(call, "audio_seconds", len(body.input) / SPEECH_CHARS_PER_SECOND / body.speed)
+    meter = await reserve(call, "audio_seconds", len(body.input) / SPEECH_CHARS_PER_SECOND / body.speed, entry)
     payload = body.model_copy(update={"model": entry.served_model}).model_dump_json(exclude_none=True)
     chunks, _media_type = await open_stream(call, entry, "/audio/speech", payload.encode())
     counted = _counting(chunks, meter, body, speech_sample_rate(entry.engine_options))

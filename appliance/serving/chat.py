@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
+from appliance.engines.registry import engine_spec
 from appliance.protocol.chat import PART_TYPES, ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
+from appliance.serving.answers import clean_answer, cleaned
 from appliance.serving.body import line_adapter, strip_line
 from appliance.serving.context import Call
-from appliance.serving.errors import ApiError, ErrorCode, from_errors, validation_error
+from appliance.serving.errors import ApiError, ErrorCode, Reason, context_length_exceeded, from_errors, \
+    validation_error
 from appliance.serving.input_size import check_texts, check_total
 from appliance.serving.media_parts import PartNames, check_chat, message_part
 from appliance.serving.metering import budgeted, reserve
@@ -162,24 +166,51 @@ async def _engine_count(call: Call, body: SamplingFields, entry: ModelEntry) -> 
         return None  # an engine without /tokenize (a remote server), or a prompt it refuses: the byte bound
 
 
+# The numbers in an engine's context-window refusal: vLLM's ("maximum context length is 2048 tokens. However,
+# your prompt contains at least 2049 input tokens") and the transformers worker's (OpenAI's wording: "you requested
+# 8025 tokens (7513 in the messages, 512 in the completion)").
+_LIMIT = re.compile(r"maximum context length is (\d+) tokens")
+_PROMPT = re.compile(r"contains (at least )?(\d+) input tokens|resulted in (at least )?(\d+) tokens|"
+                     r"\((\d+) in the \w+, (\d+) in the completion\)")
+
+
+def context_numbers(message: str) -> tuple[int | None, int | None, int | None, bool]:
+    """The limit, the prompt's tokens, the completion's tokens and whether the prompt count is a lower bound."""
+    limit = _LIMIT.search(message)
+    found = _PROMPT.search(message)
+    prompt = completion = None
+    at_least = False
+    if found:
+        if found.group(2) or found.group(4):
+            at_least = bool(found.group(1) or found.group(3))
+            prompt = int(found.group(2) or found.group(4))
+        else:
+            prompt, completion = int(found.group(5)), int(found.group(6))
+    return (int(limit.group(1)) if limit else None), prompt, completion, at_least
+
+
 def refine(kind: Kind, entry: ModelEntry) -> Any:
-    """Name the client's field in the engine's refusal (vLLM says ``input_tokens``; the client sent messages)."""
+    """Name the client's field in the engine's refusal (vLLM says ``input_tokens``; the client sent messages); an
+    over-long prompt becomes ``context_length_exceeded``, with the model's limit and the prompt's length."""
 
     def refined(error: ApiError) -> ApiError:
         if error.code != ErrorCode.VALIDATION_ERROR:
             return error
         given = error.details[0]["field"] if error.details else "body"
         text = error.message.lower()
-        if given in ("input_tokens", "prompt", "messages") or "maximum context length" in text:
-            field = kind.prompt_field
-            window = f" of {entry.context_window} tokens" if entry.context_window else ""
-            message = f"too long for the model's context window{window}: {error.message}"
-        elif given in ("body", "") and "max_tokens" in text:
+        if error.reason is Reason.CONTEXT_LENGTH_EXCEEDED or given in ("input_tokens", "input_text") \
+                or "maximum context length" in text:
+            limit, prompt, completion, at_least = context_numbers(error.message)
+            return context_length_exceeded(kind.prompt_field, limit or entry.context_window, prompt, completion,
+                                           at_least)
+        if given in ("body", "") and "max_tokens" in text:
             field, message = "max_tokens", error.message
         elif given in ("body", "") and "out of vocabulary" in text:  # vLLM: a prompt's token id
             field, message = kind.prompt_field, error.message
         else:
             field, message = given, error.message
+        if message.startswith(f"{field}: "):
+            message = message[len(field) + 2:]
         return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field,
                                                                                      "message": message}])
 
@@ -200,13 +231,15 @@ async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int =
 
     if body.stream:
         asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
-        return await relay_sse(call, entry, kind.path, payload, refined, tap=usage_tap(call, asked))
+        count, remote = usage_tap(call, asked), not engine_spec(entry.engine).local  # any server: every frame parsed
+        return await relay_sse(call, entry, kind.path, payload, refined,
+                               tap=lambda frames: count(cleaned(frames, thorough=remote)))
     try:
         answer = await post_json(call, entry, kind.path, payload)
     except ApiError as exc:
         raise refined(exc) from None
     apply_usage(meter.units, read_usage(answer))
-    return answer
+    return clean_answer(answer)
 
 
 async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int,
@@ -223,8 +256,8 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int,
         checked = await check_chat(call, body, entry, part_names)
         body, counted, media_tokens = checked.body, checked.text_only, checked.tokens
         named = checked.media.name_refusal if checked.media is not None else _as_is
-    bound = await token_bound(call, counted, entry, media_tokens) if budgeted(call.key) else 0
-    meter = await reserve(call, "tokens", bound)
+    bound = await token_bound(call, counted, entry, media_tokens) if budgeted(call) else 0
+    meter = await reserve(call, "tokens", bound, entry)
     payload = engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)
     return entry, meter, payload, named
 

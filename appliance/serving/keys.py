@@ -1,15 +1,23 @@
 """Keys over HTTP: who may see, make and change which keys.
 
-- A key with ``api_keys:manage`` sees the keys it created, and itself; one that
-  also holds ``admin:access`` sees every key (those made by the CLI included).
-- A key grants only what it holds: permissions it lacks are refused, and a key
-  limited to some models makes keys limited to (some of) those.
+- A key with ``api_keys:manage`` sees the keys it created, and itself; one
+  that also holds ``admin:access`` sees every key of its tenant, and a box
+  admin's every key (those made by the CLI included). Any other key is
+  NOT_FOUND, exactly like one that does not exist.
+- A key belongs to a user (``assigned_user_id``; default the caller's) and
+  that user's tenant. Only an admin makes keys for another user of its
+  tenant, and never for a user whose role is above its own.
+- A key grants only what it holds: permissions it lacks, or that the new
+  key's user's roles do not grant, are refused; a key limited to some models
+  makes keys limited to (some of) those.
 - No key changes its own limits (rate, budget, models) unless it holds
   ``admin:access``; it may revoke itself, and shorten its expiry, never extend it.
 - A key stays inside its parent (the key that made it): it expires no later
   (unset, it inherits the parent's expiry), allows no more requests a minute
   (unset, the parent's), and its requests count against the parent's rate
-  limit too (gateway/auth.py). Revoking a key revokes its descendants.
+  limit and budget too (tenancy/caller.py: the parent keys are scopes of its
+  requests). Revoking a key revokes its descendants.
+- Every change is audited in the transaction that makes it.
 """
 
 from __future__ import annotations
@@ -19,11 +27,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.accounting.budgets import Budgets
-from appliance.db.keys import ApiKey, Budget, KeyStore
+from appliance.db.keys import ApiKey, KeyStore
 from appliance.permissions import DEFAULT_PERMISSIONS
-from appliance.protocol.keys import BudgetIn, BudgetOut, KeyCreate, KeyCreated, KeyOut, KeyPatch, Spent
+from appliance.protocol.keys import KeyCreate, KeyCreated, KeyOut, KeyPatch
+from appliance.serving.audit import audited, event_for, expect
+from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.limits import budget_out, budget_warnings, to_budget
 from appliance.serving.runtime import Runtime
+from appliance.tenancy.caller import Caller
+from appliance.tenancy.roles import grants, highest, rank
+from appliance.tenancy.store import User
+
+__all__ = ["create", "find", "key_out", "listing", "patch", "revoke", "show", "to_budget", "visible"]
 
 
 def _store(runtime: Runtime) -> KeyStore:
@@ -34,48 +50,34 @@ def _budgets(runtime: Runtime) -> Budgets:
     return runtime.accounting.budgets
 
 
-def is_admin(key: ApiKey) -> bool:
-    return "admin:access" in key.permissions
+def visible(caller: Caller, key: ApiKey) -> bool:
+    if key.id == caller.key.id or key.created_by == caller.key.id:
+        return True
+    return caller.sees_tenant(key.tenant_id, "admin:access")
 
 
-def visible(caller: ApiKey, key: ApiKey) -> bool:
-    return is_admin(caller) or key.id == caller.id or key.created_by == caller.id
-
-
-def to_budget(budget: BudgetIn | None) -> Budget | None:
-    if budget is None:
-        return None
-    return Budget(budget.period, budget.tokens, budget.images,
-                  float(budget.audio_seconds) if budget.audio_seconds is not None else None)
-
-
-def key_out(key: ApiKey, budgets: Budgets) -> KeyOut:
-    budget = None
-    if key.budget is not None:
-        spend = budgets.spend(key)
-        budget = BudgetOut(
-            period=key.budget.period, tokens=key.budget.tokens, images=key.budget.images,  # type: ignore[arg-type]
-            audio_seconds=key.budget.audio_seconds, period_resets_at=spend[0].resets_at if spend else None,
-            spend=[Spent(unit=s.unit, limit=s.limit, spent=round(s.spent, 3), reserved=round(s.reserved, 3),
-                         remaining=round(max(0.0, s.limit - s.spent - s.reserved), 3)) for s in spend])
+def key_out(key: ApiKey, budgets: Budgets, warnings: list[str] | None = None) -> KeyOut:
     status = "revoked" if key.revoked_at else "active" if key.active() else "expired"
     return KeyOut(id=key.id, name=key.name, prefix=key.prefix, permissions=list(key.permissions),
                   models=list(key.models) if key.models is not None else None, rate_limit=key.rate_limit,
-                  budget=budget, created_at=key.created_at, created_by=key.created_by, expires_at=key.expires_at,
-                  revoked_at=key.revoked_at, status=status)  # type: ignore[arg-type]
+                  budget=budget_out(budgets, key.id, key.budget), created_at=key.created_at,
+                  created_by=key.created_by, expires_at=key.expires_at, revoked_at=key.revoked_at,
+                  status=status, tenant_id=key.tenant_id, assigned_user_id=key.user_id,  # type: ignore[arg-type]
+                  warnings=warnings or [])
 
 
-def _check_grant(caller: ApiKey, permissions: list[str], models: list[str] | None) -> list[str] | None:
+def _check_grant(caller: Caller, permissions: list[str], models: list[str] | None) -> list[str] | None:
     """The models of the new key; refuses permissions or models the caller does not hold itself."""
-    lacking = [p for p in permissions if p not in caller.permissions]
+    lacking = [p for p in permissions if not caller.can(p)]
     if lacking:
         raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"permissions: this API key cannot grant '{lacking[0]}', "
                                                           "which it does not hold itself.")
-    if caller.models is None:
+    own = caller.key.models
+    if own is None:
         return models
     if models is None:
-        return list(caller.models)
-    outside = [m for m in models if m not in caller.models]
+        return list(own)
+    outside = [m for m in models if m not in own]
     if outside:
         raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, f"models: this API key cannot grant the model "
                                                           f"'{outside[0]}', which it may not use itself.")
@@ -108,46 +110,99 @@ def _within_parent(parent: ApiKey | None, expires_at: datetime | None, rate_limi
     return expires_at, rate_limit
 
 
-async def create(runtime: Runtime, caller: ApiKey, body: KeyCreate) -> KeyCreated:
-    permissions = list(body.permissions) if body.permissions else list(DEFAULT_PERMISSIONS)
+def _owner(runtime: Runtime, caller: Caller, user_id: str | None) -> User | None:
+    """The user a new key is for: the caller's own by default; another only for an admin of the user's tenant."""
+    if user_id is None or user_id == caller.user_id:
+        return caller.user
+    user = runtime.directory.users.get(user_id)
+    if user is None or not caller.sees_tenant(user.tenant_id, "admin:access"):
+        raise ApiError(ErrorCode.NOT_FOUND, f"No user '{user_id[:80]}' this key may make keys for.")
+    if rank(user.roles) > rank(caller.roles):
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED,
+                       f"assigned_user_id: the user's role ({highest(user.roles)}) is above this key's user's; only a "
+                       "user of that role or higher can make keys for them.")
+    return user
+
+
+async def create(call: Call, body: KeyCreate) -> KeyCreated:
+    runtime, caller = call.runtime, call.caller
+    owner = await asyncio.to_thread(_owner, runtime, caller, body.assigned_user_id)
+    granted = grants(owner.roles) if owner is not None else grants(("tenant_user",))
+    permissions = (list(body.permissions) if body.permissions
+                   else [p for p in DEFAULT_PERMISSIONS if p in granted])
     models = _check_grant(caller, permissions, body.models)
+    beyond = [p for p in permissions if p not in granted]
+    if beyond:
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED,
+                       f"permissions: the key's user's roles ({', '.join(owner.roles) if owner else 'none'}) do not "
+                       f"grant '{beyond[0]}'.")
     _check_expiry(body.expires_at)
-    expires_at, rate_limit = _within_parent(caller, body.expires_at, body.rate_limit)
-    key, secret = await asyncio.to_thread(
-        _store(runtime).create, body.name, permissions, models, rate_limit, expires_at, to_budget(body.budget),
-        caller.id)
+    expires_at, rate_limit = _within_parent(caller.key, body.expires_at, body.rate_limit)
+    tenant_id = owner.tenant_id if owner is not None else caller.tenant_id
+    event = event_for(call, "api_key.create", "api_key", tenant_id=tenant_id,
+                      details={"name": body.name, "assigned_user_id": owner.id if owner else None,
+                               "permissions": permissions})
+
+    def work(session: Any) -> tuple[ApiKey, str]:
+        key, secret = _store(runtime).create(body.name, permissions, models, rate_limit, expires_at,
+                                             to_budget(body.budget), caller.key.id,
+                                             user_id=owner.id if owner else None, tenant_id=tenant_id,
+                                             session=session)
+        event.resource_id = key.id
+        return key, secret
+
+    key, secret = await audited(call, event, work)
     out = await asyncio.to_thread(key_out, key, _budgets(runtime))
     return KeyCreated(**out.model_dump(), key=secret)
 
 
-async def find(runtime: Runtime, caller: ApiKey, key_id: str) -> ApiKey:
+async def find(runtime: Runtime, caller: Caller, key_id: str) -> ApiKey:
     """The key with ``key_id`` if the caller may see it; NOT_FOUND otherwise (another's key is not confirmed)."""
     key = await asyncio.to_thread(_store(runtime).get, key_id)
     if key is None or not visible(caller, key):
-        raise ApiError(ErrorCode.NOT_FOUND, f"No API key '{key_id}' among the keys this key manages.")
+        raise ApiError(ErrorCode.NOT_FOUND, f"No API key '{key_id[:80]}' among the keys this key manages.")
     return key
 
 
-async def show(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
+def _check_rank(runtime: Runtime, caller: Caller, key: ApiKey) -> None:
+    """Refuse changing a key of a user whose role is above the caller's (a box admin's key in a tenant)."""
+    if key.user_id is None or key.user_id == caller.user_id:
+        return
+    owner = runtime.directory.users.get(key.user_id)
+    if owner is not None and rank(owner.roles) > rank(caller.roles):
+        raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED,
+                       f"key_id: the key's user's role ({highest(owner.roles)}) is above this key's user's; only a "
+                       "user of that role or higher can change it.")
+
+
+async def show(runtime: Runtime, caller: Caller, key_id: str) -> KeyOut:
     key = await find(runtime, caller, key_id)
     return await asyncio.to_thread(key_out, key, _budgets(runtime))
 
 
-async def listing(runtime: Runtime, caller: ApiKey, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
-    keys = await asyncio.to_thread(_store(runtime).list, None if is_admin(caller) else caller.id, cursor, limit + 1)
+async def listing(runtime: Runtime, caller: Caller, limit: int, cursor: str | None) -> tuple[list[KeyOut], bool]:
+    reach = caller.reach("admin:access")
+    scope = {"box": (None, None), "tenant": (None, caller.tenant_id)}.get(reach or "", (caller.key.id, None))
+    keys = await asyncio.to_thread(_store(runtime).list, *scope, after=cursor, limit=limit + 1)
     page = keys[:limit]
     budgets = _budgets(runtime)
     return await asyncio.to_thread(lambda: [key_out(key, budgets) for key in page]), len(keys) > limit
 
 
-async def patch(runtime: Runtime, caller: ApiKey, key_id: str, body: KeyPatch) -> KeyOut:
+async def patch(call: Call, key_id: str, body: KeyPatch) -> KeyOut:
+    runtime, caller = call.runtime, call.caller
     key = await find(runtime, caller, key_id)
+    event = event_for(call, "api_key.update", "api_key", key.id, key.tenant_id,
+                      details={"changes": sorted(body.model_fields_set)})
+    expect(call, event)
+    await asyncio.to_thread(_check_rank, runtime, caller, key)
     if key.revoked_at is not None:
         raise validation_error("key_id", f"the key '{key_id}' is revoked and cannot be changed; create a new one")
     changes: dict[str, Any] = {field: getattr(body, field) for field in body.model_fields_set}
     if "name" in changes and changes["name"] is None:
         raise validation_error("name", "a key keeps a name; send a new one or leave the field out")
-    if key.id == caller.id and not is_admin(caller) and changes.keys() & {"rate_limit", "budget", "models"}:
+    if key.id == caller.key.id and not caller.can("admin:access") and changes.keys() & {"rate_limit", "budget",
+                                                                                         "models"}:
         raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, "An API key cannot change its own limits; ask the key "
                                                           "that made it, or an admin:access key.")
     if "models" in changes:
@@ -156,7 +211,7 @@ async def patch(runtime: Runtime, caller: ApiKey, key_id: str, body: KeyPatch) -
         changes["budget"] = to_budget(changes["budget"])
     if "expires_at" in changes:
         _check_expiry(changes["expires_at"])
-        if key.id == caller.id and not _shortens(key.expires_at, changes["expires_at"]):
+        if key.id == caller.key.id and not _shortens(key.expires_at, changes["expires_at"]):
             raise ApiError(ErrorCode.AUTHZ_PERMISSION_DENIED, "expires_at: an API key cannot extend its own expiry; "
                                                               "it may only bring it forward.")
     if changes.keys() & {"expires_at", "rate_limit"}:
@@ -165,17 +220,24 @@ async def patch(runtime: Runtime, caller: ApiKey, key_id: str, body: KeyPatch) -
                                                 changes.get("rate_limit", key.rate_limit))
         changes.update({name: value for name, value in (("expires_at", expires_at), ("rate_limit", rate_limit))
                         if name in changes})
-    updated = await asyncio.to_thread(_store(runtime).update, key_id, **changes)
+    updated = await audited(call, event, lambda session: _store(runtime).update(key_id, session, **changes))
     assert updated is not None
-    return await asyncio.to_thread(key_out, updated, _budgets(runtime))
+    budgets = _budgets(runtime)
+    warnings = (await asyncio.to_thread(budget_warnings, budgets, updated.id, updated.budget, "key")
+                if "budget" in changes else [])
+    return await asyncio.to_thread(key_out, updated, budgets, warnings)
 
 
 def _shortens(current: datetime | None, new: datetime | None) -> bool:
     return new is not None and (current is None or new <= current)
 
 
-async def revoke(runtime: Runtime, caller: ApiKey, key_id: str) -> KeyOut:
+async def revoke(call: Call, key_id: str) -> KeyOut:
+    runtime, caller = call.runtime, call.caller
     key = await find(runtime, caller, key_id)
-    if key.revoked_at is None:  # works on a full disk too: the DB's reserve makes room for it
-        await asyncio.to_thread(runtime.disk_reserve.with_room, lambda: _store(runtime).revoke(key_id))
+    event = event_for(call, "api_key.delete", "api_key", key.id, key.tenant_id)
+    expect(call, event)
+    await asyncio.to_thread(_check_rank, runtime, caller, key)
+    # Works on a full disk too: the DB's reserve makes room for it.
+    await audited(call, event, lambda session: _store(runtime).revoke(key_id, session), room=True)
     return await show(runtime, caller, key_id)

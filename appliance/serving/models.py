@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from appliance.backends.pool import Backend
 from appliance.catalogue import ModelEntry
-from appliance.db.keys import ApiKey
 from appliance.protocol.models import BackendInfo, ModelInfo
-from appliance.serving.context import Call
+from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 from appliance.supervisor.supervisor import ModelPool
+from appliance.tenancy.caller import Caller
 
 MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
-                  "transcription": "a transcription", "speech": "a speech"}
+                  "transcription": "a transcription", "speech": "a speech", "rerank": "a rerank"}
 
 HEALTH = {
     WorkerState.READY: "healthy",
@@ -25,14 +25,15 @@ HEALTH = {
 HEALTH_ORDER = ("healthy", "loading", "restarting", "idle", "unhealthy")
 
 
-def may_use(key: ApiKey, entry: ModelEntry) -> bool:
-    """Whether the key's model allow-list (if any) names the model by its slug or an alias."""
-    return key.models is None or bool(set(entry.names) & set(key.models))
+def in_tenant(caller: Caller, entry: ModelEntry) -> bool:
+    """Whether the caller's tenant has the model: a tenant sees only the models of its allow-list (if any)."""
+    return caller.tenant.models is None or bool(set(entry.names) & set(caller.tenant.models))
 
 
-def check_model_access(key: ApiKey, entry: ModelEntry) -> None:
-    if not may_use(key, entry):
-        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
+def may_use(caller: Caller, entry: ModelEntry) -> bool:
+    """Whether the model is the tenant's and the key's model allow-list (if any) names it by its slug or an alias:
+    the one place model allow-lists are checked."""
+    return in_tenant(caller, entry) and (caller.key.models is None or bool(set(entry.names) & set(caller.key.models)))
 
 
 def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
@@ -42,14 +43,16 @@ def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
 def resolve_model(call: Call, name: str, modality: str) -> ModelEntry:
     """The catalogue entry the client asked for, checked against the service's modality and the key."""
     entry = call.runtime.catalogue.get(name)
-    if entry is None:
-        raise model_not_found(name)
+    listing = "GET /models" if call.surface is Surface.OPENAI else "GET /v1/models"
+    if entry is None or not in_tenant(call.caller, entry):  # another tenant's model does not exist for this one
+        raise model_not_found(name, listing)
     if entry.modality != modality:
         raise ApiError(ErrorCode.VALIDATION_ERROR,
                        f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
                        f"{MODALITY_NAMES[modality]} model.",
                        details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
-    check_model_access(call.key, entry)
+    if not may_use(call.caller, entry):
+        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
     call.served_by(model=entry.slug)
     return entry
 

@@ -16,6 +16,8 @@ from appliance.db.keys import KeyStore
 from appliance.db.reserve import DiskReserve
 from appliance.media.store import MediaStore
 from appliance.supervisor.supervisor import Supervisor
+from appliance.tenancy.audit import AuditLog
+from appliance.tenancy.caller import Directory
 
 
 class Runtime:
@@ -26,13 +28,16 @@ class Runtime:
         self.supervisor = supervisor
         self.keys = keys
         self.accounting = accounting
+        self.directory = Directory(keys)  # tenants, users, and the caller of each key
+        self.audit = AuditLog(keys.engine)
         self._media: MediaStore | None = None
         self.disk_reserve = DiskReserve(settings.state_dir)
         # Kept here by the floors above, which own them: the batch stores and runner, the gateway's rate limiter,
-        # background tasks referenced until done.
+        # the Responses API's store and jobs, background tasks referenced until done.
         self.batch_stores: Any = None
         self.batch_runner: Any = None
         self.rate_limiter: Any = None
+        self.responses: Any = None  # serving/response_jobs.py's ResponseJobs: stored responses, background jobs
         self.tls: Any = None  # the certificate in service (appliance.tls.context.ServedCertificate) over HTTPS
         self.tasks: set[Any] = set()
 

@@ -40,7 +40,7 @@ def _launcher(reference: str) -> Callable[[ModelEntry, Path], list[str]]:
 
 
 def worker_command(entry: ModelEntry, socket_path: Path) -> list[str]:
-    spec = engine_spec(entry.engine)
+    spec = engine_spec(entry.engine, entry.modality)
     if spec.worker_module is None:
         raise LaunchError(f"engine '{entry.engine}' runs elsewhere; it has no local worker")
     if spec.launcher is not None:

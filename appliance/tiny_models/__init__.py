@@ -17,10 +17,10 @@ STAMP = ".tiny-model-version"
 
 def tiny_models() -> list[TinyModel]:
     # Imported here so that importing this package costs nothing until a build.
-    from appliance.tiny_models import audio, chat, embeddings, images, omni
+    from appliance.tiny_models import audio, chat, embeddings, images, omni, rerank
 
     # The text-only vLLM model before the omni one: tests/support/vllm.py serves the first vLLM model, the quicker.
-    return [embeddings.TINY, audio.WHISPER, audio.PIPER, images.TINY, chat.TINY, omni.TINY]
+    return [embeddings.TINY, rerank.TINY, audio.WHISPER, audio.PIPER, images.TINY, chat.TINY, omni.TINY]
 
 
 def build_all(out_dir: Path, force: bool = False) -> Path:

@@ -25,30 +25,38 @@ class WorkerError(Exception):
     """A request the engine refuses; rendered as an OpenAI error object."""
 
     def __init__(self, status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error") -> None:
+                 error_type: str = "invalid_request_error", code: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.param = param
         self.error_type = error_type
+        self.code = code  # OpenAI's finer code, e.g. context_length_exceeded
+        self.retry_after = retry_after  # seconds, sent as Retry-After (the gateway passes it on)
+
+    def response(self) -> JSONResponse:
+        return openai_error(self.status_code, self.message, self.param, self.error_type, self.code, self.retry_after)
 
 
-def openai_error(status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error") -> JSONResponse:
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status_code)
+def openai_error(status_code: int, message: str, param: str | None = None, error_type: str = "invalid_request_error",
+                 code: str | None = None, retry_after: int | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def error_body(status_code: int, message: str, param: str | None = None,
-               error_type: str = "invalid_request_error") -> bytes:
-    return bytes(openai_error(status_code, message, param, error_type).body)
+               error_type: str = "invalid_request_error", code: str | None = None) -> bytes:
+    return bytes(openai_error(status_code, message, param, error_type, code).body)
 
 
 def invalid_request(exc: RequestValidationError | ValidationError) -> JSONResponse:
     """A 400 naming the first invalid field, for the FastAPI routes and the hot routes alike."""
     first: dict[str, Any] = exc.errors()[0]
     param = field_path(first["loc"])
-    return openai_error(400, f"{param}: {first['msg']}", param)
+    message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence, as the gateway shows it
+    return openai_error(400, f"{param}: {message}", param)
 
 
 RawHandler = Callable[[bytes], Awaitable[bytes]]
@@ -86,18 +94,21 @@ class HotRoutes:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        status = 200
+        status, headers = 200, [(b"content-type", b"application/json")]
         try:
             answer = await handler(body)
         except WorkerError as exc:
-            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type)
+            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type,
+                                                         exc.code)
+            if exc.retry_after is not None:
+                headers.append((b"retry-after", str(exc.retry_after).encode()))
         except ValidationError as exc:
             status, answer = 400, bytes(invalid_request(exc).body)
         except Exception as exc:  # the engine's failure is this request's, never the worker's
             log.exception("%s failed", scope["path"])
             status, answer = 500, error_body(500, f"the worker failed: {exc}", error_type="server_error")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+        headers.append((b"content-length", str(len(answer)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
 
@@ -107,7 +118,7 @@ def create_worker_app(entry: ModelEntry) -> FastAPI:
 
     @app.exception_handler(WorkerError)
     async def _worker_error(_request: Request, exc: WorkerError) -> JSONResponse:
-        return openai_error(exc.status_code, exc.message, exc.param, exc.error_type)
+        return exc.response()
 
     async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))

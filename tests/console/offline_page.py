@@ -17,7 +17,7 @@ from tests.support.airgap import Traps, route_everything_to_loopback
 from tests.support.appliance import start_appliance
 from tests.support.browser import browser, watched_page
 
-PAGES = ("status", "keys", "usage", "batches", "playground")
+PAGES = ("status", "keys", "usage", "batches", "users", "tenants", "audit", "account", "playground")
 
 
 def visit(url: str, key: str) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def test_a_token_budget_stops_the_request_that_would_cross_it(appliance: Running
                                               "remaining": 300 - sum(used)}
     late = chat(client, "/oai/v1/chat/completions")  # the SDK must not retry this 429
     assert late.status_code == 429 and late.headers["x-should-retry"] == "false"
-    assert late.json()["error"]["code"] == "budget_exceeded"
+    assert late.json()["error"]["code"] == "insufficient_quota"  # OpenAI's code for a spent quota
 
 
 def test_fifty_concurrent_requests_against_a_nearly_spent_budget_overshoot_by_nothing(
@@ -256,7 +256,7 @@ def test_a_key_sees_only_its_own_usage(appliance: RunningAppliance, admin: httpx
     summary = client.get("/v1/accounting/usage/summary", params={"group_by": "key"}).json()["data"]["rows"]
     assert [row["group_key"] for row in summary] == [key_id]
     other = client.get("/v1/accounting/usage", params={"key_id": "key_someone_else"})
-    assert other.status_code == 403 and other.json()["error"]["code"] == "AUTHZ_PERMISSION_DENIED"
+    assert other.status_code == 404 and other.json()["error"]["code"] == "NOT_FOUND"  # never "it exists, not yours"
 
 
 @pytest.mark.parametrize(("path", "params", "field"), [

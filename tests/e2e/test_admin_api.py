@@ -48,6 +48,8 @@ def test_an_unloaded_model_frees_its_worker_and_loads_again(embed_appliance: Run
     with embed_appliance.client(embed_appliance.create_key(*ADMIN)) as http:
         unloaded = http.post(f"/v1/admin/models/{EMBED}/unload").json()["data"]
         assert unloaded["action"] == "unload" and unloaded["model"]["state"] == "unloaded"
+        assert f"{EMBED}: unloading, as an admin asked (0 request(s) in flight)" in embed_appliance.log()
+        assert f"{EMBED}: unloaded" in embed_appliance.log()
         assert http.get("/ready").status_code == 503  # a startup model is down
         loading = http.post(f"/v1/admin/models/{EMBED}/load").json()["data"]
         assert loading["model"]["state"] in ("starting", "loaded")

@@ -105,7 +105,7 @@ def test_a_family_shares_its_parents_requests_a_minute(appliance: RunningApplian
         with client_for(appliance, child["key"]) as child_http:
             assert [embed(child_http).status_code for _ in range(3)] == [200, 200, 200]
             refused = embed(child_http)
-            assert refused.status_code == 429 and "made this one" in refused.json()["error"]["message"]
+            assert refused.status_code == 429 and "the key that made it" in refused.json()["error"]["message"]
         assert embed(http).status_code == 429  # the children spent the parent's minute
 
 
@@ -116,3 +116,19 @@ def test_an_expiry_with_an_offset_is_kept_as_that_instant(appliance: RunningAppl
         assert datetime.fromisoformat(made["expires_at"]) == datetime(2031, 1, 1, tzinfo=UTC)
         shown = http.get(f"/v1/api-keys/{made['id']}").json()["data"]["expires_at"]
         assert datetime.fromisoformat(shown) == datetime(2031, 1, 1, tzinfo=UTC)
+
+
+def test_a_family_spends_from_its_parents_budget(appliance: RunningAppliance) -> None:
+    parent = appliance.create_key(*[a for p in MANAGER for a in ("-p", p)], "--budget-tokens", "40",
+                                  "--budget-period", "total")
+    with client_for(appliance, parent) as http:
+        child = make(http)  # no budget of its own: the parent's is the family's
+        with client_for(appliance, child["key"]) as child_http:
+            answers = [embed(child_http) for _ in range(12)]
+        statuses = [answer.status_code for answer in answers]
+        assert 200 in statuses and statuses[-1] == 429, statuses
+        refusal = answers[-1].json()["error"]
+        assert refusal["code"] == "BUDGET_EXCEEDED" and "parent" in refusal["message"], refusal
+        spent = http.get("/v1/api-keys").json()["data"]["items"]
+        own = next(item for item in spent if item["created_by"] is None)
+        assert own["budget"]["spend"][0]["spent"] <= 40  # the child spent the parent's tokens, never past them

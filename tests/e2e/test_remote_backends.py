@@ -178,6 +178,21 @@ def test_the_openai_sdk_works_through_a_remote_backend(front: RunningAppliance, 
     assert sdk.models.retrieve("remote/embed").id == "remote/embed"  # ids with "/" resolve
 
 
+def test_the_responses_api_runs_on_remote_chat_backends(front: RunningAppliance, client: httpx.Client) -> None:
+    sdk = openai.OpenAI(base_url=f"{front.url}/oai/v1", api_key=client.headers["authorization"].split()[1],
+                        max_retries=0)
+    for model in ("remote/chat", "remote/vllm-chat"):  # another appliance's transformers worker; a `vllm serve`
+        response = sdk.responses.create(model=model, input="Hello", max_output_tokens=8)
+        assert response.model == model and response.output_text
+        assert response.usage and response.usage.output_tokens == 8
+        events = list(sdk.responses.create(model=model, input="Hello", max_output_tokens=8, stream=True))
+        assert events[0].type == "response.created" and events[-1].type == "response.incomplete"
+        assert events[-1].response.output_text  # type: ignore[union-attr]
+        follow_up = sdk.responses.create(model=model, input="More", previous_response_id=response.id,
+                                         max_output_tokens=4)
+        assert follow_up.usage and follow_up.usage.input_tokens > response.usage.input_tokens
+
+
 def test_streaming_and_tools_through_a_tcp_vllm(client: httpx.Client, vllm_tcp: tuple[str, int]) -> None:
     body = {"model": "remote/vllm-chat", "stream": True, "max_tokens": 16,
             "messages": [{"role": "user", "content": "Tell me a story"}]}

@@ -95,3 +95,46 @@ def test_both_gateways_keep_their_state_in_postgresql_not_in_sqlite(
         gateways: tuple[RunningAppliance, RunningAppliance]) -> None:
     for gateway in gateways:
         assert not (gateway.state_dir / "appliance.db").exists()
+
+
+def test_a_tenant_budget_holds_across_both_gateways_for_fifty_requests_through_many_keys(
+        gateways: tuple[RunningAppliance, RunningAppliance], database_url: str) -> None:
+    a, b = gateways
+    admin = appliance_cli(database_url, "keys", "create", "box admin", *[arg for permission in (
+        "models:list", "models:use", "api_keys:manage", "admin:access") for arg in ("-p", permission)])
+    admin_key = admin.strip().splitlines()[-1]
+    tenant = appliance_cli(database_url, "tenants", "create", "shared team", "--budget-tokens", "1000000",
+                           "--budget-period", "total").strip().splitlines()[-1]
+    secrets = []
+    with a.client(admin_key) as box:
+        for index in range(5):
+            user = box.post("/v1/users", json={"email": f"member{index}@team.example", "tenant_id": tenant})
+            assert user.status_code == 201, user.text
+            for _ in range(2):
+                made = box.post("/v1/api-keys", json={"name": "member", "assigned_user_id": user.json()["data"]["id"]})
+                secrets.append(made.json()["data"]["key"])
+        first = embed_tokens(a, secrets[0])
+        limit = first * 8  # one request's worth spent: room for about seven more, across both gateways
+        patched = box.patch(f"/v1/tenants/{tenant}", json={"budget": {"period": "total", "tokens": limit}})
+        assert patched.status_code == 200, patched.text
+
+    def one(i: int) -> httpx.Response:  # every other request through the other gateway, each key in turn
+        with (a, b)[i % 2].client(secrets[i % len(secrets)]) as client:
+            return client.post("/v1/inference/embed", json={"model": EMBED, "input": "one two three four"})
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(one, range(50)))
+    served = [r.json()["data"]["usage"]["total_tokens"] for r in answers if r.status_code == 200]
+    refused = [r.json()["error"] for r in answers if r.status_code != 200]
+    assert served and refused and {e["code"] for e in refused} == {"BUDGET_EXCEEDED"}
+    with b.client(admin_key) as box:
+        spend = box.get(f"/v1/tenants/{tenant}").json()["data"]["budget"]["spend"][0]
+    assert spend["spent"] == first + sum(served) <= limit and spend["reserved"] == 0
+    assert "ok:" in appliance_cli(database_url, "audit", "verify")  # both gateways and the CLI wrote one chain
+
+
+def embed_tokens(gateway: RunningAppliance, key: str) -> int:
+    with gateway.client(key) as client:
+        answer = client.post("/v1/inference/embed", json={"model": EMBED, "input": "one two three four"})
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["data"]["usage"]["total_tokens"])

@@ -30,13 +30,14 @@ def schema_name(response: dict[str, Any], media_type: str = "application/json") 
 
 
 def test_every_post_declares_its_body_and_every_route_its_errors(document: dict[str, Any]) -> None:
-    assert len(operations(document)) == 43
+    assert len(operations(document)) == 67
     for method, path, op in operations(document):
         if method == "POST" and not path.endswith(("/cancel", "/load", "/unload")):  # these actions take no body
             content = op["requestBody"]["content"]
             multipart = "transcri" in path or path == "/oai/v1/files"
             assert set(content) == ({"multipart/form-data"} if multipart else {"application/json"}), path
-        assert {"200", "201"} & set(op["responses"]) and {"413", "422"} <= set(op["responses"]), path
+        invalid = "400" if path.startswith("/oai/") else "422"  # OpenAI's status for a bad request, the contract's
+        assert {"200", "201"} & set(op["responses"]) and {"413", invalid} <= set(op["responses"]), path
         for status, response in op["responses"].items():
             if int(status) >= 400 and (path, status) != ("/ready", "503"):  # "starting" is a state, no error
                 expected = "OpenAIError" if path.startswith("/oai/") else "ErrorEnvelope"
@@ -70,3 +71,15 @@ def test_success_bodies_are_the_envelope_or_the_raw_bytes(document: dict[str, An
     assert "security" not in paths["/health"]["get"]
     limited = paths["/v1/inference/embed"]["post"]["responses"]["429"]
     assert "RATE_LIMITED" in limited["description"] and "Retry-After" in limited["headers"]
+
+
+def test_the_responses_routes_declare_openais_400_and_the_event_stream(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    create = paths["/oai/v1/responses"]["post"]
+    assert schema_name(create["responses"]["400"]) == "OpenAIError"
+    assert set(create["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert schema_name(create["responses"]["200"]) == "Response"
+    for path, method in (("/oai/v1/responses/{response_id}", "get"), ("/oai/v1/responses/{response_id}", "delete"),
+                         ("/oai/v1/responses/{response_id}/cancel", "post"),
+                         ("/oai/v1/responses/{response_id}/input_items", "get")):
+        assert {"400", "404"} <= set(paths[path][method]["responses"]), (path, method)

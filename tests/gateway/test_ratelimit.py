@@ -19,16 +19,12 @@ def test_the_limit_allows_n_requests_a_window_then_refuses_until_it_resets() -> 
     assert limiter.hit("key_b", 2, now=start + 2).allowed  # keys are counted apart
 
 
-def test_a_request_counts_in_every_window_it_belongs_to_or_in_none() -> None:
+def test_a_request_counts_against_every_scope_only_if_each_has_room() -> None:
     limiter = RateLimiter()
-    now = 2_000_010.0
-    assert limiter.hit_all([("child", 5), ("parent", 2)], now=now).allowed
-    assert limiter.hit("parent", 2, now=now).allowed  # the parent's own request: its window is now full
-    refused = limiter.hit_all([("child", 5), ("parent", 2)], now=now)
-    assert not refused.allowed and refused.key_id == "parent" and refused.limit == 2
-    assert limiter.hit_all([("child", 5)], now=now).remaining == 3  # the refused request was not counted anywhere
-
-
-def test_the_decision_reports_the_window_with_the_least_room() -> None:
-    decision = RateLimiter().hit_all([("child", 10), ("parent", 3)], now=3_000_000.0)
-    assert (decision.allowed, decision.key_id, decision.remaining) == (True, "parent", 2)
+    start = 1_800_000_000.0  # the start of a minute
+    scopes = [("key_a", 5), ("usr_a", 5), ("ten_a", 2)]
+    decisions = [limiter.hit_all(scopes, now=start + i) for i in range(3)]
+    assert [d.allowed for d, _index in decisions] == [True, True, False]
+    assert decisions[2][1] == 2 and decisions[0][0].remaining == 1  # refused by the tenant; the tightest shown
+    third, _index = limiter.hit_all([("key_a", 3)], now=start + 4)
+    assert third.allowed and third.remaining == 0  # the refused request used none of the key's room

@@ -22,7 +22,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def run(chunks: list[bytes], asked: bool) -> tuple[bytes, Call]:
-    request = Call(runtime=None, key=None, surface=Surface.OPENAI, locate=str)  # type: ignore[arg-type]
+    request = Call(runtime=None, caller=None, surface=Surface.OPENAI, locate=str)  # type: ignore[arg-type]
 
     async def upstream() -> AsyncIterator[bytes]:
         for chunk in chunks:

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.workers.embeddings import Batcher, encode_item, shape_vectors, token_counter
+from appliance.workers.batching import Batcher
+from appliance.workers.embeddings import encode_item, shape_vectors
+from appliance.workers.tokens import token_counter
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_concurrent_requests_are_coalesced_into_fewer_encode_calls(model) -> Non
     texts = [f"text {i}" for i in range(40)]
 
     async def run() -> list[np.ndarray]:
-        return await asyncio.gather(*(batcher.embed([text]) for text in texts))
+        return await asyncio.gather(*(batcher.submit([text]) for text in texts))
 
     results = asyncio.run(run())
     assert sum(calls) == 40
@@ -50,8 +52,8 @@ def test_an_engine_failure_fails_only_its_batch() -> None:
     batcher = Batcher(encode, max_batch=1)
 
     async def run() -> tuple[object, np.ndarray]:
-        failed = await asyncio.gather(batcher.embed(["boom"]), return_exceptions=True)
-        return failed[0], await batcher.embed(["fine"])
+        failed = await asyncio.gather(batcher.submit(["boom"]), return_exceptions=True)
+        return failed[0], await batcher.submit(["fine"])
 
     failure, ok = asyncio.run(run())
     assert isinstance(failure, RuntimeError)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.calls import call_of, respond
@@ -27,10 +27,10 @@ from appliance.serving.audio import Transcript, transcription_form
 
 router = api_router(metered=True)
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
-async def _transcribe(request: Request, key: ApiKey, default_format: str) -> Transcript:
+async def _transcribe(request: Request, key: Caller, default_format: str) -> Transcript:
     upload = await read_upload(request, request.app.state.settings.max_upload_bytes)
     try:
         form = transcription_form(upload.fields(), default_format)
@@ -79,7 +79,7 @@ async def openai_transcriptions(request: Request, key: Key) -> Response:
     return Response(transcript.content, media_type=transcript.media_type)
 
 
-async def _speech(request: Request, key: ApiKey) -> Response:
+async def _speech(request: Request, key: Caller) -> Response:
     call = call_of(request, key)
     return respond(call, request, await audio.synthesize(call, await parse_body(request, SpeechRequest)))
 

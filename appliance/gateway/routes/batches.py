@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from appliance.batch import service
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body, parse_query
 from appliance.gateway.calls import call_of
@@ -21,7 +21,7 @@ from appliance.serving.errors import ErrorCode
 
 router = api_router()
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
 @router.post("/v1/inference/batch", **documented(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import json_body
 from appliance.gateway.calls import call_of, respond
@@ -17,10 +17,10 @@ from appliance.serving.chat import CHAT, GENERATE, Kind, complete, parse_request
 
 router = api_router(metered=True)
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
-async def _complete(request: Request, key: ApiKey, kind: Kind) -> Response:
+async def _complete(request: Request, key: Caller, kind: Kind) -> Response:
     call = call_of(request, key)
     return respond(call, request, await complete(call, kind, parse_request(await json_body(request), kind)))
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body
 from appliance.gateway.calls import call_of, respond
@@ -20,10 +20,10 @@ from appliance.serving.images import generate_images
 
 router = api_router(metered=True)
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
-async def _generate(request: Request, key: ApiKey) -> Response:
+async def _generate(request: Request, key: Caller) -> Response:
     call = call_of(request, key)
     return respond(call, request, await generate_images(call, await parse_body(request, ImageGenerationRequest)))
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 
 from appliance.catalogue import Catalogue
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.errors import ok
 from appliance.gateway.openapi import KEYED, Envelope, documented, json_ok
@@ -23,8 +23,8 @@ router = api_router()
 @router.get("/v1/models", **documented(ok=json_ok(Envelope[ModelList], "a page of models"), errors=KEYED))
 async def list_models(
     request: Request,
-    key: Annotated[ApiKey, Depends(require("models:list"))],
-    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio)$")] = None,
+    key: Annotated[Caller, Depends(require("models:list"))],
+    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio|rerank)$")] = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: str | None = None,
@@ -48,7 +48,7 @@ async def list_models(
 @router.get("/v1/models/{slug:path}", **documented(
     ok=json_ok(Envelope[ModelInfo], "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND)))
 async def get_model(request: Request, slug: str,
-                    key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
+                    key: Annotated[Caller, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     entry = catalogue.get(slug)
     if entry is None or not may_use(key, entry):
@@ -58,7 +58,7 @@ async def get_model(request: Request, slug: str,
 
 @router.get("/oai/v1/models", **documented(
     ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
-async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
+async def openai_models(request: Request, key: Annotated[Caller, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
     data = [OpenAIModel(id=entry.slug, capabilities=list(entry.capabilities)) for entry in catalogue
             if may_use(key, entry)]
@@ -68,7 +68,7 @@ async def openai_models(request: Request, key: Annotated[ApiKey, Depends(require
 @router.get("/oai/v1/models/{model_id:path}", **documented(
     ok=json_ok(OpenAIModel, "the model"), errors=(*KEYED, ErrorCode.MODEL_NOT_FOUND), openai=True))
 async def openai_model_by_id(request: Request, model_id: str,
-                             key: Annotated[ApiKey, Depends(require("models:list"))]) -> Response:
+                             key: Annotated[Caller, Depends(require("models:list"))]) -> Response:
     entry = request.app.state.catalogue.get(model_id)
     if entry is None or not may_use(key, entry):
         raise model_not_found(model_id, "GET /models")

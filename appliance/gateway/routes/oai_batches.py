@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from appliance.batch import service
-from appliance.db.keys import ApiKey
+from appliance.tenancy.caller import Caller
 from appliance.gateway.auth import require
 from appliance.gateway.body import parse_body, parse_query
 from appliance.gateway.calls import call_of
@@ -22,17 +22,21 @@ from appliance.serving.errors import ApiError, ErrorCode
 
 router = api_router()
 
-Key = Annotated[ApiKey, Depends(require("models:use"))]
+Key = Annotated[Caller, Depends(require("models:use"))]
 
 
 def _json(model: object) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))  # type: ignore[attr-defined]
+    """OpenAI's shape: a field that has no value is left out (its schema has no null for most of them)."""
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True))  # type: ignore[attr-defined]
 
 
-def _listing(items: list[object], more: bool) -> JSONResponse:
+def _listing(items: list[object], more: bool, ids_required: bool = False) -> JSONResponse:
+    """A page; ``ids_required``: the list's schema requires first_id and last_id as strings (files), even empty."""
     ids = [item.id for item in items]  # type: ignore[attr-defined]
-    return _json(OpenAIList(data=[item.model_dump(mode="json") for item in items],  # type: ignore[attr-defined]
-                            first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=more))
+    none = "" if ids_required else None
+    return _json(OpenAIList(data=[item.model_dump(mode="json", exclude_none=True)  # type: ignore[attr-defined]
+                                  for item in items],
+                            first_id=ids[0] if ids else none, last_id=ids[-1] if ids else none, has_more=more))
 
 
 @router.post("/oai/v1/files", **documented(
@@ -54,10 +58,11 @@ async def list_files(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, OpenAIListQuery)
     _, files = service.stores(request.app.state)
     rows = await asyncio.to_thread(files.list, service.scope(key), query.after, query.limit + 1, query.purpose)
-    return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit)
+    return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit,
+                    ids_required=True)
 
 
-async def _file(request: Request, key: ApiKey, file_id: str):  # type: ignore[no-untyped-def]
+async def _file(request: Request, key: Caller, file_id: str):  # type: ignore[no-untyped-def]
     _, files = service.stores(request.app.state)
     row = await asyncio.to_thread(files.get, file_id, service.scope(key))
     if row is None:

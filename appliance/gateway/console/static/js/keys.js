@@ -4,7 +4,8 @@ import { call, get, post } from "./api.js";
 import { badge, clear, el, field, formatTime, table } from "./dom.js";
 import { guarded, section } from "./page.js";
 
-const PERMISSIONS = ["models:list", "models:use", "api_keys:manage", "admin:access"];
+const PERMISSIONS = ["models:list", "models:use", "api_keys:manage", "admin:access", "users:manage",
+  "accounting:view_own", "accounting:view_tenant"];
 const PERMISSION = "api_keys:manage";
 
 function list(text) {
@@ -37,16 +38,18 @@ function createForm(onCreated, slot) {
     checked: p === "models:list" || p === "models:use" }));
   const models = el("input", { placeholder: "all models (or slugs, comma-separated)" });
   const rate = el("input", { type: "number", min: 1, placeholder: "no limit" });
+  const user = el("input", { placeholder: "yourself (or a user id, usr_…)", id: "key-user" });
   const form = el("form", { class: "grid", id: "create-key" },
     field("Name", name),
-    el("fieldset", { class: "field" }, el("legend", { text: "Permissions" }),
+    el("fieldset", { class: "field wide" }, el("legend", { text: "Permissions" }),
       boxes.map((box) => el("label", { class: "check" }, box, box.value))),
-    field("Models", models), field("Requests per minute", rate),
+    field("Models", models), field("Requests per minute", rate), field("For user", user),
     el("div", { class: "field" }, el("button", { type: "submit", text: "Create key" })));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { name: name.value.trim(), permissions: boxes.filter((b) => b.checked).map((b) => b.value),
       models: list(models.value), rate_limit: rate.value ? Number(rate.value) : null };
+    if (user.value.trim()) body.assigned_user_id = user.value.trim();
     const created = await guarded(slot, () => post("/v1/api-keys", body), { permission: PERMISSION });
     if (created) {
       form.reset();
@@ -101,10 +104,11 @@ export default {
         const fill = () => clear(actions, key.status === "active" ? [restrict, revoke] : []);
         fill();
         return [el("span", { class: "key-name", text: key.name }), el("span", { class: "mono", text: key.prefix }),
+          el("span", { class: "mono small", text: key.assigned_user_id || "" }),
           key.permissions.join(", "), key.models ? key.models.join(", ") : "all",
           key.rate_limit ? `${key.rate_limit}/min` : "–", badge(key.status), formatTime(key.created_at), actions];
       });
-      clear(listing, table(["Name", "Prefix", "Permissions", "Models", "Rate", "Status", "Created", ""], rows,
+      clear(listing, table(["Name", "Prefix", "User", "Permissions", "Models", "Rate", "Status", "Created", ""], rows,
         { id: "keys-table" }));
     };
     container.append(slot,

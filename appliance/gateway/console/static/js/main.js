@@ -8,8 +8,12 @@ import usage from "./usage.js";
 import batches from "./batches.js";
 import playground from "./playground.js";
 import { showCertificate } from "./certificate.js";
+import account from "./account.js";
+import audit from "./audit.js";
+import tenants from "./tenants.js";
+import users from "./users.js";
 
-const PAGES = { status, keys, usage, batches, playground };
+const PAGES = { status, keys, usage, batches, playground, users, tenants, audit, account };
 const $ = (id) => document.getElementById(id);
 let leave = null; // the open page's clean-up (its timers)
 
@@ -29,9 +33,13 @@ window.addEventListener("unhandledrejection", (event) => {
   showBanner(explain(error));
 });
 
-// Any valid key may read its own usage summary: the cheapest question that checks a key.
+// Any valid key may ask who it is; the answer also says which admin pages to offer (the others explain a missing
+// permission themselves).
 async function checkKey() {
-  await get("/v1/accounting/usage/summary?period=hour");
+  const me = await get("/v1/me");
+  for (const link of document.querySelectorAll("#nav a[data-needs]")) {
+    link.hidden = !me.permissions.includes(link.dataset.needs);
+  }
 }
 
 function showLogin(problem) {
@@ -49,6 +57,7 @@ function showLogin(problem) {
 
 function logout(problem) {
   session.key = null;
+  checked = false;
   showLogin(problem);
 }
 
@@ -59,6 +68,7 @@ async function login(event) {
   session.key = key;
   try {
     await checkKey();
+    checked = true;
   } catch (error) {
     session.key = null;
     showLogin(explain(error));
@@ -69,8 +79,14 @@ async function login(event) {
   else route();
 }
 
+let checked = false; // the nav was fitted to this tab's key
+
 async function route() {
   if (!session.key) return showLogin();
+  if (!checked) {
+    checked = true;
+    checkKey().catch(() => { checked = false; });
+  }
   const name = location.hash.slice(1) in PAGES ? location.hash.slice(1) : "status";
   const page = PAGES[name];
   if (leave) leave();

@@ -1,8 +1,9 @@
-// Playground: chat (streamed; images and sounds attached), embeddings (cosine of two texts), images, transcription, speech.
+// Playground: chat (streamed; images and sounds attached), embeddings (cosine of two texts), rerank, images,
+// transcription, speech.
 
 import { ApiFailure, explain, failureOf, get, post, query, send, session } from "./api.js";
 import { abbreviated, attachments } from "./attachments.js";
-import { clear, el, field, message, select } from "./dom.js";
+import { clear, el, field, message, select, table } from "./dom.js";
 import { readChatStream } from "./sse.js";
 import { snippets } from "./snippets.js";
 import { guarded, section } from "./page.js";
@@ -114,6 +115,28 @@ function embed(models) {
         text: ` (${a.length} dimensions, ${data.usage.prompt_tokens} tokens)` })));
   }));
   return section("Embeddings", form, out);
+}
+
+function rerank(models) {
+  const model = modelSelect(models);
+  const query = el("input", { value: "What is the capital of France?" });
+  const documents = el("textarea", { rows: 4, text: ["Berlin is the capital of Germany.",
+    "Paris is the capital of France.", "France borders Spain and Italy."].join("\n") });
+  const run = el("button", { type: "submit", text: "Rank" });
+  const out = el("div");
+  const form = el("form", { class: "grid" }, field("Model", model), field("Query", query),
+    el("div", { class: "field wide" }, el("label", { text: "Documents, one a line" }), documents),
+    el("div", { class: "row" }, run));
+  form.addEventListener("submit", action(run, out, async () => {
+    const lines = documents.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    const body = { model: model.value, query: query.value, documents: lines };
+    clear(out, snippets({ path: "/v1/inference/rerank", json: body }));
+    const data = await post("/v1/inference/rerank", body);
+    out.prepend(table(["#", "Score", "Document"], data.results.map((r, rank) => [String(rank + 1),
+      r.relevance_score.toFixed(4), lines[r.index]]), { id: "rerank-results" }),
+    el("p", { class: "muted", text: `${data.usage.total_tokens} tokens read` }));
+  }));
+  return section("Rerank", form, out);
 }
 
 function base64ToBlob(b64, type) {
@@ -230,6 +253,7 @@ export default {
         const prefer = (engines) => audio.filter((m) => engines.has(m.engine) || m.engine === "remote");
         container.append(el("div", { class: "playground" },
           chat(of((m) => m.modality === "chat"), urls), embed(of((m) => m.modality === "embedding")),
+          rerank(of((m) => m.modality === "rerank")),
           image(of((m) => m.modality === "image"), urls), transcribe(prefer(TRANSCRIBERS)),
           speech(prefer(SPEAKERS), urls)));
       });

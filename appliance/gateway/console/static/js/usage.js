@@ -8,7 +8,7 @@ import { guarded, section } from "./page.js";
 const COLUMNS = [
   ["request_count", "Requests"], ["input_tokens", "Input tokens"], ["output_tokens", "Output tokens"],
   ["total_tokens", "Total tokens"], ["images", "Images"], ["audio_seconds", "Audio seconds"],
-  ["characters", "Characters"],
+  ["characters", "Characters"], ["total_cost", "Cost"],
 ];
 
 function csvCell(value) {
@@ -38,7 +38,8 @@ export default {
   render(container, ctx) {
     const period = select([["hour", "this hour"], ["day", "today"], ["week", "this week"], ["month", "this month"]],
       "day");
-    const groupBy = select([["model", "model"], ["key", "key"], ["backend", "backend"]], "model");
+    const groupBy = select([["model", "model"], ["key", "key"], ["backend", "backend"], ["user", "user"],
+      ["tenant", "tenant"]], "model");
     const metric = select(COLUMNS, "request_count");
     const exportLink = el("a", { class: "button secondary", href: "#usage", role: "button", text: "Export CSV",
       id: "usage-csv" });
@@ -67,7 +68,8 @@ export default {
     };
     for (const control of [period, groupBy, metric]) control.addEventListener("change", show);
     container.append(section("Summary", el("p", { class: "muted",
-      text: "Every key sees its own usage; a key with 'admin:access' sees everyone's." }), controls, view));
+      text: "A key sees its own usage; with 'accounting:view_own' its user's, with 'accounting:view_tenant' its " +
+        "tenant's; a box admin the whole box's." }), controls, view));
     show();
     return () => { if (csvUrl) URL.revokeObjectURL(csvUrl); };
   },

@@ -1,0 +1,67 @@
+"""The batcher's bound: how many items may wait, and the retry hint given to those it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from appliance.workers.batching import Batcher, QueueFull
+
+
+def held_engine() -> tuple[threading.Event, list[int], Callable[[list[int]], np.ndarray]]:
+    """An engine call that holds the engine thread until released; records each batch's size."""
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def run(items: list[int]) -> np.ndarray:
+        release.wait(timeout=30)
+        sizes.append(len(items))
+        return np.asarray(items, dtype=np.float32)
+
+    return release, sizes, run
+
+
+def test_past_the_bound_a_request_is_refused_and_the_waiting_ones_still_run() -> None:
+    release, sizes, run = held_engine()
+
+    async def scenario() -> tuple[list[np.ndarray], QueueFull]:
+        batcher: Batcher[int] = Batcher(run, max_batch=100, max_waiting=5)
+        running = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0.05)  # taken into a batch: the engine holds it, nothing waits
+        waiting = [asyncio.ensure_future(batcher.submit([2, 3, 4])), asyncio.ensure_future(batcher.submit([5, 6]))]
+        await asyncio.sleep(0)
+        assert batcher.waiting == 5
+        with pytest.raises(QueueFull) as refused:
+            await batcher.submit([7])
+        release.set()
+        return await asyncio.gather(running, *waiting), refused.value
+
+    results, refused = asyncio.run(scenario())
+    assert [r.tolist() for r in results] == [[1.0], [2.0, 3.0, 4.0], [5.0, 6.0]]
+    assert refused.waiting == 5 and refused.retry_after_s >= 1
+    assert sizes == [1, 5]  # the two waiting requests went together
+
+
+def test_a_request_larger_than_the_bound_gets_in_when_nothing_waits() -> None:
+    release, _sizes, run = held_engine()
+    release.set()
+
+    async def scenario() -> np.ndarray:
+        batcher: Batcher[int] = Batcher(run, max_batch=4, max_waiting=2)
+        return await batcher.submit(list(range(10)))
+
+    assert asyncio.run(scenario()).tolist() == list(map(float, range(10)))
+
+
+def test_the_retry_hint_is_the_waiting_items_at_the_measured_pace() -> None:
+    batcher: Batcher[int] = Batcher(lambda items: np.zeros(len(items)))
+    assert batcher.retry_after_s() == 1  # nothing measured yet
+    batcher._measure(items=100, seconds=2.0)  # 20 ms an item
+    batcher.waiting = 400
+    assert batcher.retry_after_s() == 8
+    batcher.waiting = 1
+    assert batcher.retry_after_s() == 1  # never 0: a client must wait a little
