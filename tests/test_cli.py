@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import queue
 import signal
 import sqlite3
@@ -120,23 +121,33 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
             seen.append(lines.get(timeout=30))
             if seen[-1].strip().startswith("curl "):
                 curls.append(seen[-1].strip())
-        assert len(curls) == 6, curls
-        results = {"vision" if '"image_url"' in curl else curl.split()[2].rsplit("/", 1)[-1]:
+        assert len(curls) == 8, curls
+
+        def named(curl: str) -> str:
+            return ("vision" if '"image_url"' in curl else "hearing" if '"input_audio"' in curl
+                    else curl.split()[2].rsplit("/", 1)[-1])
+
+        results = {named(curl):
                    subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for curl in curls}
         embedded = json.loads(results["embed"].stdout)
         assert embedded["status"] == "ok", embedded
         assert [len(item["embedding"]) for item in embedded["data"]["data"]] == [1536, 1536]
         assert results["chat"].stdout.rstrip().endswith("data: [DONE]")
-        about_an_image = json.loads(results["vision"].stdout)
-        assert about_an_image["status"] == "ok", about_an_image  # the 32×32 square: 2×2 tiles and two markers
-        assert about_an_image["data"]["usage"]["prompt_tokens"] > 6
+        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
+        for name in ("vision", "hearing"):  # the model saw the part: it costs prompt tokens beyond its text's
+            answer = json.loads(results[name].stdout)
+            assert answer["status"] == "ok", answer
+            body = json.loads(shlex.split(next(curl for curl in curls if named(curl) == name))[8])
+            body["messages"][0]["content"] = body["messages"][0]["content"][:1]
+            text_alone = httpx.post(f"http://127.0.0.1:{port}/v1/inference/chat", json=body, timeout=120,
+                                    headers={"Authorization": f"Bearer {key}"}).json()["data"]["usage"]
+            assert answer["data"]["usage"]["prompt_tokens"] > text_alone["prompt_tokens"], name
         ranked = json.loads(results["rerank"].stdout)["data"]
         assert ranked["model"] == "scailabs/tiny-rerank" and len(ranked["results"]) == 2
         # Cohere's SDK with only its base URL and the demo's key (issue 26's "done when").
         import cohere
 
-        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
         cohere_answer = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}/oai").rerank(
             model="rerank-v3.5", query="capital of France?", documents=["Berlin", "Paris", "Madrid"], top_n=2)
         assert len(cohere_answer.results) == 2
