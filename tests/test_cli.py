@@ -43,6 +43,26 @@ def test_keys_revoke_of_an_unknown_id_fails(tmp_path: Path) -> None:
     assert result.returncode == 1 and "no active key with id key_nope" in result.stderr
 
 
+def test_tenants_set_and_users_set_change_only_what_is_given(tmp_path: Path) -> None:
+    tenant_id = cli("tenants", "create", "ops", "--rate-limit", "60", state_dir=tmp_path).stdout.splitlines()[-1]
+    changed = cli("tenants", "set", tenant_id, "--budget-tokens", "500", "--budget-period", "day",
+                  "--status", "suspended", state_dir=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    assert "suspended" in changed.stdout and "rate_limit=60" in changed.stdout  # kept: not given
+    assert "budget=500 tokens per day" in changed.stdout
+    lifted = cli("tenants", "set", tenant_id, "--no-rate-limit", "--no-budget", state_dir=tmp_path).stdout
+    assert "rate_limit=-" in lifted and "budget=none" in lifted
+    user_id = cli("users", "create", "bo@example.com", "--tenant", tenant_id, state_dir=tmp_path).stdout.split()[-1]
+    renamed = cli("users", "set", user_id, "--name", "Bo", "--rate-limit", "5", state_dir=tmp_path)
+    assert renamed.returncode == 0 and "rate_limit=5" in renamed.stdout, renamed.stderr
+    for command in (("tenants", "set", tenant_id), ("users", "set", user_id)):
+        assert "nothing to change" in cli(*command, state_dir=tmp_path).stderr
+        assert "--status must be one of" in cli(*command, "--status", "gone", state_dir=tmp_path).stderr
+        assert "--rate-limit must be a positive" in cli(*command, "--rate-limit", "0", state_dir=tmp_path).stderr
+    events = [line.split()[3] for line in cli("audit", "list", state_dir=tmp_path).stdout.splitlines()]
+    assert events.count("tenant.update") == 2 and events.count("user.update") == 1  # refusals change nothing
+
+
 def test_tenants_users_and_keys_from_the_cli_are_audited_and_verify_catches_an_edit(tmp_path: Path) -> None:
     tenant = cli("tenants", "create", "research", "--model", "openai/tts-1", "--budget-cost", "12.5",
                  state_dir=tmp_path)
