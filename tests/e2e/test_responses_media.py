@@ -37,6 +37,7 @@ OMNI = "scailabs/poolnoodle-omni"
 TEXT_ONLY = "scailabs/tiny-chat"
 PART_BYTES = 2 * 1024 * 1024  # the module's max_media_part_bytes
 QUESTION = {"type": "input_text", "text": "What is in this?"}
+NOT_A_PICTURE = b"plain text, no picture" * 4
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +227,32 @@ def test_a_batch_line_of_url_v1_responses_carries_an_image(sdk: openai.OpenAI, f
     assert failed["custom_id"] == "not an image" and "input[0].content[1].file_data" in json.dumps(failed)
 
 
+def test_a_background_response_reads_its_image_when_it_runs(http: httpx.Client, facts: MultimodalFacts,
+                                                             text_tokens: int) -> None:
+    def finished(response_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while True:
+            got = http.get(f"/oai/v1/responses/{response_id}").json()
+            if got["status"] not in ("queued", "in_progress") or time.monotonic() > deadline:
+                conforms("Response", got)
+                return got  # type: ignore[no-any-return]
+            time.sleep(0.3)
+
+    def queued(*parts: dict[str, Any]) -> str:
+        answer = http.post("/oai/v1/responses", json=request(*parts, background=True))
+        assert answer.status_code == 200 and answer.json()["status"] == "queued", answer.text
+        return str(answer.json()["id"])
+
+    good, bad = queued(image(data_url(picture(160, 120, seed=12)))), queued(image(data_url(NOT_A_PICTURE)))
+    assert finished(good)["usage"]["input_tokens"] - text_tokens == facts.image_tokens(160, 120)
+    failed = finished(bad)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_prompt"
+    assert failed["error"]["message"].startswith("input[0].content[1].image_url: is not an image")
+
+
 # --- refusals: OpenAI's invalid_request_error, param the Responses field --------------------------------------------
 
 
-NOT_A_PICTURE = b"plain text, no picture" * 4
 BAD: dict[str, tuple[dict[str, Any], str, str]] = {
     # name: (the part after the question; the param; what the message says)
     "bytes that are not an image": (image(data_url(NOT_A_PICTURE)), "input[0].content[1].image_url",
@@ -259,6 +282,8 @@ def test_an_image_to_a_text_only_model(http: httpx.Client, sdk: openai.OpenAI) -
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.responses.create(**body)
     assert caught.value.param == "input[0].content[1].image_url"  # type: ignore[attr-defined]
+    refused(http.post("/oai/v1/responses", json={**body, "stream": True}), "input[0].content[1].image_url",
+            "takes no images")  # before the stream begins: an ordinary error answer
 
 
 def test_the_field_is_the_input_items_whatever_came_before_it(http: httpx.Client) -> None:
