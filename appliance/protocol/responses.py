@@ -61,7 +61,7 @@ class InputImage(BaseModel):
     type: Literal["input_image"]
     image_url: str | None = Field(None, min_length=1)
     file_id: str | None = Field(None, min_length=1)
-    detail: Literal["low", "high", "auto", "original"] = "auto"
+    detail: Literal["low", "high", "auto", "original"] | None = "auto"  # null: OpenAI's request schema allows it
 
     @model_validator(mode="after")
     def _one_source(self) -> InputImage:

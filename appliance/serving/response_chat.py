@@ -103,7 +103,8 @@ def _text_of(part: Any) -> str:
 
 def _input_part(part: Any) -> Item:
     if isinstance(part, InputImage):
-        return {"type": "input_image", "image_url": part.image_url, "file_id": part.file_id, "detail": part.detail}
+        return {"type": "input_image", "image_url": part.image_url, "file_id": part.file_id,
+                "detail": part.detail or "auto"}
     if isinstance(part, InputFile):
         stored: Item = {"type": "input_file"}
         for name in (*FILE_SOURCES, "filename", "detail"):

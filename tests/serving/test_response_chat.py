@@ -76,7 +76,8 @@ def test_images_and_files_become_chat_parts_named_by_the_responses_field_they_ca
             {"type": "input_image", "file_id": "file-abc", "detail": "original"},
             {"type": "input_file", "file_id": "file-def", "filename": "cat.png"},
             {"type": "input_file", "file_data": "AAAA"},
-            {"type": "input_file", "file_url": "https://lan.example/cat.png"}]},
+            {"type": "input_file", "file_url": "https://lan.example/cat.png"},
+            {"type": "input_image", "image_url": PNG, "detail": None}]},  # null: as OpenAI's request schema allows
     ])
     items = stored_items(body)
     for item in items:
@@ -91,7 +92,8 @@ def test_images_and_files_become_chat_parts_named_by_the_responses_field_they_ca
         {"type": "image_url", "image_url": {"url": "scaigrid://file/file-abc", "detail": "high"}},
         {"type": "file", "file": {"file_id": "file-def", "filename": "cat.png"}},
         {"type": "file", "file": {"file_data": "AAAA"}},
-        {"type": "image_url", "image_url": {"url": "https://lan.example/cat.png"}}]  # read under media_url_allow
+        {"type": "image_url", "image_url": {"url": "https://lan.example/cat.png"}},  # read under media_url_allow
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "auto"}}]
     chat_request(body, conversation.messages, stream=False)  # a valid chat request
     # the system message of the instructions is chat message 0: the image of input[2] is in chat message 3
     named = [conversation.part_name(3, part, field) for part, field in
