@@ -180,7 +180,7 @@ def test_vllms_busy_polling_processes_run_at_nice_19_and_its_http_server_does_no
     assert sorted(proc.name() for proc in pollers) == ["VLLM::EngineCore", "VLLM::Worker"]
     for proc in pollers:
         assert {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in proc.threads()} == {19}, proc.name()
-    assert server.nice() == 0
+    assert server.nice() == os.nice(0)  # the tests' own priority, which the gateway started with
     assert "VLLM::EngineCore, VLLM::Worker run at nice 19" in chat_appliance.log()
 
 

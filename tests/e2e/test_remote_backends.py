@@ -272,7 +272,8 @@ def test_zz_a_backend_killed_mid_stream_fails_that_stream_and_the_next_request_g
     for _ in range(4):  # equal backends take turns: after the upstream's turn comes vLLM's
         if client.post("/v1/inference/chat", json=ask).headers["x-scaigrid-backend"] == upstream_id:
             break
-    long = {**ask, "stream": True, "max_tokens": 512, "ignore_eos": True}
+    # Near the window: the tiny model must still be generating when the kill comes, on a slow day too.
+    long = {**ask, "stream": True, "max_tokens": 2000, "ignore_eos": True}
     with client.stream("POST", "/v1/inference/chat", json=long) as response:
         assert response.status_code == 200 and response.headers["x-scaigrid-backend"] == vllm_id
         lines = response.iter_lines()
