@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,7 @@ async def _engine_count(call: Call, body: SamplingFields, entry: ModelEntry) -> 
         return None
     try:
         answer = await post_json(call, entry, "/tokenize", ask.model_dump_json(exclude_none=True).encode(),
-                                 at_root=True)  # vLLM serves it beside /v1, not under it
+                                 at_root=True, admit=False)  # vLLM serves it beside /v1; light: no slot taken
         return TokenizeResponse.model_validate_json(answer).count
     except (ApiError, ValidationError) as exc:
         if isinstance(exc, ApiError) and exc.code in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_TIMEOUT):
@@ -183,7 +184,8 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
 async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int = 0) -> bytes | Stream:
     """The chat or generate service: the engine's answer whole (its OpenAI JSON), or its event stream.
 
-    A batch line comes with a ``priority`` that lets live requests go first.
+    A batch line comes with a ``priority`` that lets live requests go first; a live call carries the one its
+    admission gave it (serving/admission.py), so the payload is made once the call is admitted.
     """
     entry, meter, payload = await _prepare(call, kind, body, priority)
     if body.stream:
@@ -198,7 +200,7 @@ async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int =
 
 
 async def _prepare(call: Call, kind: Kind, body: SamplingFields,
-                   priority: int = 0) -> tuple[ModelEntry, Any, bytes]:
+                   priority: int = 0) -> tuple[ModelEntry, Any, Callable[[], bytes]]:
     """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
     entry = resolve_model(call, body.model, "chat")
     _check_size(body, entry)
@@ -206,4 +208,5 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields,
         log.info("request %s to %s: metadata %s", call.request_id, entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
     meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call) else 0, entry)
-    return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)
+    bounded = meter.reservation is not None
+    return entry, meter, lambda: engine_payload(body, entry, bounded, priority or call.fields.get("priority", 0))

@@ -20,7 +20,7 @@ from appliance.backends.transport import TransportError
 from appliance.catalogue import ModelEntry
 from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
-from appliance.serving.relay import Upstream, broken, describe, open_upstream, openai_error_fields
+from appliance.serving.relay import Payload, Upstream, broken, describe, open_upstream, openai_error_fields
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -48,7 +48,7 @@ def error_frame(error: ApiError, openai_shape: bool) -> bytes:
     return b"event: error\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: bytes,
+async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: Payload,
                     on_error: Callable[[ApiError], ApiError] = lambda error: error,
                     tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> Stream:
     """POST ``payload`` to a backend of the model and answer with its event stream.
