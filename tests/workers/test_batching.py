@@ -65,3 +65,25 @@ def test_the_retry_hint_is_the_waiting_items_at_the_measured_pace() -> None:
     assert batcher.retry_after_s() == 8
     batcher.waiting = 1
     assert batcher.retry_after_s() == 1  # never 0: a client must wait a little
+
+
+def test_a_small_request_behind_a_huge_one_is_in_the_next_batch_not_after_all_of_it() -> None:
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> np.ndarray:
+        calls.append(items)
+        return np.array(items, dtype=np.float32).reshape(-1, 1)
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray, int]:
+        batcher: Batcher[int] = Batcher(run, max_batch=8)
+        huge = asyncio.ensure_future(batcher.submit(list(range(1000, 1100))))  # 100 items: 13 batches alone
+        await asyncio.sleep(0)
+        small = await batcher.submit([7])
+        done_when_small_was = len(calls)
+        return await huge, small, done_when_small_was
+
+    huge, small, batches_before = asyncio.run(scenario())
+    assert small.tolist() == [[7.0]] and huge[:, 0].tolist() == list(range(1000, 1100))  # each its own rows, in order
+    huge_items_first = sum(1 for items in calls[:batches_before] for item in items if item >= 1000)
+    assert huge_items_first <= 16  # a slice or two of the huge one ran first, not all 100 of its items
+    assert all(len(items) <= 8 for items in calls)
