@@ -1,0 +1,141 @@
+"""One tenant's flood never starves another, on the real engines (vLLM, and the embeddings worker's batches).
+
+The chat model runs two calls at once (max_concurrency 2) so that eight
+streams of a noisy tenant fill it; the quiet tenant's one call must get the
+next free slot, ahead of the six the noisy tenant has waiting. The order is
+read from when each stream's first chunk arrives, not from a clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import tomli_w
+
+from tests.support.appliance import RunningAppliance, start_appliance
+
+CHAT = "scailabs/tiny-chat-vllm"
+EMBED = "openai/text-embedding-3-small"
+ALL = ["models:list", "models:use", "api_keys:manage", "admin:access"]
+DEADLINE_S = 300
+
+
+@dataclass
+class Box:
+    appliance: RunningAppliance
+    admin: httpx.Client
+    keys: dict[str, str] = field(default_factory=dict)  # "noisy" / "quiet" → a key of that tenant's user
+    tenants: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def box(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    state = tmp_path_factory.mktemp("fair-share-state")
+    tables = {t["slug"]: t for t in tomllib.loads(tiny_catalogue.read_text())["model"]}
+    models = [{**tables[slug], "path": str((tiny_catalogue.parent / tables[slug]["path"]).resolve()),
+               "load": "startup"} for slug in (CHAT, EMBED)]
+    models[0]["max_concurrency"] = 2
+    (state / "models.toml").write_text(tomli_w.dumps({"model": models}))
+    with start_appliance(state / "models.toml", state) as appliance:
+        admin = appliance.client(appliance.create_key(*[a for p in ALL for a in ("-p", p)]), timeout=120)
+        found = Box(appliance, admin)
+        for name in ("noisy", "quiet"):
+            tenant = admin.post("/v1/tenants", json={"name": name}).json()["data"]["id"]
+            user = admin.post("/v1/users", json={"email": f"{name}@example.com", "tenant_id": tenant,
+                                                 "roles": ["tenant_user"]}).json()["data"]["id"]
+            found.keys[name] = admin.post("/v1/api-keys", json={"name": name, "assigned_user_id": user}
+                                          ).json()["data"]["key"]
+            found.tenants[name] = tenant
+        try:
+            yield found
+        finally:
+            admin.close()
+
+
+def stream(appliance: RunningAppliance, key: str, name: str, firsts: list[str], lock: threading.Lock,
+           max_tokens: int) -> None:
+    """One streamed chat; its name goes into ``firsts`` when its first chunk arrives (the call was admitted)."""
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "ignore_eos": True, "stream": True}
+    with appliance.client(key, timeout=DEADLINE_S) as http, http.stream("POST", "/v1/inference/chat",
+                                                                         json=body) as answer:
+        assert answer.status_code == 200, answer.read()
+        lines = answer.iter_lines()
+        for line in lines:
+            if line.startswith("data: {"):
+                with lock:
+                    firsts.append(name)
+                break
+        for _line in lines:
+            pass
+
+
+def waiting(box: Box, tenant: str) -> int:
+    status = box.admin.get("/v1/admin/status").json()["data"]
+    chat = next(model for model in status["models"] if model["slug"] == CHAT)
+    return sum(load["waiting"] for load in chat["tenants"] if load["tenant_id"] == box.tenants[tenant])
+
+
+def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
+        time.sleep(0.05)
+
+
+def test_the_quiet_tenant_gets_the_next_free_slot_ahead_of_the_noisy_queue(box: Box) -> None:
+    firsts: list[str] = []
+    lock = threading.Lock()
+    threads = [threading.Thread(target=stream, args=(box.appliance, box.keys["noisy"], f"noisy{n}", firsts, lock,
+                                                      160)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: waiting(box, "noisy") == 6, "two noisy streams running and six waiting")
+    quiet = threading.Thread(target=stream, args=(box.appliance, box.keys["quiet"], "quiet", firsts, lock, 8))
+    quiet.start()
+    wait_for(lambda: "quiet" in firsts, "the quiet stream's first chunk")
+    with lock:
+        before_quiet = firsts[:firsts.index("quiet")]
+    # The noisy streams that began first: the two running when it came (a third only if one ended in between).
+    assert len(before_quiet) <= 3, firsts
+    for thread in [*threads, quiet]:
+        thread.join(DEADLINE_S)
+    assert len(firsts) == 9
+
+
+def test_the_quiet_tenants_wait_is_in_its_usage_row_and_the_metrics(box: Box) -> None:
+    rows = box.admin.get("/v1/accounting/usage", params={"tenant_id": box.tenants["quiet"]}).json()["data"]["items"]
+    waited = [row["queue_wait_ms"] for row in rows if row["model"] == CHAT]
+    assert waited and waited[0] is not None and waited[0] > 0
+    metrics = httpx.get(box.appliance.url + "/metrics").text
+    quiet = box.tenants["quiet"]
+    lines = [line for line in metrics.splitlines() if line.startswith("appliance_admission") and quiet in line]
+    assert f'appliance_admission_admitted_total{{how="queued",model="{CHAT}",tenant="{quiet}"}} 1.0' in lines, lines
+    assert f'appliance_admission_wait_seconds_count{{model="{CHAT}",tenant="{quiet}"}} 1.0' in lines, lines
+
+
+def test_a_small_embed_request_is_not_held_behind_another_tenants_huge_one(box: Box) -> None:
+    done: list[str] = []
+
+    def send(key: str, name: str, texts: list[str]) -> None:
+        with box.appliance.client(key, timeout=DEADLINE_S) as http:
+            answer = http.post("/v1/inference/embed", json={"model": EMBED, "input": texts})
+        done.append(name if answer.status_code == 200 else f"{name} failed: {answer.text[:300]}")
+
+    texts = ["many words to embed " * 12] * 2048
+    floods = [threading.Thread(target=send, args=(box.keys["noisy"], f"huge{n}", texts)) for n in range(4)]
+    for flood in floods:
+        flood.start()
+    time.sleep(2.0)  # they are in the worker: one encoding, the others queued behind it
+    send(box.keys["quiet"], "small", ["one text"])
+    for flood in floods:
+        flood.join(DEADLINE_S)
+    # The small one rode in the next batch, beside slices of the huge ones; it did not wait for all of them.
+    assert done[0] == "small" and sorted(done[1:]) == [f"huge{n}" for n in range(4)], done
