@@ -16,8 +16,8 @@ the model starts at once, without waiting for one of the flood's calls to end
 The engine gets the same order: a call of a tenant running more than its fair
 share of the model carries a larger vLLM ``priority`` (later), so vLLM's own
 queue agrees. The gateway's own calls (batch lines, background responses) are
-not admitted here: they yield to live traffic already (batch/fairness.py, their
-low priority). A waiting call leaves the queue at once when its client goes
+not admitted here: they carry ``BACKGROUND_PRIORITY``, below every live call,
+and batch lines also yield to live traffic (batch/fairness.py). A waiting call leaves the queue at once when its client goes
 away (nothing is metered), and gives up after the model's timeout with
 BACKEND_RATE_LIMITED and a ``retry_after``.
 """
@@ -38,7 +38,10 @@ from appliance.metrics import ADMISSION_ADMITTED, ADMISSION_WAIT, ADMISSION_WAIT
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode
 
-OVER_SHARE_PRIORITY = 5  # vLLM's priority of a live call beyond its tenant's fair share (0 within it; batch: 10)
+OVER_SHARE_PRIORITY = 5  # vLLM's priority of a live call beyond its tenant's fair share (0 within it)
+# vLLM's priority of the gateway's own calls, batch lines and background responses (lower runs first): its scheduler
+# admits every waiting live request before them, and under memory pressure preempts them first.
+BACKGROUND_PRIORITY = 10
 RETRY_WHEN_FULL_S = 5
 HEADROOM_SHARE = 32  # one slot in this many (at least one, from 4 slots up) is kept from the tenant holding the most
 

@@ -20,6 +20,7 @@ from appliance.accounting.units import apply_usage, completion_bound, output_bou
 from appliance.catalogue import ModelEntry
 from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
+from appliance.serving.admission import BACKGROUND_PRIORITY
 from appliance.serving.body import line_adapter, strip_line
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, from_errors, validation_error
@@ -184,8 +185,9 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
 async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int = 0) -> bytes | Stream:
     """The chat or generate service: the engine's answer whole (its OpenAI JSON), or its event stream.
 
-    A batch line comes with a ``priority`` that lets live requests go first; a live call carries the one its
-    admission gave it (serving/admission.py), so the payload is made once the call is admitted.
+    A batch line comes with a ``priority`` that lets live requests go first, and a background response gets the
+    same; a live call carries the one its admission gave it (serving/admission.py), so the payload is made once
+    the call is admitted.
     """
     entry, meter, payload = await _prepare(call, kind, body, priority)
     if body.stream:
@@ -209,4 +211,6 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
     meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call) else 0, entry)
     bounded = meter.reservation is not None
+    if not priority and call.background:
+        priority = BACKGROUND_PRIORITY
     return entry, meter, lambda: engine_payload(body, entry, bounded, priority or call.fields.get("priority", 0))
