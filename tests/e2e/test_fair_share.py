@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -139,3 +140,33 @@ def test_a_small_embed_request_is_not_held_behind_another_tenants_huge_one(box: 
         flood.join(DEADLINE_S)
     # The small one rode in the next batch, beside slices of the huge ones; it did not wait for all of them.
     assert done[0] == "small" and sorted(done[1:]) == [f"huge{n}" for n in range(4)], done
+
+
+def refusal(answer: httpx.Response, status: int = 422) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    return answer.json()["error"]
+
+
+def test_a_share_is_set_shown_and_checked_against_the_models_capacity(box: Box) -> None:
+    made = box.admin.post("/v1/tenants", json={"name": "weighted", "models": [CHAT],
+                                               "share": {"weight": 3, "min_concurrency": 2}})
+    assert made.status_code == 201, made.text
+    tenant = made.json()["data"]
+    assert tenant["share"] == {"weight": 3.0, "min_concurrency": 2}
+    assert box.admin.get(f"/v1/tenants/{box.tenants['quiet']}").json()["data"]["share"] == {
+        "weight": 1.0, "min_concurrency": 0}  # the default: an equal share, no minimum
+
+    error = refusal(box.admin.patch(f"/v1/tenants/{tenant['id']}", json={"share": {"min_concurrency": 3}}))
+    assert error["code"] == "VALIDATION_ERROR" and error["details"][0]["field"] == "share.min_concurrency"
+    assert "at most 2" in error["message"]  # its one model, the chat model, runs two calls at once
+    error = refusal(box.admin.post("/v1/tenants", json={"name": "greedy", "share": {"min_concurrency": 9}}))
+    assert error["details"][0]["field"] == "share.min_concurrency"  # more than any model of the box runs (8)
+    for weight in (0, -1):
+        error = refusal(box.admin.patch(f"/v1/tenants/{tenant['id']}", json={"share": {"weight": weight}}))
+        assert error["code"] == "VALIDATION_ERROR" and error["details"][0]["field"] == "share.weight"
+    error = refusal(box.admin.patch("/v1/tenants/ten_0000000000000000", json={"share": {"weight": 2}}), 404)
+    assert error["code"] == "NOT_FOUND"
+
+    changed = box.admin.patch(f"/v1/tenants/{tenant['id']}", json={"share": {"weight": 0.5}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["share"] == {"weight": 0.5, "min_concurrency": 0}  # a share is given whole
