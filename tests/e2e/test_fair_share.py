@@ -78,10 +78,11 @@ def stream(appliance: RunningAppliance, key: str, name: str, firsts: list[str], 
             pass
 
 
-def waiting(box: Box, tenant: str) -> int:
+def load(box: Box, tenant: str, what: str = "waiting", slug: str = CHAT) -> int:
+    """The tenant's calls on the model that the admin status shows ``what`` (running or waiting)."""
     status = box.admin.get("/v1/admin/status").json()["data"]
-    chat = next(model for model in status["models"] if model["slug"] == CHAT)
-    return sum(load["waiting"] for load in chat["tenants"] if load["tenant_id"] == box.tenants[tenant])
+    model = next(model for model in status["models"] if model["slug"] == slug)
+    return sum(found[what] for found in model["tenants"] if found["tenant_id"] == box.tenants[tenant])
 
 
 def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +99,7 @@ def test_the_quiet_tenant_gets_the_next_free_slot_ahead_of_the_noisy_queue(box: 
                                                       160)) for n in range(8)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: waiting(box, "noisy") == 6, "two noisy streams running and six waiting")
+    wait_for(lambda: load(box, "noisy") == 6, "two noisy streams running and six waiting")
     quiet = threading.Thread(target=stream, args=(box.appliance, box.keys["quiet"], "quiet", firsts, lock, 8))
     quiet.start()
     wait_for(lambda: "quiet" in firsts, "the quiet stream's first chunk")
@@ -134,7 +135,8 @@ def test_a_small_embed_request_is_not_held_behind_another_tenants_huge_one(box: 
     floods = [threading.Thread(target=send, args=(box.keys["noisy"], f"huge{n}", texts)) for n in range(4)]
     for flood in floods:
         flood.start()
-    time.sleep(2.0)  # they are in the worker: one encoding, the others queued behind it
+    wait_for(lambda: load(box, "noisy", "running", EMBED) == 4, "the four huge requests sent to the worker")
+    time.sleep(0.5)  # and in its queue: one batch encoding, the rest waiting (one batch alone takes longer)
     send(box.keys["quiet"], "small", ["one text"])
     for flood in floods:
         flood.join(DEADLINE_S)
