@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
                                         "files go, then new images wait; unset = a tenth of the state dir's disk")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
+    media_url_allow: list[str] = Field(
+        default_factory=list, description="hosts a chat image part's http(s) URL may name (empty: none; the box "
+                                          "fetches nothing for a client, no SSRF)")
+    max_media_part_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image or sound in a chat "
+                                      "request, as bytes of its file")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest image in a chat request, in pixels "
+                                  "(checked from its header, before decoding)")
+    max_media_parts: int = Field(16, ge=0, description="images and sounds in one chat request, together (a model "
+                                 "may take fewer: its limit_mm_per_prompt)")
+    max_audio_seconds: float = Field(600.0, gt=0, description="seconds of audio in one chat request, all parts "
+                                     "together (a model may take less in one part)")
     rerank_max_documents: int = Field(1000, ge=1, description="documents one rerank request may send (a model's "
                                       "own max_documents engine option wins)")
     budget_reservation_hold_s: float = Field(

@@ -121,13 +121,16 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
             if seen[-1].strip().startswith("curl "):
                 curls.append(seen[-1].strip())
         assert len(curls) == 6, curls
-        results = {curl.split()[2].rsplit("/", 1)[-1]: subprocess.run(["bash", "-c", curl], capture_output=True,
-                                                                      text=True, timeout=120, cwd=tmp_path)
+        results = {"vision" if '"image_url"' in curl else curl.split()[2].rsplit("/", 1)[-1]:
+                   subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for curl in curls}
         embedded = json.loads(results["embed"].stdout)
         assert embedded["status"] == "ok", embedded
         assert [len(item["embedding"]) for item in embedded["data"]["data"]] == [1536, 1536]
         assert results["chat"].stdout.rstrip().endswith("data: [DONE]")
+        about_an_image = json.loads(results["vision"].stdout)
+        assert about_an_image["status"] == "ok", about_an_image  # the 32×32 square: 2×2 tiles and two markers
+        assert about_an_image["data"]["usage"]["prompt_tokens"] > 6
         ranked = json.loads(results["rerank"].stdout)["data"]
         assert ranked["model"] == "scailabs/tiny-rerank" and len(ranked["results"]) == 2
         # Cohere's SDK with only its base URL and the demo's key (issue 26's "done when").

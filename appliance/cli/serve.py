@@ -236,6 +236,9 @@ def demo(
     _serve(settings, catalogue, banner=banner)
 
 
+# A 32×32 red square: the demo's chat about an image (a sound goes the same way, as an input_audio part).
+RED_SQUARE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAKklEQVR42u3NMQEAAAQAMATRP4pYSvBt"
+              "BZbTHZ8qngkEAoFAIBAIBIIrC+AFAUQz669uAAAAAElFTkSuQmCC")
 # Two tenants sharing the demo box, each with its own models, budget, admin and user.
 DEMO_TENANTS = [
     ("research", ["scailabs/poolnoodle-omni", "scailabs/tiny-chat", "openai/text-embedding-3-small"],
@@ -287,6 +290,10 @@ DEMO_EXAMPLES = [
     ("chat", "/v1/inference/chat",
      {"model": "scailabs/poolnoodle-omni", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32,
       "stream": True}, " -N"),
+    ("vision", "/v1/inference/chat",
+     {"model": "scailabs/poolnoodle-omni", "max_tokens": 32, "messages": [{"role": "user", "content": [
+         {"type": "text", "text": "What colour is this?"}, {"type": "image_url", "image_url": {"url": RED_SQUARE}}]}]},
+     ""),
     ("image", "/v1/inference/images/generate",
      {"model": "openai/dall-e-3", "prompt": "A cozy reading nook", "size": "1024x1024", "n": 1}, ""),
     ("speech", "/v1/inference/audio/synthesize",
@@ -305,6 +312,8 @@ def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
     lines = []
     def served(modality: str, body: dict[str, object]) -> bool:
         entry = catalogue.get(str(body["model"]))
+        if modality == "vision":
+            return entry is not None and "vision" in entry.capabilities
         return entry is not None and entry.modality == modality
 
     examples = [example for example in DEMO_EXAMPLES if served(example[0], example[2])]

@@ -120,7 +120,8 @@ class OpenAIList(BaseModel):
 class FileUploadForm(BaseModel):
     """The form fields of POST /oai/v1/files besides ``file`` (multipart/form-data)."""
 
-    purpose: str = Field(description="'batch': the only purpose this appliance takes")
+    purpose: str = Field(description="'batch' (a batch's input), or 'vision' (an image) and 'user_data' (an image or "
+                         "a sound) for chat content parts")
 
 
 class FileObject(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from appliance.accounting.units import apply_usage, completion_bound, output_bound, read_usage
 from appliance.catalogue import ModelEntry
 from appliance.engines.registry import engine_spec
-from appliance.protocol.chat import ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
+from appliance.protocol.chat import PART_TYPES, ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
 from appliance.serving.answers import clean_answer, cleaned
 from appliance.serving.body import line_adapter, strip_line
@@ -27,6 +28,7 @@ from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, Reason, context_length_exceeded, from_errors, \
     validation_error
 from appliance.serving.input_size import check_texts, check_total
+from appliance.serving.media_parts import PartNames, check_chat, message_part
 from appliance.serving.metering import budgeted, reserve
 from appliance.serving.models import resolve_model
 from appliance.serving.relay import post_json
@@ -36,7 +38,7 @@ from appliance.serving.streaming import Stream, relay_sse
 log = logging.getLogger("appliance.serving.chat")
 
 # Discriminator tags pydantic puts into an error's location; a client knows only the field names.
-_TAGS = set(ROLES) | {"text", "image_url"}
+_TAGS = set(ROLES) | set(PART_TYPES)
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,10 @@ def parse_request(raw: bytes, kind: Kind, line: bool = False) -> SamplingFields:
         for err in strip_line(exc.errors()) if line else exc.errors():
             loc = tuple(err.get("loc", ()))
             if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
-                err = {**err, "msg": f"role must be one of {', '.join(ROLES)}"}
-                loc += ("role",)
+                part = "content" in loc  # a content part's type, else a message's role
+                err = {**err, "msg": f"type must be one of {', '.join(PART_TYPES)}" if part else
+                       f"role must be one of {', '.join(ROLES)}"}
+                loc += ("type",) if part else ("role",)
             errors.append({**err, "loc": loc})
         raise from_errors(errors, _TAGS) from None
     if isinstance(body, ChatRequest):
@@ -123,21 +127,23 @@ def _check_size(body: SamplingFields, entry: ModelEntry) -> None:
         check_texts(entry, body.prompt, "prompt")  # type: ignore[arg-type]
 
 
-async def token_bound(call: Call, body: SamplingFields, entry: ModelEntry) -> int:
+async def token_bound(call: Call, body: SamplingFields, entry: ModelEntry, media_tokens: int = 0) -> int:
     """The most tokens this request can use: the engine's count of the prompt when it gives one (vLLM's
-    /tokenize), the byte bound of accounting/units.py otherwise; plus the output bound, within the window."""
+    /tokenize), the byte bound of accounting/units.py otherwise; plus ``media_tokens`` (its images and sounds,
+    not in ``body``) and the output bound, within the window."""
     prompt = body.prompt if isinstance(body, CompletionRequest) else None
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
         return completion_bound(None, prompt, None, body.max_tokens, entry)  # token ids: already exact
     counted = await _engine_count(call, body, entry)
     if counted is not None:
-        total = counted + output_bound(body.max_tokens, entry)
-        return min(total, entry.context_window) if entry.context_window else total
-    if isinstance(body, ChatRequest):
+        total = counted + media_tokens + output_bound(body.max_tokens, entry)
+    elif isinstance(body, ChatRequest):
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
         tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
-        return completion_bound(messages, None, tools, body.max_tokens, entry)
-    return completion_bound(None, prompt, None, body.max_tokens, entry)
+        total = completion_bound(messages, None, tools, body.max_tokens, entry) + media_tokens
+    else:
+        return completion_bound(None, prompt, None, body.max_tokens, entry)
+    return min(total, entry.context_window) if entry.context_window else total
 
 
 async def _engine_count(call: Call, body: SamplingFields, entry: ModelEntry) -> int | None:
@@ -211,32 +217,50 @@ def refine(kind: Kind, entry: ModelEntry) -> Any:
     return refined
 
 
-async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int = 0) -> bytes | Stream:
+async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int = 0,
+                   part_names: PartNames = message_part) -> bytes | Stream:
     """The chat or generate service: the engine's answer whole (its OpenAI JSON), or its event stream.
 
-    A batch line comes with a ``priority`` that lets live requests go first.
+    A batch line comes with a ``priority`` that lets live requests go first;
+    ``part_names`` names a message's content part in errors (the Responses API: its own input's names).
     """
-    entry, meter, payload = await _prepare(call, kind, body, priority)
+    entry, meter, payload, named = await _prepare(call, kind, body, priority, part_names)
+
+    def refined(error: ApiError) -> ApiError:
+        return named(refine(kind, entry)(error))
+
     if body.stream:
         asked = bool(body.stream_options and body.stream_options.include_usage)  # type: ignore[attr-defined]
         count, remote = usage_tap(call, asked), not engine_spec(entry.engine).local  # any server: every frame parsed
-        return await relay_sse(call, entry, kind.path, payload, refine(kind, entry),
+        return await relay_sse(call, entry, kind.path, payload, refined,
                                tap=lambda frames: count(cleaned(frames, thorough=remote)))
     try:
         answer = await post_json(call, entry, kind.path, payload)
     except ApiError as exc:
-        raise refine(kind, entry)(exc) from None
+        raise refined(exc) from None
     apply_usage(meter.units, read_usage(answer))
     return clean_answer(answer)
 
 
-async def _prepare(call: Call, kind: Kind, body: SamplingFields,
-                   priority: int = 0) -> tuple[ModelEntry, Any, bytes]:
-    """Resolve the model, log the metadata, reserve the budget and shape the engine's payload."""
+async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int,
+                   part_names: PartNames) -> tuple[ModelEntry, Any, bytes, Callable[[ApiError], ApiError]]:
+    """Resolve the model, log the metadata, check the media (serving/media_parts), reserve the budget and shape the
+    engine's payload; and how to name a part in the engine's refusal."""
     entry = resolve_model(call, body.model, "chat")
     _check_size(body, entry)
     if body.metadata:
         log.info("request %s to %s: metadata %s", call.request_id, entry.slug,
                  json.dumps(body.metadata, separators=(",", ":"))[:2000])
-    meter = await reserve(call, "tokens", await token_bound(call, body, entry) if budgeted(call) else 0, entry)
-    return entry, meter, engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)
+    counted, media_tokens, named = body, 0, _as_is
+    if isinstance(body, ChatRequest):
+        checked = await check_chat(call, body, entry, part_names)
+        body, counted, media_tokens = checked.body, checked.text_only, checked.tokens
+        named = checked.media.name_refusal if checked.media is not None else _as_is
+    bound = await token_bound(call, counted, entry, media_tokens) if budgeted(call) else 0
+    meter = await reserve(call, "tokens", bound, entry)
+    payload = engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)
+    return entry, meter, payload, named
+
+
+def _as_is(error: ApiError) -> ApiError:
+    return error

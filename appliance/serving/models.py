@@ -68,7 +68,8 @@ def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
                 for b in pool.backends]
     return ModelInfo(
         slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
-        aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
+        aliases=list(entry.aliases), engine=entry.engine, capabilities=list(entry.capabilities),
+        context_window=entry.context_window,
         max_output_tokens=entry.max_output_tokens, status="active",
         health_status=min((b.health_status for b in backends), key=HEALTH_ORDER.index, default="unhealthy"),
         active_backend_count=pool.active_count, total_backend_count=pool.total_count, backends=backends,

@@ -18,7 +18,7 @@ from appliance.gateway.routing import api_router
 from appliance.gateway.uploads import read_upload
 from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, FileUploadForm, OpenAIBatchCreate, \
     OpenAIList, OpenAIListQuery
-from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.errors import ApiError, ErrorCode
 
 router = api_router()
 
@@ -46,12 +46,8 @@ async def create_file(request: Request, key: Key) -> JSONResponse:
     limit = request.app.state.settings.max_body_bytes
     upload = await read_upload(request, limit, what="the file")  # the key was checked first: no keyless spooling
     try:
-        purpose = upload.fields().get("purpose")
-        if purpose != "batch":
-            given = f"'{str(purpose)[:40]}' is not served here" if purpose else "the form needs a 'purpose'"
-            raise validation_error("purpose", f"{given}; this appliance takes files with purpose 'batch'")
-        row = await service.save_upload(call_of(request, key), upload.file.filename or "input.jsonl",
-                                        upload.file.file, limit)
+        row = await service.upload(call_of(request, key), upload.fields().get("purpose"), upload.file.filename,
+                                   upload.file.file, limit)
     finally:
         await upload.form.close()
     return _json(service.file_object(row))
@@ -89,7 +85,8 @@ async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
 
 
 @router.get("/oai/v1/files/{file_id}/content", **documented(
-    ok=raw_ok(["application/jsonl"], "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+    ok=raw_ok(["application/jsonl", "image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav", "audio/mpeg"],
+              "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def file_content(request: Request, key: Key, file_id: str) -> FileResponse:
     row = await _file(request, key, file_id)
     _, files = service.stores(request.app.state)
@@ -97,7 +94,8 @@ async def file_content(request: Request, key: Key, file_id: str) -> FileResponse
     if not path.is_file():  # its row outlived its bytes (removed by hand, a restore without the files)
         raise ApiError(ErrorCode.NOT_FOUND, f"The bytes of file '{row.id}' are gone from this appliance; upload it "
                                             "again (its batches' results are in their output files).")
-    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
+    media_type = await asyncio.to_thread(service.content_type, row, path)
+    return FileResponse(path, media_type=media_type, filename=row.filename)
 
 
 @router.post("/oai/v1/batches", **documented(
