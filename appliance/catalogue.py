@@ -68,6 +68,9 @@ class ModelEntry(BaseModel):
     gpu_memory_gb: float = Field(0.0, ge=0)
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
+    token_encoding: Literal["cl100k_base"] | None = Field(
+        None, description="embedding models: the tiktoken encoding of inputs sent as token ids; a model with one of "
+                          "OpenAI's embedding names (text-embedding-3-small, …) takes cl100k_base unless set")
     engine_options: dict[str, Any] = Field(default_factory=dict)
     # After engine_options: its validator reads the engine and its options.
     capabilities: tuple[Capability, ...] = Field((), description=(
@@ -139,6 +142,8 @@ class ModelEntry(BaseModel):
                 raise ValueError("'replicas' is for local engines; list several URLs for a remote model")
         if self.context_window and self.max_output_tokens and self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens is larger than context_window")
+        if self.token_encoding is not None and self.modality != "embedding":
+            raise ValueError("token_encoding is for embedding models (their inputs sent as token ids)")
         return self
 
     @property

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
                                       "certificate expires")
     http_redirect_port: int | None = Field(None, ge=0, le=65535, description="with TLS: a plain-HTTP port that "
                                            "only redirects to HTTPS (socket-activated: the 'http' socket)")
+    openai_port: int | None = Field(None, ge=0, le=65535, description="a second port serving the OpenAI API at /v1 "
+                                    "(base_url=http://HOST:PORT/v1), on `host`; unset: /oai/v1 on the main port only")
+    openai_hosts: list[str] = Field(default_factory=list, description="host names (e.g. openai.box.lan) whose "
+                                    "requests to the main port get the OpenAI API at /v1")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the state dir")
     log_level: str = "info"
 
@@ -64,6 +68,19 @@ class Settings(BaseSettings):
     max_media_bytes: int | None = Field(None, gt=0, description="room for stored media (images); past it, expired "
                                         "files go, then new images wait; unset = a tenth of the state dir's disk")
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0, description="largest audio upload (transcription)")
+    media_url_allow: list[str] = Field(
+        default_factory=list, description="hosts a chat image part's http(s) URL may name (empty: none; the box "
+                                          "fetches nothing for a client, no SSRF)")
+    max_media_part_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image or sound in a chat "
+                                      "request, as bytes of its file")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest image in a chat request, in pixels "
+                                  "(checked from its header, before decoding)")
+    max_media_parts: int = Field(16, ge=0, description="images and sounds in one chat request, together (a model "
+                                 "may take fewer: its limit_mm_per_prompt)")
+    max_audio_seconds: float = Field(600.0, gt=0, description="seconds of audio in one chat request, all parts "
+                                     "together (a model may take less in one part)")
+    rerank_max_documents: int = Field(1000, ge=1, description="documents one rerank request may send (a model's "
+                                      "own max_documents engine option wins)")
     budget_reservation_hold_s: float = Field(
         3600.0, gt=0, description="how long a budget reservation outlives its request if the gateway was killed")
     batch_url_allow: list[str] = Field(
@@ -104,7 +121,11 @@ class Settings(BaseSettings):
 
     @property
     def socket_dir(self) -> Path:
-        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes)."""
+        """Where workers' Unix sockets live: the state dir, unless its path is too long for AF_UNIX (108 bytes).
+
+        The fallback in the system temp dir is used only if this user made it and no one else may enter it
+        (state_dir.prepare_socket_dir refuses it otherwise).
+        """
         preferred = self.state_dir.resolve() / "sockets"
         if len(str(preferred)) <= MAX_SOCKET_DIR_LENGTH:
             return preferred

@@ -21,7 +21,7 @@ from typing import Any
 
 import tomli_w
 
-from appliance.bundle.manifest import hash_stream, human_size, safe_member_name
+from appliance.bundle.manifest import BundleError, hash_stream, human_size, safe_member_name
 from appliance.catalogue import CatalogueError, parse_catalogue
 from appliance.engines.registry import ENGINES, engine_spec
 
@@ -69,7 +69,18 @@ def _expected_hashes(directory: Path) -> dict[str, str] | None:
 
 
 def _files(directory: Path) -> Iterator[Path]:
-    yield from sorted(p for p in directory.rglob("*") if p.is_file())
+    """The model's files. A link is followed only to a file inside the model's directory: one leading out of it
+    could copy any file the importer (often root) may read into a directory the service shares."""
+    root = directory.resolve()
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink():
+            target = path.resolve()
+            if path.is_dir() or not target.is_file() or not target.is_relative_to(root):
+                what = "the directory" if path.is_dir() else "the file" if target.is_file() else "nothing:"
+                raise ImportProblem(f"{path}: a link to {what} {target}, not a file inside the model's directory; "
+                                    "copy the file itself into it (links are followed only within it)")
+        if path.is_file():
+            yield path
 
 
 def _check_catalogue(request: ImportRequest, table: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -100,7 +111,11 @@ def _source_directory(source: Path, scratch: Path) -> Path:
             for member in tar.getmembers():
                 if not (member.isfile() or member.isdir()):
                     raise ImportProblem(f"{source}: {member.name}: only files and directories can be imported")
-                safe_member_name(member.name.removeprefix("./") or ".")
+                try:
+                    safe_member_name(member.name.removeprefix("./") or ".")
+                except BundleError:
+                    raise ImportProblem(f"{source}: {member.name}: a path that leads out of the model's directory; "
+                                        "nothing was imported") from None
             tar.extractall(scratch, filter="data")
     except tarfile.TarError as exc:
         raise ImportProblem(f"{source}: not a readable tar ({exc})") from None

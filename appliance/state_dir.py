@@ -84,3 +84,30 @@ def use_private_temp_dir(state_dir: Path) -> Path:
     make_private_dir(path)
     tempfile.tempdir = str(path)
     return path
+
+
+class UnsafeDirectory(ValueError):
+    """A directory the appliance must not use; the message says why and what to do."""
+
+
+def prepare_socket_dir(path: Path) -> None:
+    """Create the workers' socket directory private, or refuse one that others could reach.
+
+    A worker's socket skips the gateway's key check, so the directory is what keeps other local users
+    out. When the state dir's path is long it lives in the system temp dir, where another user could have
+    made it first (or put a link there): such a directory is refused, never used or repaired.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=PRIVATE_DIR_MODE)
+    info = os.lstat(path)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory but a link or a file"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif stat.S_IMODE(info.st_mode) & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}, open to other users"
+    if problem is not None:
+        raise UnsafeDirectory(f"refusing the worker socket directory {path}: it {problem}, and a worker's socket "
+                              f"skips the API key check; remove it (rm -r {path}) and start again")

@@ -1,6 +1,7 @@
 """The relay's own cost per request: gateway and worker CPU, ceiling and added latency, optionally A/B between trees.
 
     .venv/bin/python bench/relay.py [--rounds 6] [--requests 1500] [TREE ...]
+    .venv/bin/python bench/relay.py --chat [--rounds 6] [--streams 8] [--tokens 64] [--repeat 3] [TREE ...]
 
 Serves the tiny embedding model once per TREE (a checkout of this repo, run
 through PYTHONPATH; default: this one) and, round by round, alternating the
@@ -11,6 +12,11 @@ Unix socket (the ceiling ratio gateway/direct), and sequential small requests
 alternating gateway and socket (added latency, paired p50 and p99). Run it
 from outside the repo (``cd /tmp``), so ``python -m`` does not put the
 current directory ahead of each TREE.
+
+``--chat`` measures the chat path instead, on the tiny vLLM model (one engine
+per TREE): the gateway's CPU per streamed chat (``--streams`` at once, each
+``--tokens`` chunks, so also per chunk) and per whole chat, through
+``/oai/v1/chat/completions`` with logprobs (the frames vLLM writes most into).
 """
 
 from __future__ import annotations
@@ -88,6 +94,76 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+CHAT_SLUG = "scailabs/poolnoodle-omni"
+CHAT_BODY = {"model": CHAT_SLUG, "messages": [{"role": "user", "content": "Tell me a story."}], "ignore_eos": True,
+             "logprobs": True, "top_logprobs": 2}
+
+
+async def chats(url: str, key: str, count: int, tokens: int, stream: bool) -> int:
+    """``count`` chats at once of ``tokens`` tokens each; the frames (or answers) received."""
+    received = 0
+
+    async def one(session: aiohttp.ClientSession, seed: int) -> None:
+        nonlocal received
+        body = {**CHAT_BODY, "max_tokens": tokens, "stream": stream, "seed": seed}
+        async with session.post(f"{url}/oai/v1/chat/completions", json=body) as response:
+            assert response.status == 200, await response.text()
+            if not stream:
+                await response.read()
+                received += 1
+                return
+            async for line in response.content:
+                received += line.startswith(b"data: {")
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
+        await asyncio.gather(*(one(session, seed) for seed in range(count)))
+    return received
+
+
+def chat_main(args: argparse.Namespace) -> None:
+    from appliance.tiny_models.chat import TINY as TINY_CHAT
+
+    work = Path(tempfile.mkdtemp(prefix="bench-relay-chat-"))
+    TINY_CHAT.build(work / TINY_CHAT.name)
+    table = next(t for t in TINY_CHAT.catalogue(work / TINY_CHAT.name) if t["engine"] == "vllm")
+    columns = ("stream ms", "chunk ms", "whole ms")
+    results: dict[Path, dict[str, list[float]]] = {tree: {c: [] for c in columns} for tree in args.trees}
+    with contextlib.ExitStack() as stack:
+        subjects = {}
+        for index, tree in enumerate(args.trees):
+            catalogue = work / f"models-{index}.toml"
+            catalogue.write_text(tomli_w.dumps({"model": [{**table, "load": "startup"}]}))
+            env = {"PYTHONPATH": str(tree.resolve()), "APPLIANCE_VLLM_PYTHON": str(REPO / ".venv-vllm/bin/python")}
+            running = stack.enter_context(start_appliance(catalogue, work / f"state-{index}", wait=False, env=env))
+            running.wait_ready(600)
+            key = running.create_key()
+            asyncio.run(chats(running.url, key, args.streams, 8, stream=True))  # warm-up
+            subjects[tree] = (running.url, key, psutil.Process(running.process.pid))
+        print(f"streams={args.streams} tokens={args.tokens} cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+        for round_no in range(args.rounds):
+            for tree in args.trees if round_no % 2 == 0 else list(reversed(args.trees)):
+                url, key, gateway = subjects[tree]
+                before = cpu_seconds(gateway)  # /proc counts in ticks of 10 ms: enough work to make them small
+                frames = sum(asyncio.run(chats(url, key, args.streams, args.tokens, stream=True))
+                             for _ in range(args.repeat))
+                streamed = cpu_seconds(gateway) - before
+                before = cpu_seconds(gateway)
+                for _ in range(args.repeat * 4):
+                    asyncio.run(chats(url, key, args.streams, args.tokens, stream=False))
+                whole = cpu_seconds(gateway) - before
+                count = args.streams * args.repeat
+                row = dict(zip(columns, (streamed / count * 1e3, streamed / frames * 1e3, whole / count / 4 * 1e3),
+                               strict=True))
+                for column, value in row.items():
+                    results[tree][column].append(value)
+                print(f"round {round_no + 1} {tree}: " + " | ".join(f"{c} {v:.3f}" for c, v in row.items()),
+                      flush=True)
+    print(f"gateway CPU, medians (min-max), load {os.getloadavg()[0]:.2f}:")
+    for tree, values in results.items():
+        print(f"{tree}: " + " | ".join(f"{c} {statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"
+                                      for c, v in values.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trees", nargs="*", type=Path, default=[REPO])
@@ -95,7 +171,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--chat", action="store_true", help="the chat path (tiny vLLM) instead of embeddings")
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="--chat: the streams (and 4x the whole chats) per round")
     args = parser.parse_args()
+    if args.chat:
+        chat_main(args)
+        return
 
     from appliance.tiny_models.embeddings import TINY
 

@@ -1,7 +1,7 @@
 """Rerank throughput in query–document pairs per second, side by side in one run.
 
     .venv/bin/python bench/rerank.py [--model tiny|minilm] [--rounds 3] [--requests 64] [--documents 32]
-                                     [--concurrency 8] [--no-infinity]
+                                     [--concurrency 8] [--no-infinity] [--no-appliance]
 
 Legs, interleaved round by round with raw ``CrossEncoder.predict`` of the same
 model on the same pairs in this process, one call per request (the reference),
@@ -18,8 +18,10 @@ process tree otherwise): on a shared, drifting VM the CPU ratio is the steadier.
 - ``infinity``: Infinity's ``/rerank`` (``infinity_emb v2 --engine torch``, its
   own environment under bench/.peers/, bench/peer_envs.py) with the same
   requests, when it installs and starts (else reported as skipped, with why);
-- ``appliance``: through the gateway, once it has a rerank route (see
-  ``appliance_leg``; not there yet).
+- ``appliance``: through the gateway (``appliance serve``, its own worker of
+  the same model and options): ``POST /v1/inference/rerank`` with a key, the
+  whole product (authentication, validation, budget check, usage row, the
+  envelope), ``--no-appliance`` to leave it out.
 
 ``tiny`` is the test model; ``minilm`` is a random-weight cross-encoder of
 cross-encoder/ms-marco-MiniLM-L6-v2's shape (6 layers, 384 wide), for the
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
+import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -50,7 +53,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the appliance's worker
 from appliance.catalogue import ModelEntry  # noqa: E402
 from appliance.tiny_models import rerank as tiny_rerank  # noqa: E402
 from bench.peer_envs import INFINITY, PeerUnavailable, ensure, serve, tree_cpu_seconds  # noqa: E402
-from tests.support.appliance import free_port  # noqa: E402
+from tests.support.appliance import free_port, start_appliance  # noqa: E402
 from tests.support.worker import started_worker  # noqa: E402
 
 SLUG = "bench/rerank"
@@ -126,13 +129,18 @@ def http_leg(target: str, server_pid: int, concurrency: int, connector: Callable
 
 
 # --- the appliance leg (through the gateway) ----------------------------------------------------------------------
-# Not there yet: the gateway has no rerank route. Once POST /v1/inference/rerank exists, start the appliance with a
-# catalogue serving the model as SLUG (tests.support.appliance.start_appliance), create a key, and return
-# http_leg(f"{url}/v1/inference/rerank", running.process.pid, concurrency, aiohttp.TCPConnector,
-#          headers={"Authorization": f"Bearer {key}"}, results=lambda body: body["data"]["results"])
-# (the ExitStack keeps the appliance running); main() then runs it as the leg "appliance" beside the others.
-def appliance_leg(_model_path: Path, _work: Path, _concurrency: int, _stack: Any) -> Leg | None:
-    return None
+def appliance_leg(entry: ModelEntry, work: Path, concurrency: int, stack: Any) -> Leg:
+    """``appliance serve`` with the same model and engine options as the worker leg, its own worker behind the
+    gateway; clients POST /v1/inference/rerank with a key over TCP. CPU is the appliance's process tree: gateway,
+    worker and all."""
+    catalogue = work / "models.toml"
+    table = {"slug": entry.slug, "modality": "rerank", "engine": entry.engine, "path": str(entry.path),
+             "load": "startup", "engine_options": dict(entry.engine_options)}
+    catalogue.write_text(tomli_w.dumps({"model": [table]}))
+    running = stack.enter_context(start_appliance(catalogue, work / "appliance", env=QUIET))
+    key = running.create_key()
+    return http_leg(f"{running.url}/v1/inference/rerank", running.process.pid, concurrency, aiohttp.TCPConnector,
+                    headers={"Authorization": f"Bearer {key}"}, results=lambda body: body["data"]["results"])
 
 
 def infinity_leg(model_path: Path, work: Path, concurrency: int, stack: Any) -> Leg:
@@ -168,6 +176,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the worker's batching wait")
     parser.add_argument("--threads", type=int, default=None, help="the worker's torch threads (default all cores)")
     parser.add_argument("--no-infinity", action="store_true")
+    parser.add_argument("--no-appliance", action="store_true", help="leave out the leg through the gateway")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still stops the servers started below
 
@@ -187,8 +196,8 @@ def main() -> None:
             "raw-one-call": raw_leg(model, args.batch_size, one_call=True),
             "worker": http_leg("http://worker/v1/rerank", worker.process.pid, args.concurrency,
                                lambda: aiohttp.UnixConnector(path=str(worker.socket)))}
-        if (appliance := appliance_leg(path, work, args.concurrency, stack)) is not None:
-            legs["appliance"] = appliance
+        if not args.no_appliance:
+            legs["appliance"] = appliance_leg(entry, work, args.concurrency, stack)
         if not args.no_infinity:
             try:
                 legs["infinity"] = infinity_leg(path, work, args.concurrency, stack)
@@ -228,9 +237,10 @@ def main() -> None:
               ", ".join(f"{name} {spread(values)}" for name, values in ratios.items()))
         print("CPU efficiency (raw CPU per pair / its CPU per pair), median (min–max): " +
               ", ".join(f"{name} {spread(values)}" for name, values in cpu_ratios.items()))
-        if "infinity" in ratios:
-            print(f"worker/infinity throughput: "
-                  f"{spread([w / i for w, i in zip(ratios['worker'], ratios['infinity'], strict=True)])}")
+        for name in ("worker", "appliance"):
+            if name in ratios and "infinity" in ratios:
+                print(f"{name}/infinity throughput: "
+                      f"{spread([w / i for w, i in zip(ratios[name], ratios['infinity'], strict=True)])}")
         print(uptime())
 
 

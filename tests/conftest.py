@@ -53,6 +53,23 @@ def embed_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
+def rerank_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAppliance]:
+    """One appliance serving the tiny reranker (and, never loaded, the tiny embedding model), shared by the rerank
+    tests: tests/e2e/test_rerank_api.py and test_rerank_clients.py."""
+    state = tmp_path_factory.mktemp("rerank-state")
+    catalogue = catalogue_subset(tiny_catalogue, ["scailabs/tiny-rerank", "openai/text-embedding-3-small"],
+                                 state / "models.toml")
+    tables = tomllib.loads(catalogue.read_text())["model"]
+    # max_length: an option of the CrossEncoder worker only (the supervisor once read a reranker's options as the
+    # embedding worker's, and stopped serving it).
+    catalogue.write_text(tomli_w.dumps({"model": [
+        {**t, "load": "startup", "engine_options": {"max_length": 512}} if t["modality"] == "rerank"
+        else {**t, "load": "on-demand"} for t in tables]}))
+    with start_appliance(catalogue, state) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
 

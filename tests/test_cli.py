@@ -120,14 +120,26 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
             seen.append(lines.get(timeout=30))
             if seen[-1].strip().startswith("curl "):
                 curls.append(seen[-1].strip())
-        assert len(curls) == 5, curls
-        results = {curl.split()[2].rsplit("/", 1)[-1]: subprocess.run(["bash", "-c", curl], capture_output=True,
-                                                                      text=True, timeout=120, cwd=tmp_path)
+        assert len(curls) == 6, curls
+        results = {"vision" if '"image_url"' in curl else curl.split()[2].rsplit("/", 1)[-1]:
+                   subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for curl in curls}
         embedded = json.loads(results["embed"].stdout)
         assert embedded["status"] == "ok", embedded
         assert [len(item["embedding"]) for item in embedded["data"]["data"]] == [1536, 1536]
         assert results["chat"].stdout.rstrip().endswith("data: [DONE]")
+        about_an_image = json.loads(results["vision"].stdout)
+        assert about_an_image["status"] == "ok", about_an_image  # the 32×32 square: 2×2 tiles and two markers
+        assert about_an_image["data"]["usage"]["prompt_tokens"] > 6
+        ranked = json.loads(results["rerank"].stdout)["data"]
+        assert ranked["model"] == "scailabs/tiny-rerank" and len(ranked["results"]) == 2
+        # Cohere's SDK with only its base URL and the demo's key (issue 26's "done when").
+        import cohere
+
+        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
+        cohere_answer = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}/oai").rerank(
+            model="rerank-v3.5", query="capital of France?", documents=["Berlin", "Paris", "Madrid"], top_n=2)
+        assert len(cohere_answer.results) == 2
         image = json.loads(results["generate"].stdout)["data"]["data"][0]
         assert subprocess.run(["curl", "-sf", image["url"]], capture_output=True, timeout=60).stdout[:4] == b"\x89PNG"
         assert results["synthesize"].returncode == 0 and (tmp_path / "hello.mp3").stat().st_size > 0

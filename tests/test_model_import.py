@@ -4,6 +4,7 @@ or refused with the model or file named and nothing changed."""
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import tarfile
 from pathlib import Path
@@ -137,3 +138,53 @@ def test_an_imported_model_is_served(tmp_path: Path, tiny_catalogue: Path) -> No
             response = client.post("/v1/inference/embed", json={"model": "acme/embed", "input": ["hello"]})
     assert response.status_code == 200, response.text
     assert len(response.json()["data"]["data"][0]["embedding"]) > 0
+
+
+def test_a_link_out_of_the_source_is_refused_and_nothing_is_copied(box: Path, tiny_catalogue: Path,
+                                                                   tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("a host file only root may read")
+    secret.chmod(0o600)
+    source = tmp_path / "whisper"
+    shutil.copytree(tiny_catalogue.parent / "whisper-tiny", source)
+    (source / "notes.txt").symlink_to(secret)
+    result = import_model(box, source, "acme/whisper", "faster-whisper", "transcription")
+    assert result.returncode == 1
+    assert (f"{source / 'notes.txt'}: a link to the file {secret}, not a file inside the model's directory"
+            in result.stderr)
+    assert unchanged(box)
+    models = box / "models"
+    assert not models.exists() or not any(p.read_bytes() == secret.read_bytes() for p in models.rglob("*")
+                                          if p.is_file())
+
+
+def test_a_link_to_a_file_inside_the_source_is_copied_as_a_file(box: Path, tiny_catalogue: Path,
+                                                                 tmp_path: Path) -> None:
+    source = tmp_path / "whisper"
+    shutil.copytree(tiny_catalogue.parent / "whisper-tiny", source)
+    (source / "config-copy.json").symlink_to(source / "config.json")
+    result = import_model(box, source, "acme/whisper", "faster-whisper", "transcription")
+    assert result.returncode == 0, result.stderr
+    copied = box / "models" / "whisper" / "config-copy.json"
+    assert not copied.is_symlink() and copied.read_bytes() == (source / "config.json").read_bytes()
+
+
+def test_a_tar_with_a_path_out_of_the_model_is_one_sentence(box: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    result = import_model(box, archive, "acme/evil", "piper", "speech")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: {archive}: ../escape.txt: a path that leads out of the model's "
+                                     "directory; nothing was imported")
+    assert unchanged(box) and not (tmp_path / "escape.txt").exists()
+
+
+def test_the_closing_line_says_a_reload_serves_it(box: Path, tiny_catalogue: Path) -> None:
+    result = import_model(box, tiny_catalogue.parent / "piper-tiny", "acme/voice", "piper", "speech")
+    assert result.returncode == 0, result.stderr
+    assert f"To serve it without a restart: appliance models reload --config {box / 'models.toml'}" in result.stdout
+    assert "after a restart" not in result.stdout

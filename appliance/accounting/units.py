@@ -20,6 +20,7 @@ from appliance.catalogue import ModelEntry, Price
 TEMPLATE_TOKENS_PER_REQUEST = 64  # a default system prompt, the generation prompt
 TEMPLATE_TOKENS_PER_MESSAGE = 16  # role markers and separators around each message
 SPECIAL_TOKENS_PER_TEXT = 8  # [CLS] / [SEP] / BOS / EOS around a text
+SPECIAL_TOKENS_PER_PAIR = 4  # a cross-encoder's query–document pair: [CLS] q [SEP] d [SEP], <s> q </s></s> d </s>
 DEFAULT_OUTPUT_TOKENS = 4096  # when neither the request nor the catalogue bounds the completion
 SPEECH_CHARS_PER_SECOND = 15.0  # about a fast reader's pace: the estimate for compressed speech formats
 PCM_BYTES_PER_SAMPLE = 2  # 16-bit mono
@@ -86,6 +87,15 @@ def embed_bound(inputs: str | list[str], entry: ModelEntry) -> int:
     return sum(per_input)
 
 
+def rerank_bound(query: str, documents: list[str], entry: ModelEntry) -> int:
+    """Tokens a rerank request can use at most: each document is read beside the query, cut to the model's window."""
+    query_bytes = text_bytes(query) + SPECIAL_TOKENS_PER_PAIR
+    per_pair = [query_bytes + text_bytes(document) for document in documents]
+    if entry.context_window:  # the rerank worker cuts each pair to its window (its max_length)
+        per_pair = [min(count, entry.context_window) for count in per_pair]
+    return sum(per_pair)
+
+
 def read_usage(answer: bytes) -> dict[str, int] | None:
     """The ``usage`` object of an engine's JSON answer, found without decoding the rest (embeddings are big)."""
     at = answer.rfind(b'"usage"')
@@ -105,6 +115,15 @@ def apply_usage(units: Units, usage: dict[str, Any] | None) -> None:
         return
     units.tokens_in = int(usage.get("prompt_tokens") or 0)
     units.tokens_out = int(usage.get("completion_tokens") or 0)
+    units.known = True
+
+
+def apply_rerank_usage(units: Units, usage: dict[str, Any] | None) -> None:
+    """A rerank answer's count onto ``units``: every token the model read is input (vLLM and Infinity report it as
+    ``total_tokens``, beside a ``prompt_tokens`` of the same or no value)."""
+    if not usage:
+        return
+    units.tokens_in = int(usage.get("total_tokens") or usage.get("prompt_tokens") or 0)
     units.known = True
 
 

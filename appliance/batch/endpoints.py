@@ -13,6 +13,7 @@ from typing import Any
 
 from appliance.protocol.embeddings import EmbeddingRequest
 from appliance.protocol.images import ImageGenerationRequest
+from appliance.protocol.rerank import RerankRequest
 from appliance.serving.admission import BACKGROUND_PRIORITY
 from appliance.serving.body import parse_line
 from appliance.serving.chat import CHAT, GENERATE, Kind, complete, parse_request
@@ -20,6 +21,7 @@ from appliance.serving.context import Call
 from appliance.serving.embed import embed
 from appliance.serving.errors import validation_error
 from appliance.serving.images import generate_images
+from appliance.serving.rerank import rerank
 from appliance.serving.response_chat import InvalidRequest
 from appliance.serving.responses import answer_line, parse_request as parse_response_request
 
@@ -65,6 +67,7 @@ CHAT_LINE, GENERATE_LINE = _completion(CHAT), _completion(GENERATE)
 RESPONSES_LINE = Endpoint(_parse_response, answer_line)
 EMBED_LINE = Endpoint(lambda line: parse_line(line, EmbeddingRequest), embed)
 IMAGES_LINE = Endpoint(lambda line: parse_line(line, ImageGenerationRequest), generate_images)
+RERANK_LINE = Endpoint(lambda line: parse_line(line, RerankRequest), rerank)
 
 # ScaiGrid batches may mix these in one file.
 SCAIGRID: dict[str, Endpoint] = {
@@ -72,6 +75,7 @@ SCAIGRID: dict[str, Endpoint] = {
     "/v1/inference/generate": GENERATE_LINE,
     "/v1/inference/embed": EMBED_LINE,
     "/v1/inference/images/generate": IMAGES_LINE,
+    "/v1/inference/rerank": RERANK_LINE,
 }
 # OpenAI batches name one of these as their endpoint; every line's url must be it.
 OPENAI: dict[str, Endpoint] = {
@@ -80,6 +84,7 @@ OPENAI: dict[str, Endpoint] = {
     "/v1/embeddings": EMBED_LINE,
     "/v1/images/generations": IMAGES_LINE,
     "/v1/responses": RESPONSES_LINE,
+    "/v1/rerank": RERANK_LINE,  # not OpenAI's: the Jina / Cohere v1 shape of /oai/v1/rerank
 }
 
 

@@ -24,6 +24,8 @@ from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, disk_nearly_full, validation_error
 from appliance.serving.fetch import check_allowed, fetch_allowed
 from appliance.serving.media import media_base_url
+from appliance.serving.media_decode import AUDIO_FORMATS, IMAGE_FORMATS, describe, sniff
+from appliance.serving.media_sources import MEDIA_PURPOSES
 from appliance.serving.runtime import Runtime
 from appliance.tenancy.caller import Caller
 
@@ -31,6 +33,7 @@ MAX_BASE64_BYTES = 10 * 1024 * 1024  # the decoded inline input (the hosted docs
 MAX_INPUT_BYTES = 200 * 1024 * 1024  # an input file fetched from an allowed URL
 FETCH_TIMEOUT_S = 60
 FAILED_STATES = ("failed", "expired", "cancelled")
+PURPOSES = ("batch", *MEDIA_PURPOSES)  # what /oai/v1/files takes: batch inputs, and images or sounds for chat parts
 
 
 def stores(runtime: Runtime) -> tuple[BatchStore, FileStore]:
@@ -108,10 +111,42 @@ async def create(call: Call, surface: str, endpoint: str | None, input_file_id: 
     return batch
 
 
-async def save_upload(call: Call, filename: str, source: Any, limit: int) -> BatchFileRow:
+async def upload(call: Call, purpose: object, filename: str | None, source: Any, limit: int) -> BatchFileRow:
+    """A file uploaded through /oai/v1/files: a batch's input, or an image or a sound that chat content parts
+    name by ``scaigrid://file/{id}`` or ``file_id`` (checked by its first bytes here, decoded in full when used)."""
+    if purpose not in PURPOSES:
+        given = f"'{str(purpose)[:40]}' is not served here" if purpose else "the form needs a 'purpose'"
+        raise validation_error("purpose", f"{given}; this appliance takes files with purpose {', '.join(PURPOSES)}")
+    if purpose == "batch":
+        return await save_upload(call, filename or "input.jsonl", source, limit)
+    kind = sniff(await asyncio.to_thread(_head, source))
+    wanted = IMAGE_FORMATS if purpose == "vision" else {**IMAGE_FORMATS, **AUDIO_FORMATS}
+    if kind not in wanted:
+        taken = "an image (PNG, JPEG, WEBP, GIF)" + (" or a sound (WAV, MP3)" if purpose == "user_data" else "")
+        raise validation_error("file", f"is {describe(kind)}; a file of purpose '{purpose}' on this appliance is "
+                                       f"{taken}")
+    limit = min(limit, call.runtime.settings.max_media_part_bytes)
+    return await save_upload(call, filename or "file", source, limit, str(purpose))
+
+
+def _head(source: Any) -> bytes:
+    head = source.read(16)
+    source.seek(0)
+    return bytes(head)
+
+
+def content_type(row: BatchFileRow, path: Any) -> str:
+    """The media type a file's bytes are served with."""
+    if row.purpose not in MEDIA_PURPOSES:
+        return "application/jsonl"
+    with open(path, "rb") as fh:
+        return sniff(fh.read(16)) or "application/octet-stream"
+
+
+async def save_upload(call: Call, filename: str, source: Any, limit: int, purpose: str = "batch") -> BatchFileRow:
     _, files = stores(call.runtime)
     try:
-        return await asyncio.to_thread(files.save, call.key.id, "batch", filename, source, limit)
+        return await asyncio.to_thread(files.save, call.key.id, purpose, filename, source, limit)
     except OverLimit:
         raise ApiError(ErrorCode.PAYLOAD_TOO_LARGE, f"The file is larger than the limit of {limit} bytes.") from None
     except OverQuota as exc:

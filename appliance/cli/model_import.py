@@ -40,5 +40,5 @@ def import_command(
 
     AuditLog(state_engine(state_dir, config)).record(cli_event("catalogue.import", "model", slug,
                                                                details={"config": str(config), "path": str(final)}))
-    typer.echo(f"imported {slug} into {final} and added it to {config}. The running appliance serves it after "
-               "a restart (systemctl restart appliance); live reload comes with the supervisor's.")
+    typer.echo(f"imported {slug} into {final} and added it to {config}. To serve it without a restart: "
+               f"appliance models reload --config {config} (or: systemctl reload appliance)")

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
 from appliance.catalogue import Catalogue
-from appliance.cli.support import ConfigOption, StateDirOption, catalogue_of, cli_event, fail, settings_of
+from appliance.cli.support import (
+    EXIT_NEEDS_OPERATOR,
+    ConfigOption,
+    StateDirOption,
+    catalogue_of,
+    cli_event,
+    database_fail,
+    fail,
+    open_state_database,
+    settings_of,
+)
 from appliance.config import Settings
+from appliance.db.health import DatabaseProblem
 from appliance.metrics import TLS_EXPIRY
-from appliance.state_dir import prepare_state_dir, raise_open_files_limit, use_private_temp_dir
+from appliance.state_dir import (UnsafeDirectory, prepare_socket_dir, prepare_state_dir, raise_open_files_limit,
+                                 use_private_temp_dir)
 from appliance.tls.activation import HTTP, HTTPS, listening_socket, systemd_sockets
 from appliance.tls.context import ServedCertificate
 from appliance.tls.names import https_base_url
@@ -30,38 +44,72 @@ def _serve(settings: Settings, catalogue: Catalogue, banner: str | None = None) 
 
     from appliance.gateway.app import create_gateway
     from appliance.gateway.http_limits import BoundedHttpProtocol
+    from appliance.gateway.openai_at_v1 import OpenAIAtV1, OpenAIHttpProtocol
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     for warning in prepare_state_dir(settings.state_dir):
         logging.getLogger("appliance").warning("%s", warning)
+    try:
+        prepare_socket_dir(settings.socket_dir)
+    except UnsafeDirectory as exc:
+        raise fail(str(exc), EXIT_NEEDS_OPERATOR) from None
     raise_open_files_limit()
     use_private_temp_dir(settings.state_dir)
+    if settings.tls and settings.openai_port is not None:
+        raise fail("openai_port is plain HTTP and this box serves HTTPS: leave it unset and give the OpenAI host "
+                   "names in openai_hosts (their requests to the HTTPS port get the OpenAI API at /v1)")
     listeners = _https_listeners(settings)
     if listeners is not None:
         settings = listeners.settings
-    gateway = create_gateway(settings, catalogue)
-    config = uvicorn.Config(gateway, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+    try:
+        gateway = create_gateway(settings, catalogue)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
+    grace = int(settings.drain_timeout_s) or None
+    main_app = OpenAIAtV1(gateway, settings.openai_hosts) if settings.openai_hosts else gateway
+    config = uvicorn.Config(main_app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, http=BoundedHttpProtocol.configured(settings),
-                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+                            timeout_graceful_shutdown=grace)
     if listeners is None:
         server = uvicorn.Server(config)
     else:
         gateway.app.state.tls = listeners.certificate  # type: ignore[attr-defined]  # /ca.pem, /tls/status, SIGHUP
         TLS_EXPIRY.certificate = listeners.certificate  # /metrics: days to expiry
         server = listeners.server(config)
+    # The OpenAI layer at /v1 on a port of its own: the same app (its lifespan runs once, on the main server).
+    openai_server = None
+    if settings.openai_port is not None:
+        openai_server = uvicorn.Server(uvicorn.Config(
+            OpenAIAtV1(gateway), host=settings.host, port=settings.openai_port, log_level=settings.log_level.lower(),
+            access_log=False, http=OpenAIHttpProtocol.configured(settings), lifespan="off",
+            timeout_graceful_shutdown=grace))
+        # Signals are the main server's (a second server would take them over); it stops this one with itself.
+        openai_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        main_exit = server.handle_exit
+
+        def handle_exit(sig: int, frame: FrameType | None) -> None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            main_exit(sig, frame)
+
+        server.handle_exit = handle_exit  # type: ignore[method-assign]
 
     async def run() -> None:
-        task = asyncio.get_running_loop().create_task(server.serve())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        follower = loop.create_task(openai_server.serve()) if openai_server and not task.done() else None
         if banner is not None:
             fastapi_app = gateway.app  # type: ignore[attr-defined]
-            while not server.started and not task.done():
-                await asyncio.sleep(0.05)
             if await_ready := not task.done():
                 await fastapi_app.state.supervisor.wait_startup_models()
             if await_ready and not task.done():
                 print(banner, flush=True)
         await task
+        if follower is not None:
+            openai_server.should_exit = True  # type: ignore[union-attr]
+            await follower
 
     # uvicorn's own choice of loop (uvloop when installed): asyncio.run would give the stock loop, whose
     # transports cost the relay about a fifth more CPU per request.
@@ -85,8 +133,10 @@ class _HttpsListeners:
         from appliance.gateway.http_limits import refusal
         from appliance.tls.server import HttpsServer
 
+        from appliance.gateway.routing import surface_for_path
+
         def refuse(message: str, path: str) -> bytes:
-            return refusal(ErrorCode.VALIDATION_ERROR, message, path)
+            return refusal(ErrorCode.VALIDATION_ERROR, message, surface_for_path(path))
 
         return HttpsServer(config, self.certificate, self.https, self.http,  # type: ignore[arg-type]
                            self.settings.public_base_url, refuse)
@@ -160,7 +210,6 @@ def demo(
                                                          "default STATE_DIR/tiny-models")] = None,
 ) -> None:
     """Tiny CPU models, a fresh API key, and the appliance on 127.0.0.1:PORT."""
-    from appliance.db.database import open_database
     from appliance.db.keys import KeyStore
     from appliance.permissions import PERMISSIONS
     from appliance.tiny_models import build_all
@@ -174,17 +223,22 @@ def demo(
     catalogue = catalogue_of(catalogue_path)
     # The operator's key (the box admin's): it may also make tenants, users and keys (with budgets) over the API and
     # read everyone's usage and the audit log.
-    engine = open_database(settings.effective_database_url)
+    engine = open_state_database(settings.effective_database_url)
     _key, secret = KeyStore(engine).create("demo", list(PERMISSIONS))
     banner = "\n".join([
         "", f"The appliance is ready on http://127.0.0.1:{port} with {len(catalogue)} tiny model(s).",
         f"API key: {secret}", f"Console: http://127.0.0.1:{port}/console/ (paste the API key to log in)",
         *_demo_tenants(engine, catalogue),
+        f"OpenAI clients (SDKs, LangChain, LlamaIndex, litellm): base_url http://127.0.0.1:{port}/oai/v1 and the key "
+        "(docs/clients.md)",
         "Try:", *_demo_examples(catalogue, port, secret), "Stop with Ctrl-C.", "",
     ])
     _serve(settings, catalogue, banner=banner)
 
 
+# A 32×32 red square: the demo's chat about an image (a sound goes the same way, as an input_audio part).
+RED_SQUARE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAKklEQVR42u3NMQEAAAQAMATRP4pYSvBt"
+              "BZbTHZ8qngkEAoFAIBAIBIIrC+AFAUQz669uAAAAAElFTkSuQmCC")
 # Two tenants sharing the demo box, each with its own models, budget, admin and user.
 DEMO_TENANTS = [
     ("research", ["scailabs/poolnoodle-omni", "scailabs/tiny-chat", "openai/text-embedding-3-small"],
@@ -229,9 +283,17 @@ def _demo_tenants(engine: Any, catalogue: Catalogue) -> list[str]:
 DEMO_EXAMPLES = [
     ("embedding", "/v1/inference/embed",
      {"model": "openai/text-embedding-3-small", "input": ["first text", "second text"], "dimensions": 1536}, ""),
+    ("rerank", "/v1/inference/rerank",
+     {"model": "rerank-v3.5", "query": "What is the capital of France?",
+      "documents": ["Berlin is the capital of Germany.", "Paris is the capital of France.", "France borders Spain."],
+      "top_n": 2}, ""),
     ("chat", "/v1/inference/chat",
      {"model": "scailabs/poolnoodle-omni", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32,
       "stream": True}, " -N"),
+    ("vision", "/v1/inference/chat",
+     {"model": "scailabs/poolnoodle-omni", "max_tokens": 32, "messages": [{"role": "user", "content": [
+         {"type": "text", "text": "What colour is this?"}, {"type": "image_url", "image_url": {"url": RED_SQUARE}}]}]},
+     ""),
     ("image", "/v1/inference/images/generate",
      {"model": "openai/dall-e-3", "prompt": "A cozy reading nook", "size": "1024x1024", "n": 1}, ""),
     ("speech", "/v1/inference/audio/synthesize",
@@ -250,6 +312,8 @@ def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
     lines = []
     def served(modality: str, body: dict[str, object]) -> bool:
         entry = catalogue.get(str(body["model"]))
+        if modality == "vision":
+            return entry is not None and "vision" in entry.capabilities
         return entry is not None and entry.modality == modality
 
     examples = [example for example in DEMO_EXAMPLES if served(example[0], example[2])]

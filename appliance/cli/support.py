@@ -10,9 +10,10 @@ import typer
 from appliance.catalogue import Catalogue, CatalogueError, load_catalogue
 from appliance.config import Settings, load_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the DB's modules load sqlalchemy: only the commands that use it import them
     from sqlalchemy import Engine
 
+    from appliance.db.health import DatabaseProblem
     from appliance.db.keys import Budget
     from appliance.tenancy.audit import AuditEvent
 
@@ -22,10 +23,30 @@ StateDirOption = Annotated[Path | None, typer.Option("--state-dir", envvar="APPL
                                                      help="keys DB, sockets, media; default /var/lib/appliance")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``message`` as an error; raise what this returns to exit with status 1."""
+# The exit status of a start that only the operator can mend (a damaged state DB, an unsafe socket directory):
+# the unit's RestartPreventExitStatus, so systemd does not restart into the same failure in a loop.
+EXIT_NEEDS_OPERATOR = 78  # EX_CONFIG
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` as an error; raise what this returns to exit with ``code``."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
+
+
+def database_fail(problem: DatabaseProblem) -> typer.Exit:
+    return fail(problem.message, EXIT_NEEDS_OPERATOR if problem.lasting else 1)
+
+
+def open_state_database(url: str) -> Engine:
+    """The state DB, or an exit with the sentence saying what is wrong with it (no traceback)."""
+    from appliance.db.database import open_database
+    from appliance.db.health import DatabaseProblem
+
+    try:
+        return open_database(url)
+    except DatabaseProblem as exc:
+        raise database_fail(exc) from None
 
 
 def settings_of(config: Path | None, state_dir: Path | None, **overrides: object) -> Settings:
@@ -43,11 +64,9 @@ def catalogue_of(config: Path, check_paths: bool = True) -> Catalogue:
 
 
 def state_engine(state_dir: Path | None, config: Path | None = None) -> Engine:
-    """The state DB of ``state_dir`` (or of ``database_url``), migrated."""
-    from appliance.db.database import open_database
-
-    return open_database(settings_of(config if config is not None and config.exists() else None,
-                                     state_dir).effective_database_url)
+    """The state DB of ``state_dir`` (or of ``database_url``), migrated; or an exit saying what is wrong with it."""
+    return open_state_database(settings_of(config if config is not None and config.exists() else None,
+                                           state_dir).effective_database_url)
 
 
 def cli_event(action: str, resource_type: str | None, resource_id: str | None = None, tenant_id: str | None = None,

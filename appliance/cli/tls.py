@@ -1,4 +1,4 @@
-"""`appliance tls init|import|status`: the box's HTTPS certificate (docs/operations.md, docs/clients.md)."""
+"""`appliance tls init|import|status`: the box's HTTPS certificate (docs/operations.md, docs/trusting-the-box.md)."""
 
 from __future__ import annotations
 

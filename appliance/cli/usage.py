@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.support import StateDirOption, fail, settings_of
+from appliance.cli.support import StateDirOption, fail, open_state_database, settings_of
 
 GROUPS = ("model", "key", "backend", "user", "tenant")
 SUMMARY_PERIODS = ("hour", "day", "week", "month", "total")
@@ -26,13 +26,12 @@ def usage(
 
     from appliance.accounting.periods import period_start
     from appliance.accounting.store import UsageFilter, UsageStore
-    from appliance.db.database import open_database
 
     if group_by not in GROUPS:
         raise fail(f"--group-by must be one of {', '.join(GROUPS)}")
     if period not in SUMMARY_PERIODS:
         raise fail(f"--period must be one of {', '.join(SUMMARY_PERIODS)}")
-    store = UsageStore(open_database(settings_of(None, state_dir).effective_database_url))
+    store = UsageStore(open_state_database(settings_of(None, state_dir).effective_database_url))
     start = period_start(period, datetime.now(UTC))
     rows = store.summary(UsageFilter(start=start, key_id=key, user_id=user, tenant_id=tenant), group_by)
     since = f"since {start:%Y-%m-%d %H:%M} UTC" if start else "in total"

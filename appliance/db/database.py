@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from appliance.db.health import database_problem, describe
 from appliance.state_dir import make_private_dir, make_private_file, tighten_if_exists
 
 
@@ -18,7 +20,7 @@ class Base(DeclarativeBase):
 
 def open_database(url: str) -> Engine:
     """An engine on ``url`` with the schema migrated to the newest revision; SQLite gets WAL so the CLI and the
-    gateway can share it."""
+    gateway can share it. A DB that cannot be used raises DatabaseProblem, with the sentence to show."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         _private_sqlite_files(Path(url.removeprefix("sqlite:///")))
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {},
@@ -35,7 +37,12 @@ def open_database(url: str) -> Engine:
     from appliance.db import batches, media, responses, tables  # noqa: F401  (registers the tables on Base)
     from appliance.db.migrate import migrate
 
-    migrate(engine)
+    try:
+        migrate(engine)
+    except SQLAlchemyError as exc:
+        raise describe(engine.url, exc) from exc
+    if (problem := database_problem(engine)) is not None:
+        raise problem
     return engine
 
 

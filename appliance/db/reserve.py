@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,8 +32,9 @@ T = TypeVar("T")
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk (or the database) is full: SQLite's SQLITE_FULL, or ENOSPC."""
-    if isinstance(exc, OperationalError):
-        return "database or disk is full" in str(exc.orig) or "No space left" in str(exc.orig)
+    if isinstance(exc, OperationalError | sqlite3.OperationalError):
+        reason = str(getattr(exc, "orig", None) or exc)
+        return "database or disk is full" in reason or "No space left" in reason
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 

@@ -25,7 +25,7 @@ from appliance.gateway.middleware import RequestContext
 from appliance.gateway.openapi import install_openapi
 from appliance.gateway.ratelimit import RateLimiter
 from appliance.gateway.routes import accounting, admin, audio, audit, batches, chat, embed, health, images, keys, \
-    media, models, oai_batches, responses, tenants, tls, users
+    media, models, oai_batches, rerank, responses, tenants, tls, users
 from appliance.gateway.systemd import notify
 from appliance.media.sweeper import run_sweeper
 from appliance.serving.response_jobs import ResponseJobs
@@ -84,8 +84,8 @@ def create_app(settings: Settings, catalogue: Catalogue) -> FastAPI:
     app.state = runtime  # type: ignore[assignment]  # what the routes reach as request.app.state
     install_error_handlers(app)
     install_openapi(app)
-    for module in (health, models, embed, images, media, audio, chat, responses, keys, users, tenants, accounting,
-                   audit, batches, oai_batches, admin, tls, console):
+    for module in (health, models, embed, rerank, images, media, audio, chat, responses, keys, users, tenants,
+                   accounting, audit, batches, oai_batches, admin, tls, console):
         app.include_router(module.router)
     return app
 

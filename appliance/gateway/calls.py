@@ -7,12 +7,14 @@ OpenAI object on ``/oai/v1``; a ``Stream`` goes out as it comes, either way.
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from appliance.gateway.errors import ok_raw
+from appliance.gateway.errors import ok_raw, stream_error_body
 from appliance.gateway.routing import surface_of
 from appliance.serving.context import Call, Surface
 from appliance.serving.streaming import Stream
@@ -30,8 +32,12 @@ def call_of(request: Request, caller: Caller) -> Call:
     """The call of ``caller`` this request is: its record is the request's own state."""
     scope = request.scope
     ip, agent = client_of(scope)
-    return Call(request.app.state, caller, surface_of(scope), lambda: str(request.base_url),
-                scope.setdefault("state", {}), client_ip=ip, user_agent=agent)
+    surface = surface_of(scope)
+    return Call(request.app.state, caller, surface, lambda: str(request.base_url), scope.setdefault("state", {}),
+                client_ip=ip, user_agent=agent, stream_error=STREAM_ERRORS[surface])
+
+
+STREAM_ERRORS = {surface: functools.partial(stream_error_body, surface=surface) for surface in Surface}
 
 
 def respond(call: Call, request: Request, result: bytes | Stream) -> Response:

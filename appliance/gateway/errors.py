@@ -1,40 +1,61 @@
 """The envelope and the error shapes: the one place that decides what every answer looks like on the wire.
 
 ``/v1/*`` answers ``{"status", "data" | "error", "meta"}``; the OpenAI surface
-(``/oai/v1/*``) answers in OpenAI's own shape (``{"error": {...}}``), so the
-official SDK understands it. Which surface a request is on is the route's to
-say (``routing.py``); what went wrong is the service's (``serving/errors.py``).
+(``/oai/v1/*``) answers in OpenAI's own shape (``{"error": {...}}``) with
+OpenAI's statuses and its ``type``/``code`` pairs, so the SDKs and the
+libraries on them (LangChain, LlamaIndex, litellm) raise what they raise
+against OpenAI. Which surface a request is on is the route's to say
+(``routing.py``); what went wrong is the service's (``serving/errors.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from appliance.db.health import describe
 from appliance.db.reserve import is_disk_full
-from appliance.gateway.routing import surface_of
+from appliance.gateway.routing import openai_twin, surface_of
 from appliance.serving.context import Surface
-from appliance.serving.errors import NOT_RETRYABLE, ApiError, ErrorCode, from_errors
+from appliance.serving.errors import HTTP_STATUS, NOT_RETRYABLE, ApiError, ErrorCode, from_errors
 
 log = logging.getLogger("appliance.gateway")
 
-# OpenAI's error "type" for each HTTP status, for the OpenAI surface.
-OPENAI_TYPE: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
+# OpenAI's (type, code) for each of the contract's codes, as api.openai.com answers them: a wrong key is
+# ("invalid_request_error", "invalid_api_key"), a missing one has no code, an unknown model is "model_not_found",
+# a rate limit ("requests", "rate_limit_exceeded"), a spent quota ("insufficient_quota", "insufficient_quota"), a
+# refusal 403 "request_forbidden", a failure ("server_error", None), an overloaded service
+# ("service_unavailable_error", "server_is_overloaded").
+OPENAI_ERRORS: dict[ErrorCode, tuple[str, str | None]] = {
+    ErrorCode.VALIDATION_ERROR: ("invalid_request_error", None),
+    ErrorCode.AUTH_TOKEN_MISSING: ("invalid_request_error", None),
+    ErrorCode.AUTH_TOKEN_INVALID: ("invalid_request_error", "invalid_api_key"),
+    ErrorCode.AUTHZ_PERMISSION_DENIED: ("request_forbidden", None),
+    ErrorCode.MODEL_ACCESS_DENIED: ("request_forbidden", None),
+    ErrorCode.MODEL_NOT_FOUND: ("invalid_request_error", "model_not_found"),
+    ErrorCode.NOT_FOUND: ("invalid_request_error", None),
+    ErrorCode.METHOD_NOT_ALLOWED: ("invalid_request_error", None),
+    ErrorCode.PAYLOAD_TOO_LARGE: ("invalid_request_error", None),
+    ErrorCode.RATE_LIMITED: ("requests", "rate_limit_exceeded"),
+    ErrorCode.BACKEND_RATE_LIMITED: ("requests", "rate_limit_exceeded"),
+    ErrorCode.BUDGET_EXCEEDED: ("insufficient_quota", "insufficient_quota"),
+    ErrorCode.QUOTA_EXCEEDED: ("insufficient_quota", "insufficient_quota"),
+    ErrorCode.MODEL_UNAVAILABLE: ("service_unavailable_error", "server_is_overloaded"),
+    ErrorCode.INTERNAL_ERROR: ("server_error", None),
+    ErrorCode.BACKEND_ERROR: ("server_error", None),
+    ErrorCode.BACKEND_TIMEOUT: ("server_error", None),
 }
+# OpenAI answers a bad request 400 where the ScaiGrid contract says 422.
+OPENAI_STATUS: dict[ErrorCode, int] = {**HTTP_STATUS, ErrorCode.VALIDATION_ERROR: 400}
 
 
 def request_id_of(request: Request) -> str:
@@ -60,9 +81,27 @@ def ok_raw(data_json: bytes, request: Request, status_code: int = 200) -> Respon
 
 
 def openai_error_body(exc: ApiError) -> dict[str, Any]:
+    """``{"error": {message, type, param, code}}`` as OpenAI's API writes it."""
     param = exc.details[0]["field"] if exc.details else None
-    return {"error": {"message": exc.message, "type": OPENAI_TYPE.get(exc.status_code, "api_error"),
-                      "param": param, "code": exc.code.value.lower()}}
+    kind, code = OPENAI_ERRORS[exc.code]
+    message = exc.message
+    if exc.reason is not None:
+        code = exc.reason.value
+        # The openai SDK (3.x) puts only the message in str(error), which is where LangChain looks for the code
+        # to raise its ContextOverflowError (and trim the history).
+        message = f"{message} ({code})"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def stream_error_body(exc: ApiError, surface: Surface) -> dict[str, Any]:
+    """The data of the ``event: error`` frame that ends a stream that failed after it began."""
+    if surface is Surface.OPENAI:  # what the openai SDKs raise as an APIError
+        return openai_error_body(exc)
+    return {"code": exc.code.value, "message": exc.message}
+
+
+def error_status(exc: ApiError, surface: Surface) -> int:
+    return OPENAI_STATUS[exc.code] if surface is Surface.OPENAI else exc.status_code
 
 
 def error_response(exc: ApiError, surface: Surface, request_id: str) -> JSONResponse:
@@ -75,7 +114,7 @@ def error_response(exc: ApiError, surface: Surface, request_id: str) -> JSONResp
         body = openai_error_body(exc)
     else:
         body = {"status": "error", "error": exc.to_dict(), "meta": {"request_id": request_id}}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return JSONResponse(body, status_code=error_status(exc, surface), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,6 +135,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
+            twin = openai_twin(app, request.scope)
+            if twin is not None:  # an OpenAI client given base_url …/v1: an answer it can parse, and the way
+                err = ApiError(ErrorCode.NOT_FOUND, f"No route {request.method} {request.url.path}: this appliance "
+                               f"serves the OpenAI API under /oai/v1 (here {request.method} {twin}); set the "
+                               "client's base_url to http://HOST:PORT/oai/v1.")
+                request.state.error_code = err.code.value
+                return error_response(err, Surface.OPENAI, request_id_of(request))
             err = ApiError(ErrorCode.NOT_FOUND, f"No route {request.method} {request.url.path}.")
         elif exc.status_code == 405:
             err = ApiError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}.",
@@ -109,6 +155,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return answer(request, err)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, SQLAlchemyError | sqlite3.DatabaseError) and not is_disk_full(exc):  # damaged or away
+            problem = describe(request.app.state.keys.engine.url, exc)
+            log.error("%s %s failed: %s", request.method, request.url.path, problem.message)
+            return answer(request, ApiError(ErrorCode.MODEL_UNAVAILABLE, f"The appliance cannot use its state "
+                                            f"database now: {problem.message}.", retry_after=None if problem.lasting
+                                            else 30))
         if is_disk_full(exc):  # not a bug: the operator's to fix, and the client's to hear of
             log.error("%s %s failed: the state directory's disk is full", request.method, request.url.path)
             return answer(request, ApiError(ErrorCode.QUOTA_EXCEEDED, "The appliance's disk is full, so it cannot "

@@ -25,6 +25,7 @@ from appliance.config import Settings
 from appliance.gateway.errors import error_response
 from appliance.gateway.middleware import new_request_id
 from appliance.gateway.routing import surface_for_path
+from appliance.serving.context import Surface
 from appliance.serving.errors import ApiError, ErrorCode
 
 MAX_URL_BYTES = 16 * 1024  # path and query; browsers and proxies stop well below this
@@ -38,19 +39,19 @@ class _Refused(Exception):
     """Raised from a parser callback: the parser stops and reports it as its own error."""
 
 
-def refusal(code: ErrorCode, message: str, path: str, retry_after: int | None = None) -> bytes:
+def refusal(code: ErrorCode, message: str, surface: Surface, retry_after: int | None = None) -> bytes:
     """A whole HTTP/1.1 response, enveloped like every other error, that closes the connection."""
     request_id = new_request_id()
-    response = error_response(ApiError(code, message, retry_after=retry_after), surface_for_path(path), request_id)
+    response = error_response(ApiError(code, message, retry_after=retry_after), surface, request_id)
     head = [f"HTTP/1.1 {response.status_code} {_REASONS[response.status_code]}",
             "content-type: application/json", f"content-length: {len(response.body)}",
-            f"x-scaigrid-request-id: {request_id}", "connection: close"]
+            f"x-scaigrid-request-id: {request_id}", f"x-request-id: {request_id}", "connection: close"]
     if retry_after is not None:
         head.append(f"retry-after: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + bytes(response.body)
 
 
-_REASONS = {413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests"}
+_REASONS = {400: "Bad Request", 413: "Content Too Large", 422: "Unprocessable Content", 429: "Too Many Requests"}
 _HEAD_TOO_LARGE = (ErrorCode.PAYLOAD_TOO_LARGE,
                    f"The request line and headers are larger than the limit of {MAX_HEAD_BYTES} bytes.")
 
@@ -89,7 +90,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                         self._clients[address])
             transport.write(refusal(ErrorCode.RATE_LIMITED, f"This client already has "
                                     f"{self.max_connections_per_client} connections open to the appliance; close "
-                                    "some or reuse them.", "/", retry_after=TOO_MANY_RETRY_S))
+                                    "some or reuse them.", self.surface_for("/"), retry_after=TOO_MANY_RETRY_S))
             transport.close()
             return
         self._address = address
@@ -168,5 +169,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             ErrorCode.VALIDATION_ERROR, "The request is not valid HTTP/1.1 (a malformed request line or header); "
                                         "it was not processed.")
         path = self.url.decode("latin-1").split("?", 1)[0] if self.url else "/"
-        self.transport.write(refusal(code, message, path))
+        self.transport.write(refusal(code, message, self.surface_for(path)))
         self.transport.close()
+
+    def surface_for(self, path: str) -> Surface:
+        return surface_for_path(path)

@@ -36,7 +36,8 @@ class PayloadTooLarge(ApiError):
 
 
 class RequestContext:
-    """Gives each request its id and stamps the ScaiGrid headers on every answer."""
+    """Gives each request its id and stamps it (``X-Scaigrid-Request-Id``, ``x-request-id``) and the ScaiGrid headers
+    on every answer."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -51,6 +52,7 @@ class RequestContext:
         request_id = given if given and _CLIENT_ID.match(given) else new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        request_id_bytes = request_id.encode()
         status_holder = [500]
         response_started = False
         runtime = getattr(self.app, "state", None)
@@ -64,7 +66,8 @@ class RequestContext:
                 await record_outcome(runtime, scope, state, message["status"])  # before the client sees the answer
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-scaigrid-request-id", request_id.encode()))
+                # The same id under OpenAI's name: the SDKs read it (``response._request_id``) on either surface.
+                headers += [(b"x-scaigrid-request-id", request_id_bytes), (b"x-request-id", request_id_bytes)]
                 for key, header in (("model", b"x-scaigrid-model"), ("backend", b"x-scaigrid-backend")):
                     if state.get(key):
                         headers.append((header, str(state[key]).encode()))

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from appliance.gateway.errors import OPENAI_STATUS
 from appliance.serving.errors import HTTP_STATUS, ErrorCode
 
 T = TypeVar("T")
@@ -63,7 +64,7 @@ class OpenAIErrorInfo(BaseModel):
 
 
 class OpenAIError(BaseModel):
-    """Every error of ``/oai/v1``, in OpenAI's shape (``code`` is the contract's code in lower case)."""
+    """Every error of ``/oai/v1``, in OpenAI's shape: its statuses and type/code pairs (docs/clients.md)."""
 
     error: OpenAIErrorInfo
 
@@ -104,8 +105,9 @@ def raw_ok(media_types: Iterable[str], description: str, text: bool = False) -> 
 def error_responses(codes: Iterable[ErrorCode], openai: bool = False) -> dict[int, dict[str, Any]]:
     """One response per HTTP status, naming the codes it carries, with the envelope (or OpenAI's error) as body."""
     by_status: dict[int, list[str]] = {}
+    statuses = OPENAI_STATUS if openai else HTTP_STATUS
     for code in dict.fromkeys(codes):
-        by_status.setdefault(HTTP_STATUS[code], []).append(code.value)
+        by_status.setdefault(statuses[code], []).append(code.value)
     responses: dict[int, dict[str, Any]] = {}
     for status, names in sorted(by_status.items()):
         response: dict[str, Any] = {"model": OpenAIError if openai else ErrorEnvelope,
@@ -162,6 +164,10 @@ def install_openapi(app: FastAPI) -> None:
                 schemas.setdefault(name, schema)
             components["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer",
                                                       "description": "an API key, sgk_…"}}
+            for path, operations in document.get("paths", {}).items():
+                if path.startswith("/oai/"):  # a bad parameter is OpenAI's 400 there, not FastAPI's own 422
+                    for operation in operations.values():
+                        operation.get("responses", {}).pop("422", None)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -29,7 +29,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.types import Scope
+from starlette.routing import Match
+from starlette.types import ASGIApp, Scope
 
 from appliance.serving.context import Surface
 
@@ -47,6 +48,16 @@ def surface_of(scope: Scope) -> Surface:
     """The surface the request's route declared; for a request no route claimed, its path's."""
     surface = scope.get("state", {}).get("surface")
     return surface if surface is not None else surface_for_path(scope["path"])
+
+
+def openai_twin(app: ASGIApp, scope: Scope) -> str | None:
+    """For a ``/v1/…`` path no route claims (``/v1/chat/completions``): its twin under ``/oai/``, if one is served."""
+    path = scope["path"]
+    if not path.startswith("/v1/"):
+        return None
+    twin = {**scope, "path": "/oai" + path}
+    routes = getattr(app, "routes", ())
+    return twin["path"] if any(route.matches(twin)[0] is not Match.NONE for route in routes) else None
 
 
 def _takes_only_the_request(dependant: Dependant) -> bool:

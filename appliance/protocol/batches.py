@@ -10,7 +10,7 @@ Window = Literal["24h", "4h", "1h"]
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                       "cancelled"]
 OpenAIEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/images/generations",
-                         "/v1/responses"]
+                         "/v1/responses", "/v1/rerank"]
 MAX_METADATA = 16
 
 
@@ -112,15 +112,16 @@ class BatchPage(BaseModel):
 class OpenAIList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Any]
-    first_id: str | None
-    last_id: str | None
+    first_id: str | None = None  # left out of an empty page of batches; files always name them ("" when empty)
+    last_id: str | None = None
     has_more: bool
 
 
 class FileUploadForm(BaseModel):
     """The form fields of POST /oai/v1/files besides ``file`` (multipart/form-data)."""
 
-    purpose: str = Field(description="'batch': the only purpose this appliance takes")
+    purpose: str = Field(description="'batch' (a batch's input), or 'vision' (an image) and 'user_data' (an image or "
+                         "a sound) for chat content parts")
 
 
 class FileObject(BaseModel):

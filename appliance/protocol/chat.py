@@ -23,7 +23,8 @@ class TextPart(BaseModel):
 
 
 class ImageUrl(BaseModel):
-    url: str = Field(min_length=1)
+    url: str = Field(min_length=1, description="a data: URL, this appliance's /v1/media/tok_… URL, "
+                     "scaigrid://file/{file_id}, or http(s) on a host of the media_url_allow setting")
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -32,7 +33,38 @@ class ImagePart(BaseModel):
     image_url: ImageUrl
 
 
-UserPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class InputAudio(BaseModel):
+    data: str = Field(min_length=1, description="the audio file, base64")
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(BaseModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileData(BaseModel):
+    file_id: str | None = Field(None, min_length=1, description="a file uploaded through /oai/v1/files")
+    file_data: str | None = Field(None, min_length=1, description="the file, base64 (or a base64 data: URL)")
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileData:
+        if (self.file_id is None) == (self.file_data is None):
+            raise ValueError("give exactly one of 'file_id' and 'file_data'")
+        return self
+
+
+class FilePart(BaseModel):
+    """OpenAI's file part; on this appliance the file is an image or a sound, taken as the model takes those."""
+
+    type: Literal["file"]
+    file: FileData
+
+
+PART_TYPES = ("text", "image_url", "input_audio", "file")
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+MediaPart = ImagePart | AudioPart | FilePart
 
 
 class SystemMessage(BaseModel):

@@ -12,5 +12,6 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "starting"]
+    status: Literal["ready", "starting", "unavailable"]  # unavailable: the state DB cannot be used
     startup_models: dict[str, str]  # slug → its worker's state
+    database: str | None = None  # what is wrong with the state DB, and how to restore it; None when it is fine

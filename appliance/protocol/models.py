@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class BackendInfo(BaseModel):
@@ -19,6 +19,8 @@ class ModelInfo(BaseModel):
     modality: str  # chat | embedding | image | audio | rerank
     aliases: list[str]
     engine: str
+    capabilities: list[str] = Field(description="what a chat model takes beyond text: vision (image parts), "
+                                    "audio_input (audio parts), tools")
     context_window: int | None
     max_output_tokens: int | None
     status: str  # active: in the catalogue and servable by this appliance; unsupported: its engine is not
@@ -41,6 +43,7 @@ class OpenAIModel(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "appliance"
+    capabilities: list[str] = Field(default_factory=list, description="as in /v1/models: vision, audio_input, tools")
 
 
 class OpenAIModelList(BaseModel):

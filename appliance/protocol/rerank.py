@@ -49,6 +49,15 @@ Document = Annotated[Annotated[str, Tag("str")] | Annotated[RerankDocument, Tag(
                      Discriminator(_document_kind)]
 
 
+def documents_list(value: Any) -> Any:
+    """``documents`` before it is read: one document, or none, is refused with a sentence that says so."""
+    if isinstance(value, (str, dict)):
+        raise ValueError("must be an array of documents (strings or objects with 'text'), not one document")
+    if isinstance(value, list) and not value:
+        raise ValueError("the list is empty; send at least one document to rank")
+    return value
+
+
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -65,11 +74,7 @@ class RerankRequest(BaseModel):
     @field_validator("documents", mode="before")
     @classmethod
     def _a_list(cls, value: Any) -> Any:
-        if isinstance(value, (str, dict)):
-            raise ValueError("must be an array of documents (strings or objects with 'text'), not one document")
-        if isinstance(value, list) and not value:
-            raise ValueError("the list is empty; send at least one document to rank")
-        return value
+        return documents_list(value)
 
     @field_validator("top_n")
     @classmethod
@@ -123,6 +128,11 @@ class CohereRerankRequest(BaseModel):
     max_tokens_per_doc: int | None = Field(None, ge=1)
     return_documents: bool = False  # not in v2's published request, but clients of v1 still send it
     priority: int | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any) -> Any:
+        return documents_list(value)
 
 
 class CohereApiVersion(BaseModel):

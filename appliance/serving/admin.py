@@ -124,7 +124,7 @@ async def load(call: Call, slug: str) -> ModelStatus:
     expect(call, event)
     pool = _local_pool(runtime, slug)
     try:
-        await runtime.supervisor.load(pool.entry.slug)
+        await runtime.supervisor.load(pool.entry.slug, by=call.key.id)
     except ModelUnavailable as exc:
         raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
     await noted(call, event)
@@ -137,6 +137,6 @@ async def unload(call: Call, slug: str) -> ModelStatus:
     event = event_for(call, "model.unload", "model", slug)
     expect(call, event)
     pool = _local_pool(runtime, slug)
-    await runtime.supervisor.unload(pool.entry.slug)
+    await runtime.supervisor.unload(pool.entry.slug, by=call.key.id)
     await noted(call, event)
     return model_status(pool, {}, runtime.admission)

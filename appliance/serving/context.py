@@ -21,6 +21,7 @@ from appliance.ids import new_id
 from appliance.tenancy.caller import Caller
 
 if TYPE_CHECKING:
+    from appliance.serving.errors import ApiError
     from appliance.serving.runtime import Runtime
 
 
@@ -43,6 +44,9 @@ class Call:
     background: bool = False  # a batch line: counted apart from live traffic
     client_ip: str | None = None
     user_agent: str | None = None
+    # The data of the frame that ends a stream failing after it began, in the surface's shape (the gateway's to
+    # say); None: ScaiGrid's {"code", "message"}.
+    stream_error: Callable[[ApiError], dict[str, Any]] | None = None
 
     @classmethod
     def for_line(cls, runtime: Runtime, caller: Caller, surface: Surface, base_url: str) -> Call:

@@ -55,6 +55,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
+class Reason(StrEnum):
+    """What went wrong, finer than the code, where a client acts on it: an over-long prompt is a VALIDATION_ERROR
+    on ``/v1`` and OpenAI's ``context_length_exceeded`` on ``/oai/v1`` (what LangChain and agents trim history on)."""
+
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
 # Codes a retry cannot help (the docs' retry guidance).
 NOT_RETRYABLE = frozenset({
     ErrorCode.AUTH_TOKEN_MISSING, ErrorCode.AUTH_TOKEN_INVALID, ErrorCode.AUTHZ_PERMISSION_DENIED,
@@ -73,6 +80,7 @@ class ApiError(Exception):
         details: list[dict[str, str]] | None = None,
         retry_after: int | None = None,
         headers: dict[str, str] | None = None,
+        reason: Reason | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -80,6 +88,7 @@ class ApiError(Exception):
         self.details = details
         self.retry_after = retry_after
         self.headers = headers or {}
+        self.reason = reason
 
     @property
     def status_code(self) -> int:
@@ -97,6 +106,26 @@ class ApiError(Exception):
 def validation_error(field: str, message: str) -> ApiError:
     """A VALIDATION_ERROR about one field, the message a sentence for a person."""
     return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+def context_length_exceeded(field: str, limit: int | None, prompt: int | None, completion: int | None = None,
+                            at_least: bool = False) -> ApiError:
+    """A prompt (or an input) longer than the model's context window: a VALIDATION_ERROR naming the field, in
+    OpenAI's words (clients match on them), with the model's limit and the prompt's length where known."""
+    what = "input" if field.startswith("input") else field
+    limit_text = f"{limit} tokens" if limit else "its context window"
+    if prompt is not None and completion:
+        length = (f"However, you requested {prompt + completion} tokens ({prompt} in the {what}, {completion} in the "
+                  f"completion). Please reduce the length of the {what} or completion.")
+    elif prompt is not None:
+        length = (f"However, your {what} resulted in {'at least ' if at_least else ''}{prompt} tokens. "
+                  f"Please reduce the length of the {what}.")
+    else:
+        verb = "are" if what == "messages" else "is"
+        length = f"However, your {what} {verb} longer than that. Please reduce the length of the {what}."
+    message = f"This model's maximum context length is {limit_text}. {length}"
+    return ApiError(ErrorCode.VALIDATION_ERROR, f"{field}: {message}", details=[{"field": field, "message": message}],
+                    reason=Reason.CONTEXT_LENGTH_EXCEEDED)
 
 
 def errors_to_details(errors: list[dict[str, Any]], tags: Collection[str] = ()) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from appliance.engines.registry import engine_spec
 from appliance.media.store import MediaFull, MediaStore, StoredMedia
 from appliance.protocol.images import DEFAULT_SIZES, ImageData, ImageGenerationRequest, ImageGenerationResponse, \
     WorkerImagesResponse, allowed_sizes
-from appliance.serving.context import Call
+from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode, validation_error
 from appliance.serving.media import media_base_url
 from appliance.serving.metering import reserve
@@ -70,8 +70,9 @@ def store_answer(answer: WorkerImagesResponse, store: MediaStore, slug: str) -> 
     return store.put_all(pngs, "image/png")
 
 
-def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> bytes:
-    """The backend's answer, with each image stored (or registered) and named by its media URL (runs in a thread)."""
+def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str, with_nulls: bool = False) -> bytes:
+    """The backend's answer, with each image stored (or registered) and named by its media URL (runs in a thread);
+    ``with_nulls``: ``"b64_json": null`` beside each URL, as ScaiGrid's answers show it."""
     try:
         answer = WorkerImagesResponse.model_validate_json(worker_json)
     except ValueError:
@@ -91,7 +92,8 @@ def to_urls(worker_json: bytes, store: MediaStore, base_url: str, slug: str) -> 
         raise ApiError(ErrorCode.BACKEND_ERROR, f"The image was generated but the appliance could not store it "
                                                 f"({reason}); ask for response_format b64_json, or retry later.",
                        ) from None
-    return ImageGenerationResponse(created=answer.created, data=items).model_dump_json().encode()
+    return ImageGenerationResponse(created=answer.created, data=items).model_dump_json(
+        exclude_none=not with_nulls).encode()
 
 
 async def generate_images(call: Call, body: ImageGenerationRequest) -> bytes:
@@ -105,7 +107,9 @@ async def generate_images(call: Call, body: ImageGenerationRequest) -> bytes:
     answer = await post_json(call, entry, "/images/generations",
                              payload.model_dump_json(exclude_none=True).encode())
     meter.units.images, meter.units.image_size, meter.units.known = body.n, size, True
+    scaigrid = call.surface is Surface.SCAIGRID
     if body.response_format == "b64_json":
-        return answer
+        # OpenAI leaves the unused field out (the worker's shape); ScaiGrid's answers show it null.
+        return answer.replace(b'{"b64_json":', b'{"url":null,"b64_json":') if scaigrid else answer
     # Off the event loop: a DB commit and fsyncs (and, for a remote backend, decoding megabytes of base64).
-    return await asyncio.to_thread(to_urls, answer, call.runtime.media, media_base_url(call), entry.slug)
+    return await asyncio.to_thread(to_urls, answer, call.runtime.media, media_base_url(call), entry.slug, scaigrid)

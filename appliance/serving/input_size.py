@@ -18,7 +18,7 @@ A model without a known window takes at most ``DEFAULT_MAX_BYTES`` per text.
 from __future__ import annotations
 
 from appliance.catalogue import ModelEntry
-from appliance.serving.errors import ApiError, validation_error
+from appliance.serving.errors import ApiError, Reason, validation_error
 
 BYTES_PER_TOKEN = 32
 MIN_TEXT_BYTES = 256 * 1024
@@ -56,5 +56,8 @@ def check_total(entry: ModelEntry, size: int, field: str) -> None:
 
 def too_long(entry: ModelEntry, field: str, limit: int) -> ApiError:
     window = f"a window of {entry.context_window} tokens" if entry.context_window else "no known window"
-    return validation_error(field, f"longer than model '{entry.slug}' takes ({window}: at most {limit} bytes of "
-                                   "text); shorten or split it")
+    error = validation_error(field, f"longer than model '{entry.slug}' takes ({window}: at most {limit} bytes of "
+                                    "text); shorten or split it")
+    if entry.context_window:  # text this long cannot fit the window: OpenAI's code, which clients trim history on
+        error.reason = Reason.CONTEXT_LENGTH_EXCEEDED
+    return error

@@ -5,14 +5,14 @@ from __future__ import annotations
 from appliance.backends.pool import Backend
 from appliance.catalogue import ModelEntry
 from appliance.protocol.models import BackendInfo, ModelInfo
-from appliance.serving.context import Call
+from appliance.serving.context import Call, Surface
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
 from appliance.supervisor.supervisor import ModelPool
 from appliance.tenancy.caller import Caller
 
 MODALITY_NAMES = {"chat": "a chat", "embedding": "an embedding", "image": "an image",
-                  "transcription": "a transcription", "speech": "a speech"}
+                  "transcription": "a transcription", "speech": "a speech", "rerank": "a rerank"}
 
 HEALTH = {
     WorkerState.READY: "healthy",
@@ -36,13 +36,6 @@ def may_use(caller: Caller, entry: ModelEntry) -> bool:
     return in_tenant(caller, entry) and (caller.key.models is None or bool(set(entry.names) & set(caller.key.models)))
 
 
-def check_model_access(caller: Caller, entry: ModelEntry, name: str) -> None:
-    if not in_tenant(caller, entry):  # another tenant's model does not exist for this one
-        raise model_not_found(name)
-    if not may_use(caller, entry):
-        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
-
-
 def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
     return ApiError(ErrorCode.MODEL_NOT_FOUND, f"No model '{name}' on this appliance; {listing} lists them.")
 
@@ -50,14 +43,16 @@ def model_not_found(name: str, listing: str = "GET /v1/models") -> ApiError:
 def resolve_model(call: Call, name: str, modality: str) -> ModelEntry:
     """The catalogue entry the client asked for, checked against the service's modality and the key."""
     entry = call.runtime.catalogue.get(name)
-    if entry is None or not in_tenant(call.caller, entry):
-        raise model_not_found(name)
+    listing = "GET /models" if call.surface is Surface.OPENAI else "GET /v1/models"
+    if entry is None or not in_tenant(call.caller, entry):  # another tenant's model does not exist for this one
+        raise model_not_found(name, listing)
     if entry.modality != modality:
         raise ApiError(ErrorCode.VALIDATION_ERROR,
                        f"model: '{name}' is {MODALITY_NAMES[entry.modality]} model; this endpoint needs "
                        f"{MODALITY_NAMES[modality]} model.",
                        details=[{"field": "model", "message": f"'{name}' is {MODALITY_NAMES[entry.modality]} model"}])
-    check_model_access(call.caller, entry, name)
+    if not may_use(call.caller, entry):
+        raise ApiError(ErrorCode.MODEL_ACCESS_DENIED, f"This API key may not use the model '{entry.slug}'.")
     call.served_by(model=entry.slug)
     return entry
 
@@ -73,7 +68,8 @@ def model_info(entry: ModelEntry, pool: ModelPool) -> ModelInfo:
                 for b in pool.backends]
     return ModelInfo(
         slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
-        aliases=list(entry.aliases), engine=entry.engine, context_window=entry.context_window,
+        aliases=list(entry.aliases), engine=entry.engine, capabilities=list(entry.capabilities),
+        context_window=entry.context_window,
         max_output_tokens=entry.max_output_tokens, status="active",
         health_status=min((b.health_status for b in backends), key=HEALTH_ORDER.index, default="unhealthy"),
         active_backend_count=pool.active_count, total_backend_count=pool.total_count, backends=backends,

@@ -22,7 +22,7 @@ from appliance.backends.transport import TransportError, Unreachable
 from appliance.catalogue import ModelEntry
 from appliance.serving.admission import admitted
 from appliance.serving.context import Call
-from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ErrorCode, Reason
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
 
 T = TypeVar("T")
@@ -162,12 +162,13 @@ def not_json(backend: Backend) -> ApiError:
 
 def backend_error(backend: Backend, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> ApiError:
     """Map an OpenAI-style error answer of a backend onto the contract's codes."""
-    message, param = openai_error_fields(body)
+    message, param, code = openai_error_fields(body)
     who = describe(backend)
     if status in (400, 422):
         field = param or "body"
+        reason = Reason.CONTEXT_LENGTH_EXCEEDED if code == Reason.CONTEXT_LENGTH_EXCEEDED.value else None
         return ApiError(ErrorCode.VALIDATION_ERROR, message or f"{who} rejected the request.",
-                        details=[{"field": field, "message": message or "rejected by the model"}])
+                        details=[{"field": field, "message": message or "rejected by the model"}], reason=reason)
     if status in (401, 403):  # our credentials at a remote, never the client's
         return ApiError(ErrorCode.BACKEND_ERROR, f"{who} refused the appliance's credentials (HTTP {status}); "
                                                  "the operator must check the model's api_key_env.")
@@ -183,17 +184,19 @@ def backend_error(backend: Backend, status: int, body: bytes, headers: Mapping[s
     return ApiError(ErrorCode.BACKEND_ERROR, f"{who} failed (HTTP {status}){detail}.")
 
 
-def openai_error_fields(body: bytes) -> tuple[str | None, str | None]:
+def openai_error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """The message, param and (a string) code of an OpenAI-style error body."""
     try:
         data: Any = json.loads(body)
     except ValueError:
-        return None, None
+        return None, None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        return error.get("message"), error.get("param")
+        code = error.get("code")
+        return error.get("message"), error.get("param"), code if isinstance(code, str) else None
     if isinstance(data, dict) and isinstance(data.get("detail"), str):
-        return data["detail"], None
-    return None, None
+        return data["detail"], None, None
+    return None, None, None
 
 
 @dataclass

@@ -27,15 +27,11 @@ VLLM_EXTRAS = tuple((name, name) for name in ("seed", "top_k", "min_p", "repetit
 
 
 class InvalidRequest(ApiError):
-    """A request the Responses API refuses: OpenAI answers these with 400 (``invalid_request_error``)."""
+    """A request the Responses API refuses (on /oai/v1, OpenAI's 400 ``invalid_request_error``)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(ErrorCode.VALIDATION_ERROR, f"{field}: {message}",
                          details=[{"field": field, "message": message}])
-
-    @property
-    def status_code(self) -> int:
-        return 400
 
 
 def item_id(kind: str) -> str:

@@ -32,7 +32,7 @@ from appliance.protocol.responses import (FormatJsonSchema, FunctionChoice, Func
 from appliance.serving.body import line_adapter, strip_line
 from appliance.serving.chat import CHAT, complete
 from appliance.serving.context import Call
-from appliance.serving.errors import ApiError, ErrorCode, errors_to_details
+from appliance.serving.errors import ApiError, ErrorCode, Reason, errors_to_details
 from appliance.serving.metering import meter_of
 from appliance.serving.models import resolve_model
 from appliance.serving.response_chat import (InvalidRequest, Item, chat_messages, chat_request, check_calls,
@@ -231,7 +231,7 @@ def _chat_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _over_the_window(error: ApiError) -> bool:
-    return bool(error.details) and error.details[0]["field"] == "messages" and "context window" in error.message
+    return error.reason is Reason.CONTEXT_LENGTH_EXCEEDED
 
 
 def _renamed(error: ApiError) -> InvalidRequest:
@@ -241,7 +241,11 @@ def _renamed(error: ApiError) -> InvalidRequest:
     if field.startswith("tools[") and ".function." in field:
         field = field.replace(".function.", ".")
     message = error.details[0]["message"] if error.details else error.message
-    return InvalidRequest(field, message)
+    if given == "messages" and field != given:  # the chat's words ("your messages …") in the request's own
+        message = message.replace("messages", field)
+    renamed = InvalidRequest(field, message)
+    renamed.reason = error.reason  # context_length_exceeded stays what it is
+    return renamed
 
 
 async def release_reservation(call: Call) -> None:

@@ -33,7 +33,8 @@ def usage_tap(call: Call, client_wants_usage: bool) -> Tap:
 
     def frame_out(frame: bytes) -> bytes | None:
         if frame.startswith(b"event: error"):
-            call.error_code = _error_code(frame.split(b"data: ", 1)[-1])
+            if call.error_code is None:  # the relay notes the code of the frames it writes itself
+                call.error_code = _error_code(frame.split(b"data: ", 1)[-1])
             return frame
         if not frame.startswith(b"data: {") or b'"usage"' not in frame:
             return frame

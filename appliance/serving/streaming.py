@@ -18,7 +18,7 @@ import anyio
 from appliance.backends.pool import Backend
 from appliance.backends.transport import TransportError
 from appliance.catalogue import ModelEntry
-from appliance.serving.context import Call, Surface
+from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode
 from appliance.serving.relay import Payload, Upstream, broken, describe, open_upstream, openai_error_fields
 
@@ -38,13 +38,11 @@ class Stream:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def error_frame(error: ApiError, openai_shape: bool) -> bytes:
-    """The frame that reports a failure after the stream began."""
-    if openai_shape:  # the shape the openai SDK raises as an APIError
-        data: dict[str, Any] = {"error": {"message": error.message, "type": "api_error", "param": None,
-                                          "code": error.code.value.lower()}}
-    else:
-        data = {"code": error.code.value, "message": error.message}
+def error_frame(error: ApiError, call: Call) -> bytes:
+    """The frame that reports a failure after the stream began, in the call's surface's shape; the call's error."""
+    call.error_code = error.code.value
+    data: dict[str, Any] = call.stream_error(error) if call.stream_error is not None else \
+        {"code": error.code.value, "message": error.message}
     return b"event: error\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
@@ -59,7 +57,7 @@ async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: Payload,
     in flight until the stream ends.
     """
     upstream = await open_upstream(call, entry, path, payload, on_error)
-    frames = _frames(upstream, openai_shape=call.surface is Surface.OPENAI)
+    frames = _frames(upstream, call)
     if tap is not None:
         frames = tap(frames)
     return Stream(frames, "text/event-stream", SSE_HEADERS)
@@ -80,7 +78,7 @@ def renamer(entry: ModelEntry) -> Callable[[bytes], bytes] | None:
     return rename
 
 
-async def _frames(upstream: Upstream, openai_shape: bool) -> AsyncIterator[bytes]:
+async def _frames(upstream: Upstream, call: Call) -> AsyncIterator[bytes]:
     backend = upstream.backend
     rename = renamer(backend.entry)
     pending = b""
@@ -96,15 +94,15 @@ async def _frames(upstream: Upstream, openai_shape: bool) -> AsyncIterator[bytes
                 failed = _engine_error(backend, frames)
                 if failed is not None:
                     kept, error = failed
-                    yield kept + error_frame(error, openai_shape) + DONE
+                    yield kept + error_frame(error, call) + DONE
                     return
             yield rename(frames) if rename else frames
             if frames.endswith(DONE):
                 return
         error = ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} ended the stream before it was complete.")
-        yield error_frame(error, openai_shape) + DONE
+        yield error_frame(error, call) + DONE
     except TransportError as exc:  # the engine died or hung mid-stream
-        yield error_frame(await broken(backend, exc), openai_shape) + DONE
+        yield error_frame(await broken(backend, exc), call) + DONE
     finally:
         with anyio.CancelScope(shield=True):  # even when the client's disconnect cancelled the response
             await upstream.stack.aclose()
@@ -116,7 +114,7 @@ def _engine_error(backend: Backend, frames: bytes) -> tuple[bytes, ApiError] | N
     for frame in frames.split(b"\n\n")[:-1]:
         if frame.startswith(b'data: {"error"') or frame.startswith(b"event: error"):
             body = frame.split(b"data: ", 1)[-1]
-            message, _param = openai_error_fields(body)
+            message, _param, _code = openai_error_fields(body)
             reason = f": {message}" if message else ""
             return kept, ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} failed while streaming{reason}.")
         kept += frame + b"\n\n"

@@ -23,7 +23,10 @@ from appliance.engines.registry import engine_spec
 from appliance.metrics import WORKER_RESTARTS, WORKER_STATE
 from appliance.supervisor.engine_logs import engine_log
 from appliance.supervisor.launch import worker_command, worker_environment
+from appliance.supervisor.lifeline import lifeline_fd
 from appliance.supervisor.priority import lower_priority
+from appliance.state_dir import prepare_socket_dir
+from appliance.supervisor.stale_engines import OWNER_ENV
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -98,9 +101,10 @@ class LocalBackend:
     """
 
     def __init__(self, entry: ModelEntry, socket_dir: Path, start_timeout_s: float, backend_timeout_s: float,
-                 replica: int = 0, media_dir: Path | None = None) -> None:
+                 replica: int = 0, media_dir: Path | None = None, owner: str | None = None) -> None:
         self.entry = entry
         self.media_dir = media_dir
+        self.owner = owner  # OWNER_ENV of its processes: a later start finds them if they outlive this gateway
         # Replica 1 keeps the socket name a model had before replicas existed.
         name = entry.slug if replica == 0 else f"{entry.slug}#{replica + 1}"
         self.socket_path = socket_dir / socket_file(name)
@@ -121,7 +125,7 @@ class LocalBackend:
         self.last_used = time.monotonic()
         self.retry_at = 0.0
         # Refined by each start; feeds retry_after.
-        self.expected_start_s = engine_spec(entry.engine).start_hint_s
+        self.expected_start_s = engine_spec(entry.engine, entry.modality).start_hint_s
         self._started_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._engine_group: int | None = None  # the engine's process group (its guard's child leads it)
@@ -237,7 +241,7 @@ class LocalBackend:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _lower_busy_pollers(self) -> None:
-        spec = engine_spec(self.entry.engine)
+        spec = engine_spec(self.entry.engine, self.entry.modality)  # a reranker has its own options
         if not spec.busy_pollers or self._engine_group is None:
             return
         nice = getattr(spec.options.model_validate(self.entry.engine_options), "busy_poll_nice", 0)
@@ -260,14 +264,18 @@ class LocalBackend:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # Only the appliance's user may reach a worker: its socket skips the gateway's auth.
-        self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.socket_path.parent.chmod(0o700)
+        prepare_socket_dir(self.socket_path.parent)
         self.socket_path.unlink(missing_ok=True)
         command = worker_command(self.entry, self.socket_path)
+        env = worker_environment(self.entry, self.media_dir)
+        if self.owner is not None:
+            env[OWNER_ENV] = self.owner
         self._started_at = time.monotonic()
+        lifeline = lifeline_fd()
+        # The guard leads a session of its own: killing the gateway's process group does not take it along.
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "appliance.supervisor.reaper", str(os.getpid()), "--", *command,
-            env=worker_environment(self.entry, self.media_dir), stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "appliance.supervisor.reaper", str(lifeline), "--", *command,
+            env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, pass_fds=(lifeline,),
             stdout=engine_log(self.entry.slug), stderr=asyncio.subprocess.STDOUT,  # STATE/logs/<model>.log
         )
         log.info("%s: started worker (guard pid %s)", self.entry.slug, self.process.pid)
@@ -296,7 +304,7 @@ class LocalBackend:
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         """Return when the process exits, stops answering health checks, or holds requests without progress."""
         failures = 0
-        spec = engine_spec(self.entry.engine)
+        spec = engine_spec(self.entry.engine, self.entry.modality)  # a reranker has its own options
         progress = _Progress(spec.progress_counters,
                              getattr(spec.options.model_validate(self.entry.engine_options), "stall_timeout_s", 0.0))
         while True:

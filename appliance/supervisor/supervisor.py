@@ -19,6 +19,7 @@ from appliance.catalogue import Catalogue, ModelEntry
 from appliance.config import Settings
 from appliance.engines.registry import engine_spec
 from appliance.supervisor.local_backend import LocalBackend, WorkerState
+from appliance.supervisor.stale_engines import owner_mark, stop_stale_engines
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -77,6 +78,7 @@ class Supervisor:
     def __init__(self, catalogue: Catalogue, settings: Settings) -> None:
         self.catalogue = catalogue
         self.settings = settings
+        self._owner = owner_mark(settings.state_dir)
         self.pools: dict[str, ModelPool] = {entry.slug: self._pool(entry) for entry in catalogue}
         self._draining: dict[ModelPool, asyncio.Task[None]] = {}  # pools of a previous catalogue, finishing
         self._idle_task: asyncio.Task[None] | None = None
@@ -85,7 +87,7 @@ class Supervisor:
         timeout = entry.timeout_s or self.settings.backend_timeout_s
         if engine_spec(entry.engine).local:
             return ModelPool(entry, [LocalBackend(entry, self.settings.socket_dir, self.settings.worker_start_timeout_s,
-                                            timeout, replica, self.settings.media_dir)
+                                                  timeout, replica, self.settings.media_dir, self._owner)
                                      for replica in range(entry.replicas)])
         bearer = os.environ.get(entry.api_key_env) if entry.api_key_env else None
         return ModelPool(entry, [RemoteBackend(entry, url, bearer, timeout, self.settings.remote_probe_interval_s)
@@ -95,7 +97,11 @@ class Supervisor:
         return self.pools[entry.slug]
 
     async def start(self) -> None:
-        """Start the startup models (without waiting for them), the remote probes and the idle-unload loop."""
+        """Stop engines a previous gateway of this state dir left behind, then start the startup models (without
+        waiting for them), the remote probes and the idle-unload loop."""
+        if stale := await asyncio.to_thread(stop_stale_engines, self.settings.state_dir):
+            log.warning("stopped %d engine process(es) that a previous gateway of %s left running (pids %s)",
+                        len(stale), self.settings.state_dir, ", ".join(map(str, stale)))
         await self._start_pools(list(self.pools.values()))
         self._idle_task = asyncio.get_running_loop().create_task(self._unload_idle())
 
@@ -184,20 +190,27 @@ class Supervisor:
                 return backend
         raise ModelUnavailable(self._unavailable_message(pool), pool.retry_after_s())
 
-    async def load(self, slug: str) -> ModelPool:
-        """Start a local model's workers now (the console's Load button), within the GPU-memory ledger."""
+    async def load(self, slug: str, by: str | None = None) -> ModelPool:
+        """Start a local model's workers now (the console's Load button), within the GPU-memory ledger.
+
+        ``by``: who asked (a key id), for the log line."""
         pool = self.pools[slug]
         if pool.local and not all(worker.running for worker in pool.workers):
             await self._reserve_memory(pool)
+            log.info("%s: loading, as %s asked", slug, by or "an admin")
             pool.last_used = time.monotonic()  # not idle-unloaded the moment it is up
             pool.start()
         return pool
 
-    async def unload(self, slug: str) -> ModelPool:
-        """Stop a local model's workers, giving their memory back; the next request loads it again."""
+    async def unload(self, slug: str, by: str | None = None) -> ModelPool:
+        """Stop a local model's workers, giving their memory back; the next request loads it again.
+
+        ``by``: who asked (a key id), for the log line: requests in flight on the workers fail."""
         pool = self.pools[slug]
         if pool.local:
+            log.info("%s: unloading, as %s asked (%d request(s) in flight)", slug, by or "an admin", pool.in_flight)
             await pool.stop()
+            log.info("%s: unloaded", slug)
         return pool
 
     def memory_used_gb(self) -> float:

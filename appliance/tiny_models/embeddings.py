@@ -61,7 +61,9 @@ def catalogue(path: Path) -> list[dict[str, Any]]:
     return [{
         "slug": "openai/text-embedding-3-small",
         "display_name": "Tiny embedding model (random weights, 1536 dimensions)",
-        "aliases": ["scailabs/tiny-embed"],
+        # OpenAI's bare names (LlamaIndex's OpenAIEmbedding accepts only those; LangChain's default is ada-002).
+        "aliases": ["scailabs/tiny-embed", "text-embedding-3-small", "text-embedding-3-large",
+                    "text-embedding-ada-002"],
         "modality": "embedding",
         "engine": "sentence-transformers",
         "path": str(path),

@@ -106,7 +106,7 @@ def catalogue(path: Path) -> list[dict[str, Any]]:
     return [{
         "slug": "stability/sd-xl",
         "display_name": "Tiny SDXL pipeline (random weights; images are noise)",
-        "aliases": ["openai/dall-e-3"],
+        "aliases": ["openai/dall-e-3", "dall-e-3", "dall-e-2"],  # the bare names: what OpenAI's SDK examples send
         "modality": "image",
         "engine": "diffusers",
         "path": str(path),

@@ -12,6 +12,7 @@ from pathlib import Path
 LOCAL_NAMES = ["localhost"]
 LOCAL_ADDRESSES = ["127.0.0.1", "::1"]
 _SIOCGIFADDR = 0x8915
+_SIOCGIFNETMASK = 0x891B
 
 
 def host_names() -> list[str]:
@@ -39,6 +40,27 @@ def lan_addresses() -> list[str]:
                 found.append(str(ipaddress.IPv6Address(bytes.fromhex(hex_address))))
     usable = [a for a in found if not (ipaddress.ip_address(a).is_loopback or ipaddress.ip_address(a).is_link_local)]
     return list(dict.fromkeys(usable)) + LOCAL_ADDRESSES
+
+
+def lan_networks() -> list[str]:
+    """The networks of the box's own addresses outside loopback and link-local (``192.168.10.0/24``): the LAN
+    the unit lets in by default (its IPAddressAllow=, written by scripts/install)."""
+    found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _index, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            with contextlib.suppress(OSError):
+                address = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)[20:24])
+                mask = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), _SIOCGIFNETMASK, request)[20:24])
+                found.append(ipaddress.IPv4Network(f"{address}/{mask}", strict=False))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            hex_address, _index, prefix, scope = line.split()[:4]
+            if scope == "00":  # global scope
+                address = ipaddress.IPv6Address(bytes.fromhex(hex_address))
+                found.append(ipaddress.IPv6Network(f"{address}/{int(prefix, 16)}", strict=False))
+    usable = [net for net in found if not (net.network_address.is_loopback or net.network_address.is_link_local)]
+    return list(dict.fromkeys(str(net) for net in usable))
 
 
 def split_names(names: list[str]) -> tuple[list[str], list[str]]:

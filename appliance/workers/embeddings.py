@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from appliance.catalogue import ModelEntry
-from appliance.protocol.embeddings import EmbeddingRequest
+from appliance.protocol.embeddings import TextEmbeddingRequest
 from appliance.workers.batching import Batcher
 from appliance.workers.server import HotRoutes, WorkerError, create_worker_app, worker_main
 from appliance.workers.tokens import token_counter
@@ -60,7 +60,7 @@ def build_app(entry: ModelEntry) -> Any:
 
     @app.post("/v1/embeddings")
     async def embeddings(raw: bytes) -> bytes:
-        req = EmbeddingRequest.model_validate_json(raw)
+        req = TextEmbeddingRequest.model_validate_json(raw)
         texts = req.input
         if req.dimensions is not None and req.dimensions > dimension:
             raise WorkerError(400, f"dimensions is {req.dimensions}, but this model's embeddings have "
@@ -72,8 +72,9 @@ def build_app(entry: ModelEntry) -> Any:
         for index, count in enumerate(token_counts):
             if count > max_tokens:
                 where = f"input[{index}]"
-                raise WorkerError(400, f"{where} has {count} tokens; this model takes at most {max_tokens} "
-                                       "tokens per input. Shorten or split it.", where)
+                raise WorkerError(400, f"{where}: This model's maximum context length is {max_tokens} tokens. "
+                                       f"However, your input resulted in {count} tokens. Please reduce the length "
+                                       "of the input (shorten or split it).", where, code="context_length_exceeded")
         try:
             vectors = shape_vectors(await batcher.submit(texts), req.dimensions)
         except Exception as exc:

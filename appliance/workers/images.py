@@ -190,9 +190,9 @@ def build_app(entry: ModelEntry) -> Any:
             return answer.model_dump_json(include={"created", "files"})
         encoded = await asyncio.gather(*(loop.run_in_executor(encoder, encode_png, image, compress_level)
                                          for image in images))
-        # OpenAI's shape exactly: the gateway hands it to b64_json clients as it is.
+        # OpenAI's shape exactly (no "url": null): the gateway hands it to b64_json clients as it is.
         return ImageGenerationResponse(created=created, data=[ImageData(b64_json=b64, revised_prompt=req.prompt)
-                                                              for b64 in encoded]).model_dump_json()
+                                                              for b64 in encoded]).model_dump_json(exclude_none=True)
 
     def generate(req: ImageGenerationRequest) -> list[Any]:
         width, height = req.width_height

@@ -25,28 +25,30 @@ class WorkerError(Exception):
     """A request the engine refuses; rendered as an OpenAI error object."""
 
     def __init__(self, status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error", retry_after: int | None = None) -> None:
+                 error_type: str = "invalid_request_error", code: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.param = param
         self.error_type = error_type
+        self.code = code  # OpenAI's finer code, e.g. context_length_exceeded
         self.retry_after = retry_after  # seconds, sent as Retry-After (the gateway passes it on)
 
     def response(self) -> JSONResponse:
-        return openai_error(self.status_code, self.message, self.param, self.error_type, self.retry_after)
+        return openai_error(self.status_code, self.message, self.param, self.error_type, self.code, self.retry_after)
 
 
-def openai_error(status_code: int, message: str, param: str | None = None,
-                 error_type: str = "invalid_request_error", retry_after: int | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": error_type, "param": param, "code": None}}
+def openai_error(status_code: int, message: str, param: str | None = None, error_type: str = "invalid_request_error",
+                 code: str | None = None, retry_after: int | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def error_body(status_code: int, message: str, param: str | None = None,
-               error_type: str = "invalid_request_error") -> bytes:
-    return bytes(openai_error(status_code, message, param, error_type).body)
+               error_type: str = "invalid_request_error", code: str | None = None) -> bytes:
+    return bytes(openai_error(status_code, message, param, error_type, code).body)
 
 
 def invalid_request(exc: RequestValidationError | ValidationError) -> JSONResponse:
@@ -96,7 +98,8 @@ class HotRoutes:
         try:
             answer = await handler(body)
         except WorkerError as exc:
-            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type)
+            status, answer = exc.status_code, error_body(exc.status_code, exc.message, exc.param, exc.error_type,
+                                                         exc.code)
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(exc.retry_after).encode()))
         except ValidationError as exc:

@@ -229,7 +229,8 @@ def build_app(entry: ModelEntry) -> Any:
         if prompt_len + max_tokens > engine.context_window:
             raise WorkerError(400, f"This model's maximum context length is {engine.context_window} tokens. "
                                    f"However, you requested {prompt_len + max_tokens} tokens ({prompt_len} in the "
-                                   f"{field}, {max_tokens} in the completion).", field)
+                                   f"{field}, {max_tokens} in the completion).", field,
+                              code="context_length_exceeded")
         return Sampling(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
                         top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, stop=_stop_list(req.stop))
 

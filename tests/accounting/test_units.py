@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.accounting.units import (TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_REQUEST, completion_bound,
-                                        embed_bound, read_usage, speech_seconds, text_bytes)
+from appliance.accounting.units import (TEMPLATE_TOKENS_PER_MESSAGE, TEMPLATE_TOKENS_PER_REQUEST, Units,
+                                        apply_rerank_usage, completion_bound, embed_bound, read_usage, rerank_bound,
+                                        speech_seconds, text_bytes)
 from appliance.catalogue import ModelEntry
 
 
@@ -31,6 +32,25 @@ def test_each_embedding_input_is_bounded_by_the_window() -> None:
     entry = ModelEntry(slug="e", modality="embedding", engine="sentence-transformers", path=Path("/x"),
                        context_window=16)
     assert embed_bound(["a" * 100, "b"], entry) == 16 + 1 + 8
+
+
+def test_each_rerank_pair_is_the_query_beside_a_document_bounded_by_the_window() -> None:
+    entry = ModelEntry(slug="r", modality="rerank", engine="sentence-transformers", path=Path("/x"),
+                       context_window=64)
+    assert rerank_bound("qué", ["a" * 100, "b", ""], entry) == 64 + (4 + 1 + 4) + (4 + 0 + 4)  # é is two bytes
+    unbounded = entry.model_copy(update={"context_window": None})
+    assert rerank_bound("q", ["a" * 100], unbounded) == 1 + 100 + 4
+
+
+def test_a_rerank_answer_counts_every_token_read_as_input() -> None:
+    units = Units()
+    apply_rerank_usage(units, {"total_tokens": 40})  # Jina's and Infinity's, as the worker's: total_tokens
+    assert (units.tokens_in, units.tokens_out, units.known) == (40, 0, True)
+    apply_rerank_usage(units, {"prompt_tokens": 12})
+    assert units.tokens_in == 12
+    untouched = Units()
+    apply_rerank_usage(untouched, None)
+    assert not untouched.known
 
 
 def test_usage_is_read_from_the_end_of_an_answer_without_decoding_it_all() -> None:

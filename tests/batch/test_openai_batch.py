@@ -98,9 +98,9 @@ def test_unknown_ids_and_other_keys_objects_are_not_found(appliance: RunningAppl
             call()
     assert uploaded.id not in [f.id for f in stranger.files.list().data]
     assert batch.id not in [b.id for b in stranger.batches.list().data]
-    with pytest.raises(openai.UnprocessableEntityError, match="purpose"):
+    with pytest.raises(openai.BadRequestError, match="purpose"):
         owner.files.create(file=("x.jsonl", b"{}\n"), purpose="fine-tune")
     finished(owner, batch.id)
-    with pytest.raises(openai.UnprocessableEntityError, match="already completed"):
+    with pytest.raises(openai.BadRequestError, match="already completed"):
         owner.batches.cancel(batch.id)
     assert owner.files.delete(uploaded.id).deleted

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 from appliance.bundle.manifest import Manifest, compatibility_problem
-from tests.bundle.conftest import EMBED, appliance, with_flipped_byte
+from tests.bundle.conftest import EMBED, appliance, member_bytes, rebuilt, with_flipped_byte
 
 WHEEL = "wheels/app/appliance-0.1.0-py3-none-any.whl"
 
@@ -22,7 +22,8 @@ def manifest_of(bundle: Path) -> Manifest:
 def test_the_manifest_lists_every_file_with_its_sha256(gateway_bundle: Path) -> None:
     manifest = manifest_of(gateway_bundle)
     with tarfile.open(gateway_bundle) as tar:
-        names = {m.name for m in tar.getmembers()} - {"MANIFEST.json", "MANIFEST.json.sig"}
+        names = {m.name for m in tar.getmembers()} - {"MANIFEST.json", "MANIFEST.json.sig", "SHA256SUMS",
+                                                      "SHA256SUMS.sig"}
         assert names == set(manifest.files)
         for name in ("scripts/install", "systemd/appliance.service", "config/models.toml", WHEEL):
             data = tar.extractfile(name).read()  # type: ignore[union-attr]
@@ -59,11 +60,41 @@ def test_a_bundle_without_models_records_them_and_says_what_it_left_out(newer_bu
                                  "the engines' libraries", "vLLM's environment"]
 
 
-def test_verify_passes_a_whole_bundle_and_lists_each_file_with_its_size(gateway_bundle: Path) -> None:
-    result = appliance("bundle", "verify", str(gateway_bundle))
+def test_verify_passes_a_whole_bundle_and_lists_each_file_with_its_size(gateway_bundle: Path,
+                                                                         signing_key: Path) -> None:
+    result = appliance("bundle", "verify", str(gateway_bundle), "--pubkey", f"{signing_key}.pub")
     assert result.returncode == 0, result.stderr
     assert f"ok {WHEEL} (" in result.stderr and " KB)" in result.stderr
-    assert "ok, " in result.stdout and "for cpu / Python" in result.stdout
+    assert ": ok, signature ok (" in result.stdout and "for cpu / Python" in result.stdout
+
+
+def test_without_a_key_verify_never_says_ok(gateway_bundle: Path, tmp_path: Path) -> None:
+    # A signature that is present but wrong cannot be told from a right one without the key: neither is "ok".
+    forged = rebuilt(gateway_bundle, tmp_path / "forged.tar", replace={"SHA256SUMS.sig": bytes(64),
+                                                                      "MANIFEST.json.sig": bytes(64)})
+    for bundle in (gateway_bundle, forged):
+        result = appliance("bundle", "verify", "-q", str(bundle))
+        assert result.returncode == 2, result.stderr
+        assert ": ok" not in result.stdout and "signature ok" not in result.stdout
+        assert "NOT AUTHENTICATED: every file matches the bundle's own manifest" in result.stdout
+
+
+def test_sha256sums_lists_every_file_and_the_manifest(gateway_bundle: Path) -> None:
+    manifest = manifest_of(gateway_bundle)
+    lines = member_bytes(gateway_bundle, "SHA256SUMS").decode().splitlines()
+    listed = dict(reversed(line.split("  ", 1)) for line in lines)
+    assert set(listed) == set(manifest.files) | {"MANIFEST.json"}
+    assert listed["MANIFEST.json"] == hashlib.sha256(member_bytes(gateway_bundle, "MANIFEST.json")).hexdigest()
+    assert all(listed[name] == entry.sha256 for name, entry in manifest.files.items())
+    assert "scripts/verify-bundle" in listed  # the installed version has it for the next upgrade
+
+
+def test_a_sha256sums_that_disagrees_with_the_manifest_is_refused(gateway_bundle: Path, tmp_path: Path) -> None:
+    sums = member_bytes(gateway_bundle, "SHA256SUMS").replace(b"  scripts/install\n", b"  scripts/installer\n")
+    changed = rebuilt(gateway_bundle, tmp_path / "changed.tar", replace={"SHA256SUMS": sums})
+    result = appliance("bundle", "verify", "-q", str(changed))
+    assert result.returncode == 1
+    assert "SHA256SUMS does not list the files and hashes of MANIFEST.json" in result.stderr
 
 
 def test_a_flipped_byte_is_reported_by_file_name(gateway_bundle: Path, tmp_path: Path) -> None:
@@ -94,8 +125,8 @@ def test_a_signed_bundle_verifies_with_its_public_key_only(gateway_bundle: Path,
     assert wrong.returncode == 1 and "the signature of MANIFEST.json does not match" in wrong.stderr
 
 
-def test_an_unsigned_bundle_is_refused_when_a_key_is_configured(newer_bundle: Path, signing_key: Path) -> None:
-    result = appliance("bundle", "verify", "-q", str(newer_bundle), "--pubkey", f"{signing_key}.pub")
+def test_an_unsigned_bundle_is_refused_when_a_key_is_configured(unsigned_bundle: Path, signing_key: Path) -> None:
+    result = appliance("bundle", "verify", "-q", str(unsigned_bundle), "--pubkey", f"{signing_key}.pub")
     assert result.returncode == 1 and "the bundle is not signed" in result.stderr
 
 

@@ -27,13 +27,15 @@ pytestmark = [
 ]
 
 
-def test_a_full_bundle_installs_offline_and_serves_every_modality(tiny_catalogue: Path, tmp_path: Path) -> None:
+def test_a_full_bundle_installs_offline_and_serves_every_modality(tiny_catalogue: Path, signing_key: Path,
+                                                                  tmp_path: Path) -> None:
     bundle = tmp_path / "full.tar"
     made = subprocess.run([sys.executable, "-m", "appliance.cli", "bundle", "create", str(bundle), "--config",
-                           str(tiny_catalogue)], capture_output=True, text=True, timeout=3600)
+                           str(tiny_catalogue), "--sign", str(signing_key)], capture_output=True, text=True,
+                          timeout=3600)
     assert made.returncode == 0, made.stderr[-4000:]
     root = tmp_path / "root"
-    installed = install(bundle, "--root", root)
+    installed = install(bundle, "--root", root, "--pubkey", f"{signing_key}.pub")
     assert installed.returncode == 0, installed.stderr[-4000:]
     assert "partial" not in installed.stderr and "model(s), 0 with problems" in installed.stdout
     current = root / "opt/appliance/current"

@@ -19,9 +19,10 @@ from tests.support.netns import needs_namespace, offline
 pytestmark = needs_namespace
 
 
-def install(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def install(*args: str | Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(offline([str(REPO / "scripts" / "install"), *map(str, args)]), capture_output=True,
-                          text=True, timeout=900, env={**os.environ, **(env or {})})
+                          text=True, timeout=900, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def installed(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,8 +64,13 @@ def test_the_bundle_installs_offline_into_a_versioned_directory(root: Path) -> N
     assert current.is_symlink() and os.readlink(current).startswith("versions/0.1.0-")
     assert (current / ".complete").is_file() and (current / "MANIFEST.json").is_file()
     log = install_log(root)
+    assert "signature ok (" in log and "files match SHA256SUMS" in log  # scripts/verify-bundle, first
     assert "bundle ok: version 0.1.0-" in log and "building .venv from the bundle's wheels (pip --no-index)" in log
     assert (root / "etc/systemd/system/appliance.service").read_text().startswith("# The inference appliance")
+    # The unit denies every address but the LAN, in a drop-in the operator may edit; the install ran in a
+    # namespace without one, so only localhost (tests/tls/test_lan.py installs with a LAN).
+    lan = (root / "etc/systemd/system/appliance.service.d/10-lan.conf").read_text()
+    assert "IPAddressAllow=localhost" in lan.splitlines()
     assert (root / "etc/appliance/bundle.pub").is_file()  # later bundles must be signed by the same key
     assert "not starting the service (--root" in log
 
@@ -124,28 +130,34 @@ def test_a_bundle_for_the_other_target_is_refused(root: Path, gateway_bundle: Pa
     assert snapshot(root) == before
 
 
-def test_an_unsigned_bundle_is_refused_once_a_key_is_configured(root: Path, newer_bundle: Path) -> None:
+def test_an_unsigned_bundle_is_refused_once_a_key_is_configured(root: Path, unsigned_bundle: Path) -> None:
     before = snapshot(root)
-    result = install(newer_bundle, "--root", root)
-    assert result.returncode == 1 and "the bundle is not signed" in result.stderr
+    result = install(unsigned_bundle, "--root", root)
+    assert result.returncode == 1 and "it is not signed (SHA256SUMS.sig is missing)" in result.stderr
     assert snapshot(root) == before
 
 
+def test_a_first_install_needs_a_public_key(gateway_bundle: Path, tmp_path: Path) -> None:
+    result = install(gateway_bundle, "--root", tmp_path / "root")
+    assert result.returncode == 1 and "no public key to check the bundle's signature with" in result.stderr
+    assert list((tmp_path / "root").iterdir()) == []
+
+
 def test_a_first_install_of_a_truncated_bundle_names_the_file_and_leaves_nothing(gateway_bundle: Path,
+                                                                                 signing_key: Path,
                                                                                  tmp_path: Path) -> None:
     with tarfile.open(gateway_bundle) as tar:
         cut_in = next(m for m in tar.getmembers() if m.name.endswith(".safetensors"))
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(gateway_bundle.read_bytes()[: cut_in.offset_data + 10])
     fresh = tmp_path / "root"
-    result = install(truncated, "--root", fresh)
+    result = install(truncated, "--root", fresh, "--pubkey", f"{signing_key}.pub")
     assert result.returncode == 1
     assert f"the bundle is truncated: {cut_in.name} ends early" in result.stderr
     assert list(fresh.iterdir()) == []
 
 
 def test_an_upgrade_keeps_the_state_and_can_be_rolled_back(root: Path, newer_bundle: Path) -> None:
-    (root / "etc/appliance/bundle.pub").unlink()  # the newer bundle is unsigned
     old = os.readlink(root / "opt/appliance/current")
     keys_before = installed(root, "keys", "list").stdout
     assert " ops " in keys_before
@@ -163,14 +175,16 @@ def test_an_upgrade_keeps_the_state_and_can_be_rolled_back(root: Path, newer_bun
     assert installed(root, "keys", "list").stdout == keys_before
 
 
-def test_a_disk_too_small_is_refused_and_left_as_it_was(gateway_bundle: Path, tmp_path: Path) -> None:
+def test_a_disk_too_small_is_refused_and_left_as_it_was(gateway_bundle: Path, signing_key: Path,
+                                                        tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     # a real 8 MB disk (tmpfs) in a mount namespace of its own; what is left on it is listed before it goes
-    script = ('mount -t tmpfs -o size=8m tmpfs "$1" && ip link set lo up && "$3" "$2" --root "$1"; status=$?; '
-              'echo "left: [$(ls -A "$1")]"; exit $status')
+    script = ('mount -t tmpfs -o size=8m tmpfs "$1" && ip link set lo up && "$3" "$2" --root "$1" --pubkey "$4"; '
+              'status=$?; echo "left: [$(ls -A "$1")]"; exit $status')
     result = subprocess.run(["unshare", "-m", "-n", "sh", "-c", script, "sh", str(small), str(gateway_bundle),
-                             str(REPO / "scripts" / "install")], capture_output=True, text=True, timeout=300)
+                             str(REPO / "scripts" / "install"), f"{signing_key}.pub"], capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "not enough space on the disk of" in result.stderr and "nothing was changed" in result.stderr
     assert "left: []" in result.stdout

@@ -35,6 +35,7 @@ pytestmark = needs_browser
 
 CHAT = "scailabs/tiny-chat"
 EMBED = "openai/text-embedding-3-small"
+RERANK = "scailabs/tiny-rerank"
 IMAGE = "stability/sd-xl"
 SPEECH = "openai/tts-1"
 WHISPER = "openai/whisper-1"
@@ -51,7 +52,7 @@ def console(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     state = tmp_path_factory.mktemp("console-state")
     models = []
     for table in tomllib.loads(tiny_catalogue.read_text())["model"]:
-        if table["slug"] in (CHAT, EMBED, IMAGE, SPEECH, WHISPER):
+        if table["slug"] in (CHAT, EMBED, RERANK, IMAGE, SPEECH, WHISPER):
             table = {**table, "path": str((tiny_catalogue.parent / table["path"]).resolve()),
                      "load": "startup" if table["slug"] == CHAT else "on-demand"}
             if table["slug"] == CHAT:
@@ -203,6 +204,16 @@ def test_every_modality_of_the_playground_answers(watched: Watched, console: Run
     cosine = tab.locator("#cosine strong")
     cosine.wait_for(timeout=WAIT_MS)
     assert -1.0 <= float(cosine.inner_text()) <= 1.0
+
+    rerank = card(tab, "Rerank")
+    rerank.locator("textarea").fill("Paris is the capital of France.\n" + INJECT.format("rerank", "rerank")
+                                    + "\nBerlin is the capital of Germany.")
+    rerank.locator("button", has_text="Rank").click()
+    ranked = tab.locator("#rerank-results tbody tr")
+    ranked.first.wait_for(timeout=WAIT_MS)
+    assert ranked.count() == 3
+    assert any("<script>" in ranked.nth(i).inner_text() for i in range(3))  # a document is text, never markup
+    assert "/v1/inference/rerank" in rerank.locator(".snippet-curl").text_content()
 
     card(tab, "Images").locator("button", has_text="Generate").click()
     tab.wait_for_function("() => { const i = document.getElementById('generated-image');"

@@ -103,7 +103,7 @@ def test_a_token_budget_stops_the_request_that_would_cross_it(appliance: Running
                                               "remaining": 300 - sum(used)}
     late = chat(client, "/oai/v1/chat/completions")  # the SDK must not retry this 429
     assert late.status_code == 429 and late.headers["x-should-retry"] == "false"
-    assert late.json()["error"]["code"] == "budget_exceeded"
+    assert late.json()["error"]["code"] == "insufficient_quota"  # OpenAI's code for a spent quota
 
 
 def test_fifty_concurrent_requests_against_a_nearly_spent_budget_overshoot_by_nothing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -48,6 +49,10 @@ def test_an_unloaded_model_frees_its_worker_and_loads_again(embed_appliance: Run
     with embed_appliance.client(embed_appliance.create_key(*ADMIN)) as http:
         unloaded = http.post(f"/v1/admin/models/{EMBED}/unload").json()["data"]
         assert unloaded["action"] == "unload" and unloaded["model"]["state"] == "unloaded"
+        # The log names the key that asked, by its id.
+        asked = rf"{re.escape(EMBED)}: unloading, as \S+ asked \(0 request\(s\) in flight\)"
+        assert re.search(asked, embed_appliance.log())
+        assert f"{EMBED}: unloaded" in embed_appliance.log()
         assert http.get("/ready").status_code == 503  # a startup model is down
         loading = http.post(f"/v1/admin/models/{EMBED}/load").json()["data"]
         assert loading["model"]["state"] in ("starting", "loaded")

@@ -369,7 +369,30 @@ def test_a_prompt_over_the_context_window_is_a_validation_error(client: httpx.Cl
             assert response.status_code == 422, response.text
             error = response.json()["error"]
             assert error["code"] == "VALIDATION_ERROR" and error["details"][0]["field"] == field
-            assert "context window of 4096 tokens" in error["message"]
+            assert "maximum context length is 4096 tokens" in error["message"]
+            assert f"your {field} resulted in at least 4097 tokens" in error["message"]  # what vLLM counted
+
+
+def test_a_prompt_over_the_context_window_is_context_length_exceeded_on_the_openai_surface(
+        client: httpx.Client) -> None:
+    long_text = "hello world " * 3000
+    for path, body, field in (
+        ("/oai/v1/chat/completions", {"messages": [{"role": "user", "content": long_text}]}, "messages"),
+        ("/oai/v1/completions", {"prompt": long_text}, "prompt"),
+    ):
+        for streamed in (False, True):
+            response = client.post(path, json={"model": VLLM, "max_tokens": 5, "stream": streamed, **body})
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert (error["type"], error["code"], error["param"]) == ("invalid_request_error",
+                                                                      "context_length_exceeded", field)
+            assert "maximum context length is 4096 tokens" in error["message"]
+    # The transformers worker says it in OpenAI's words, with the completion it was asked for.
+    response = client.post("/oai/v1/chat/completions", json={"model": HF, "max_tokens": 512, "messages": [
+        {"role": "user", "content": "hello world " * 1000}]})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded", error
+    assert "in the messages, 512 in the completion" in error["message"]
 
 
 def test_unknown_model_and_missing_fields(client: httpx.Client) -> None:
@@ -415,7 +438,7 @@ def test_the_openai_sdk_gets_tool_calls_and_typed_errors(sdk: openai.OpenAI) -> 
         tool_choice={"type": "function", "function": {"name": "get_weather"}})
     calls = completion.choices[0].message.tool_calls
     assert calls and weather_arguments_valid(calls[0].function.arguments)  # type: ignore[union-attr]
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.create(model=VLLM, messages=HI, temperature=5)  # type: ignore[arg-type]
     assert caught.value.body["param"] == "temperature"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):

@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.appliance import RunningAppliance
 
+EMBED = "openai/text-embedding-3-small"
+
 
 @pytest.fixture(scope="module")
 def key(embed_appliance: RunningAppliance) -> str:
@@ -87,7 +89,79 @@ def test_an_input_over_the_token_limit_is_named(embed_appliance: RunningApplianc
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "VALIDATION_ERROR" and error["details"][0]["field"] == "input[1]"
-    assert "at most 256 tokens" in error["message"]
+    assert "maximum context length is 256 tokens" in error["message"] and "302 tokens" in error["message"]
+    with embed_appliance.client(key) as client:  # OpenAI's code for it, never a silently truncated vector
+        openai = client.post("/oai/v1/embeddings", json={"model": EMBED, "input": ["short", "food " * 300]})
+    assert openai.status_code == 400
+    assert openai.json()["error"] | {"message": ""} == {"message": "", "type": "invalid_request_error",
+                                                        "param": "input[1]", "code": "context_length_exceeded"}
+
+
+# "hello world" and "The quick brown fox" as cl100k_base token ids: what LangChain's OpenAIEmbeddings sends.
+HELLO_WORLD = [15339, 1917]
+QUICK_FOX = [791, 4062, 14198, 39935]
+
+
+@pytest.mark.parametrize("path", ["/v1/inference/embed", "/oai/v1/embeddings"])
+def test_token_ids_embed_as_the_text_they_encode(embed_appliance: RunningAppliance, key: str, path: str) -> None:
+    with embed_appliance.client(key) as client:
+        def vectors(**body: object) -> tuple[np.ndarray, dict[str, int]]:
+            response = client.post(path, json={"model": "text-embedding-ada-002", **body})
+            assert response.status_code == 200, response.text
+            data = response.json()
+            data = data["data"] if path.startswith("/v1/") else data
+            return np.array([item["embedding"] for item in data["data"]]), data["usage"]
+
+        as_ids, usage = vectors(input=[HELLO_WORLD, QUICK_FOX])
+        as_text, text_usage = vectors(input=["hello world", "The quick brown fox"])
+        assert as_ids.shape == (2, 1536) and np.allclose(as_ids, as_text, atol=1e-6)
+        assert usage == text_usage  # the model's own tokens of the text, not the client's ids
+        one, _ = vectors(input=HELLO_WORLD)  # a flat array is one input
+        assert one.shape == (1, 1536) and np.allclose(one[0], as_ids[0], atol=1e-6)
+
+
+BAD_INPUTS = [
+    ([[15339, 100300]], "input[0][1]"),  # past the end of cl100k_base
+    ([HELLO_WORLD, [791, 100256]], "input[1][1]"),  # a hole in its vocabulary
+    ([[1, -5]], "input[0][1]"),
+    ([[[1, 2]]], "input[0][0]"),  # one level too deep
+    (["a", [1, 2]], "input[1]"),  # strings and ids mixed
+    ([[]], "input[0]"),
+    ([], "input"),
+    ("", "input[0]"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field"), BAD_INPUTS, ids=[field for _bad, field in BAD_INPUTS])
+def test_bad_inputs_are_refused_naming_the_input(embed_appliance: RunningAppliance, key: str, bad: object,
+                                                 field: str) -> None:
+    with embed_appliance.client(key) as client:
+        scaigrid = client.post("/v1/inference/embed", json={"model": EMBED, "input": bad})
+        openai = client.post("/oai/v1/embeddings", json={"model": EMBED, "input": bad})
+    assert scaigrid.status_code == 422 and scaigrid.json()["error"]["code"] == "VALIDATION_ERROR", scaigrid.text
+    assert scaigrid.json()["error"]["details"][0]["field"] == field
+    assert openai.status_code == 400 and openai.json()["error"]["param"] == field, openai.text
+    assert openai.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_batch_lines_take_token_ids_too(embed_appliance: RunningAppliance, key: str) -> None:
+    from tests.batch.helpers import b64, read_lines, wait_batch
+
+    lines = [{"custom_id": "ids", "method": "POST", "url": "/v1/inference/embed",
+              "body": {"model": EMBED, "input": [HELLO_WORLD]}},
+             {"custom_id": "text", "method": "POST", "url": "/v1/inference/embed",
+              "body": {"model": EMBED, "input": "hello world"}},
+             {"custom_id": "bad", "method": "POST", "url": "/v1/inference/embed",
+              "body": {"model": EMBED, "input": [[100300]]}}]
+    with embed_appliance.client(key) as client:
+        created = client.post("/v1/inference/batch", json={"input_file_base64": b64(lines)})
+        assert created.status_code == 200, created.text
+        batch = wait_batch(client, created.json()["data"]["id"])
+    by_id = {line["custom_id"]: line for line in read_lines(batch["output_file_url"])}
+    vectors = {name: by_id[name]["response"]["body"]["data"][0]["embedding"] for name in ("ids", "text")}
+    assert np.allclose(vectors["ids"], vectors["text"], atol=1e-6)
+    failed = {line["custom_id"]: line for line in read_lines(batch["error_file_url"])}
+    assert "input[0][0]" in failed["bad"]["error"]["message"]
 
 
 def test_too_many_inputs_is_a_validation_error(embed_appliance: RunningAppliance, key: str) -> None:
@@ -118,7 +192,7 @@ def test_the_openai_sdk_works_against_the_oai_surface(embed_appliance: RunningAp
     assert [len(item.embedding) for item in result.data] == [64, 64]
     assert result.usage.prompt_tokens > 0
     assert [m.id for m in client.models.list()] == ["openai/text-embedding-3-small"]
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(model="openai/text-embedding-3-small", input=[])
     assert caught.value.body["param"] == "input"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):

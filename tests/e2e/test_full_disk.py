@@ -69,7 +69,8 @@ def test_a_key_stops_at_its_quota_of_stored_files(appliance: RunningAppliance) -
     with appliance.client(appliance.create_key(), timeout=120) as http:
         assert [upload(http).status_code for _ in range(2)] == [200, 200]
         refused = upload(http)
-        assert refused.status_code == 429 and refused.json()["error"]["code"] == "quota_exceeded"
+        # QUOTA_EXCEEDED in OpenAI's words: uploads are /oai/v1/files
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
         assert "quota" in refused.json()["error"]["message"]
         for item in http.get("/oai/v1/files").json()["data"]:
             assert http.delete(f"/oai/v1/files/{item['id']}").status_code == 200
@@ -82,7 +83,7 @@ def test_uploads_stop_short_of_the_space_the_database_needs(appliance: RunningAp
             answer = upload(http)
             statuses.append(answer.status_code)
             if answer.status_code != 200:
-                assert answer.json()["error"]["code"] == "quota_exceeded"
+                assert answer.json()["error"]["code"] == "insufficient_quota"
                 assert "disk is nearly full" in answer.json()["error"]["message"]
                 break
     assert statuses[-1] == 429 and 500 not in statuses

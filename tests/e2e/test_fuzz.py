@@ -36,6 +36,7 @@ from tests.support.appliance import RunningAppliance, start_appliance
 
 EMBED, WHISPER, TTS, IMAGES, CHAT = ("openai/text-embedding-3-small", "openai/whisper-1", "openai/tts-1",
                                      "stability/sd-xl", "scailabs/tiny-chat")
+RERANK = "scailabs/tiny-rerank"
 SERVING = {  # the model that makes each route reach an engine
     "/v1/inference/embed": EMBED, "/oai/v1/embeddings": EMBED,
     "/v1/inference/audio/transcribe": WHISPER, "/oai/v1/audio/transcriptions": WHISPER,
@@ -43,6 +44,7 @@ SERVING = {  # the model that makes each route reach an engine
     "/v1/inference/images/generate": IMAGES, "/oai/v1/images/generations": IMAGES,
     "/v1/inference/chat": CHAT, "/v1/inference/generate": CHAT,
     "/oai/v1/chat/completions": CHAT, "/oai/v1/completions": CHAT, "/oai/v1/responses": CHAT,
+    "/v1/inference/rerank": RERANK, "/oai/v1/rerank": RERANK, "/oai/v2/rerank": RERANK,
 }
 SHORT_EXAMPLES = 12  # per operation, each sent twice
 LONG_EXAMPLES = 150  # with --fuzz-long: 19 operations × 2 modes × 150 examples, many sent twice: about 8,000 requests
@@ -53,7 +55,7 @@ def fuzz_appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactor
     state = tmp_path_factory.mktemp("fuzz-state")
     models = []
     for table in tomllib.loads(tiny_catalogue.read_text())["model"]:
-        if table["slug"] not in (EMBED, WHISPER, TTS, IMAGES, CHAT):
+        if table["slug"] not in (EMBED, WHISPER, TTS, IMAGES, CHAT, RERANK):
             continue
         table = {**table, "path": str((tiny_catalogue.parent / table["path"]).resolve()), "load": "startup"}
         if table["slug"] == CHAT:
@@ -73,7 +75,9 @@ def fuzz_key(fuzz_appliance: RunningAppliance) -> str:
 
 
 def enveloped(_ctx: Any, response: Any, case: Any) -> bool | None:
-    """A custom check: a JSON error is the contract's envelope under /v1 and elsewhere, OpenAI's under /oai."""
+    """A custom check: a JSON error is the contract's envelope under /v1 and elsewhere, OpenAI's under /oai; every
+    answer carries its request id under both names."""
+    assert response.headers["x-request-id"] == response.headers["x-scaigrid-request-id"]
     if response.status_code < 400:
         return None
     body = json.loads(response.content)
@@ -136,7 +140,7 @@ def test_the_served_contract_holds_for_generated_requests(fuzz_appliance: Runnin
                 call(case)
 
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 64  # every route of the gateway
+        assert len(operations) == 67  # every route of the gateway
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 fuzz_operation(operation, mode, examples, send, tally)

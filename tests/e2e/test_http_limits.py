@@ -63,7 +63,7 @@ def test_a_malformed_header_is_an_enveloped_validation_error(embed_appliance: Ru
 def test_the_openai_surface_gets_its_own_error_shape(embed_appliance: RunningAppliance) -> None:
     request = b"POST /oai/v1/embeddings HTTP/1.1\r\nHost: box\r\nBad Header: x\r\n\r\n"
     status, _headers, body = raw_exchange(embed_appliance, request)
-    assert status == 422 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert status == 400 and json.loads(body)["error"]["type"] == "invalid_request_error"
 
 
 def test_requests_within_the_limits_still_work_with_a_large_body(embed_appliance: RunningAppliance) -> None:

@@ -31,7 +31,7 @@ def test_a_full_media_store_refuses_urls_but_not_b64(capped_appliance: RunningAp
         assert error["code"] == "BACKEND_RATE_LIMITED" and "full" in error["message"] and "b64_json" in error["message"]
         assert int(full.headers["retry-after"]) == error["retry_after"] > 0
         openai = client.post("/oai/v1/images/generations", json=body)
-        assert openai.status_code == 429 and openai.json()["error"]["type"] == "rate_limit_error"
+        assert openai.status_code == 429 and openai.json()["error"]["code"] == "rate_limit_exceeded"
         inline = client.post("/v1/inference/images/generate", json={**body, "response_format": "b64_json"})
         assert inline.status_code == 200 and inline.json()["data"]["data"][0]["b64_json"]
     media = capped_appliance.state_dir / "media"

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import tomli_w
 
 from appliance.config import load_settings
+from appliance.supervisor.vllm_launch import VLLM_MODULE
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
-from tests.support.processes import descendants, engine_process, wait_gone
+from tests.support.processes import alive, descendants, engine_process, wait_gone
 
 EMBED = "openai/text-embedding-3-small"
 WORKER = "appliance.workers.embeddings"
+VLLM = "scailabs/poolnoodle-omni"
 
 
 def embed(client: httpx.Client, model: str = EMBED) -> httpx.Response:
@@ -203,3 +208,97 @@ def test_an_idle_on_demand_model_is_unloaded(tiny_catalogue: Path, tmp_path: Pat
             assert model_health(client, EMBED) == "idle"
             assert wait_gone([engine]) == []  # its process, and so its memory, is gone
             assert embed(client).status_code == 200  # and it comes back on the next call
+
+
+# --- nothing outlives the gateway, however it dies ------------------------------------------------------------
+
+
+def python_with_a_helper(directory: Path) -> Path:
+    """An interpreter for the worker that first starts a helper process in the engine's group, as vLLM starts its
+    engine core: the real worker, with a real grandchild of its guard (`sleep 600`)."""
+    wrapper = directory / "python-with-helper"
+    wrapper.write_text(f'#!/bin/sh\nsleep 600 &\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def helpers(tree: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in tree if alive(p) and p.cmdline()[:2] == ["sleep", "600"]]
+
+
+def kill_whole_group_mid_request(running: RunningAppliance, engine_module: str,
+                                 request: Callable[[], object]) -> None:
+    """Hold a request inside the engine, then SIGKILL the gateway's whole process group, as `kill -9 -PGID` does."""
+    engine = engine_process(running.process.pid, engine_module)
+    engine.suspend()
+    sent: list[bool] = []
+
+    def call() -> None:
+        sent.append(True)
+        with contextlib.suppress(httpx.HTTPError):  # the gateway dies under it
+            request()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(1.0)
+    os.killpg(running.process.pid, signal.SIGKILL)
+    running.process.wait(10)
+    caller.join(30)
+    assert sent and not caller.is_alive()
+
+
+def test_nothing_outlives_a_sigkill_of_the_gateways_whole_group_mid_request(tiny_catalogue: Path,
+                                                                             tmp_path: Path) -> None:
+    catalogue = catalogue_subset(tiny_catalogue, [EMBED], tmp_path / "models.toml",
+                                 python=str(python_with_a_helper(tmp_path)))
+    with start_appliance(catalogue, tmp_path / "state", new_session=True) as running:
+        key = running.create_key()
+        tree = descendants(running.process.pid)
+        assert helpers(tree)  # the grandchild is there
+        with running.client(key) as client:
+            kill_whole_group_mid_request(running, WORKER, lambda: embed(client))
+    assert wait_gone(tree) == []  # the guard, the engine and the engine's helper
+
+
+def test_vllms_engine_core_dies_with_a_gateway_whose_whole_group_is_killed(tiny_catalogue: Path,
+                                                                          tmp_path: Path) -> None:
+    catalogue = catalogue_subset(tiny_catalogue, [VLLM], tmp_path / "models.toml", load="startup")
+    with start_appliance(catalogue, tmp_path / "state", new_session=True) as running:
+        key = running.create_key()
+        tree = descendants(running.process.pid)
+        assert {"VLLM::EngineCore", "VLLM::Worker"} <= {p.name() for p in tree}
+        body = {"model": VLLM, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 256}
+        with running.client(key) as client:
+            kill_whole_group_mid_request(running, VLLM_MODULE,
+                                         lambda: client.post("/v1/inference/chat", json=body))
+    assert wait_gone(tree) == []
+
+
+def leave_engines_behind(catalogue: Path, state: Path) -> list[psutil.Process]:
+    """Start an appliance, then kill its gateway's group while its guards cannot act (SIGSTOP), as if they had
+    died with it (as they did when they were in the gateway's group): its engines are left running."""
+    with start_appliance(catalogue, state, new_session=True) as running:
+        tree = descendants(running.process.pid)
+        for guard in (p for p in tree if "appliance.supervisor.reaper" in p.cmdline()):
+            guard.suspend()
+        os.killpg(running.process.pid, signal.SIGKILL)
+        running.process.wait(10)
+    assert helpers(tree)
+    return tree
+
+
+def test_a_start_stops_the_engines_left_by_a_gateway_of_its_own_state_dir_only(tiny_catalogue: Path,
+                                                                              tmp_path: Path) -> None:
+    catalogue = catalogue_subset(tiny_catalogue, [EMBED], tmp_path / "models.toml", load="startup",
+                                 python=str(python_with_a_helper(tmp_path)))
+    mine = leave_engines_behind(catalogue, tmp_path / "mine")
+    others = leave_engines_behind(catalogue, tmp_path / "other")
+    try:
+        with start_appliance(catalogue, tmp_path / "mine") as again:
+            assert [p for p in mine if alive(p)] == []  # gone before the new gateway answered
+            assert f"stopped 3 engine process(es) that a previous gateway of {tmp_path / 'mine'} left" in again.log()
+            assert all(alive(p) for p in others)  # another state dir's: not this gateway's to stop
+    finally:
+        for proc in others:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()

@@ -86,7 +86,9 @@ class RunningAppliance:
 
 @contextlib.contextmanager
 def start_appliance(catalogue: Path, state_dir: Path, wait: bool = True, env: dict[str, str] | None = None,
-                    python: str = sys.executable) -> Iterator[RunningAppliance]:
+                    python: str = sys.executable, new_session: bool = False) -> Iterator[RunningAppliance]:
+    """``new_session``: the gateway leads a process group of its own (as under systemd), which a test may kill
+    whole without killing itself."""
     port = free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "serve.log"
@@ -95,6 +97,7 @@ def start_appliance(catalogue: Path, state_dir: Path, wait: bool = True, env: di
             [python, "-m", "appliance.cli", "serve", "--config", str(catalogue), "--state-dir",
              str(state_dir), "--host", "127.0.0.1", "--port", str(port)],
             stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            start_new_session=new_session,
         )
     running = RunningAppliance(f"http://127.0.0.1:{port}", state_dir, catalogue, process, log_path, python=python)
     try:

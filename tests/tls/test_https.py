@@ -61,7 +61,7 @@ def test_the_python_sdk_with_verify_and_with_ssl_cert_file(https_box: HttpsAppli
     stream = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Hi"}],
                                             max_tokens=8, stream=True)
     assert [chunk for chunk in stream][-1].choices[0].finish_reason == "length"
-    # SSL_CERT_FILE: the SDK as a user's script runs it, with no TLS code at all (docs/clients.md)
+    # SSL_CERT_FILE: the SDK as a user's script runs it, with no TLS code at all (docs/trusting-the-box.md)
     script = ("import openai, sys; c = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0); "
               f"print(len(c.embeddings.create(model='{EMBED}', input=['hi']).data[0].embedding))")
     env = {**os.environ, "SSL_CERT_FILE": str(https_box.ca_file)}

@@ -152,6 +152,10 @@ def test_install_made_a_ca_apart_and_a_certificate_for_the_boxs_name_and_lan_add
     assert box.lan.box_name in dns and BOX_ADDRESS in ips and "localhost" in dns
     service = (box.root / "etc/systemd/system/appliance.service").read_text()
     assert "InaccessiblePaths=-/etc/appliance/tls/ca" in service  # the service never sees the CA key
+    # The unit lets in the box's LAN (its address's network) and nothing else beyond localhost.
+    lan = (box.root / "etc/systemd/system/appliance.service.d/10-lan.conf").read_text()
+    allowed = [line.split("=", 1)[1].split() for line in lan.splitlines() if line.startswith("IPAddressAllow=")]
+    assert allowed == [["198.51.100.0/24"]] and "IPAddressDeny=any" in service
 
 
 def test_curl_on_the_lan_by_address_and_by_name_with_the_ca_alone(box: Box) -> None:

@@ -24,7 +24,7 @@ router = api_router()
 async def list_models(
     request: Request,
     key: Annotated[Caller, Depends(require("models:list"))],
-    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio)$")] = None,
+    modality: Annotated[str | None, Query(pattern="^(chat|embedding|image|audio|rerank)$")] = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: str | None = None,
@@ -60,7 +60,8 @@ async def get_model(request: Request, slug: str,
     ok=json_ok(OpenAIModelList, "the models"), errors=KEYED, openai=True))
 async def openai_models(request: Request, key: Annotated[Caller, Depends(require("models:list"))]) -> Response:
     catalogue: Catalogue = request.app.state.catalogue
-    data = [OpenAIModel(id=entry.slug) for entry in catalogue if may_use(key, entry)]
+    data = [OpenAIModel(id=entry.slug, capabilities=list(entry.capabilities)) for entry in catalogue
+            if may_use(key, entry)]
     return Response(OpenAIModelList(data=data).model_dump_json(), media_type="application/json")
 
 
@@ -71,4 +72,5 @@ async def openai_model_by_id(request: Request, model_id: str,
     entry = request.app.state.catalogue.get(model_id)
     if entry is None or not may_use(key, entry):
         raise model_not_found(model_id, "GET /models")
-    return Response(OpenAIModel(id=entry.slug).model_dump_json(), media_type="application/json")
+    return Response(OpenAIModel(id=entry.slug, capabilities=list(entry.capabilities)).model_dump_json(),
+                    media_type="application/json")

@@ -18,7 +18,7 @@ from appliance.gateway.routing import api_router
 from appliance.gateway.uploads import read_upload
 from appliance.protocol.batches import BatchObject, FileDeleted, FileObject, FileUploadForm, OpenAIBatchCreate, \
     OpenAIList, OpenAIListQuery
-from appliance.serving.errors import ApiError, ErrorCode, validation_error
+from appliance.serving.errors import ApiError, ErrorCode
 
 router = api_router()
 
@@ -26,13 +26,17 @@ Key = Annotated[Caller, Depends(require("models:use"))]
 
 
 def _json(model: object) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))  # type: ignore[attr-defined]
+    """OpenAI's shape: a field that has no value is left out (its schema has no null for most of them)."""
+    return JSONResponse(model.model_dump(mode="json", exclude_none=True))  # type: ignore[attr-defined]
 
 
-def _listing(items: list[object], more: bool) -> JSONResponse:
+def _listing(items: list[object], more: bool, ids_required: bool = False) -> JSONResponse:
+    """A page; ``ids_required``: the list's schema requires first_id and last_id as strings (files), even empty."""
     ids = [item.id for item in items]  # type: ignore[attr-defined]
-    return _json(OpenAIList(data=[item.model_dump(mode="json") for item in items],  # type: ignore[attr-defined]
-                            first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None, has_more=more))
+    none = "" if ids_required else None
+    return _json(OpenAIList(data=[item.model_dump(mode="json", exclude_none=True)  # type: ignore[attr-defined]
+                                  for item in items],
+                            first_id=ids[0] if ids else none, last_id=ids[-1] if ids else none, has_more=more))
 
 
 @router.post("/oai/v1/files", **documented(
@@ -42,12 +46,8 @@ async def create_file(request: Request, key: Key) -> JSONResponse:
     limit = request.app.state.settings.max_body_bytes
     upload = await read_upload(request, limit, what="the file")  # the key was checked first: no keyless spooling
     try:
-        purpose = upload.fields().get("purpose")
-        if purpose != "batch":
-            given = f"'{str(purpose)[:40]}' is not served here" if purpose else "the form needs a 'purpose'"
-            raise validation_error("purpose", f"{given}; this appliance takes files with purpose 'batch'")
-        row = await service.save_upload(call_of(request, key), upload.file.filename or "input.jsonl",
-                                        upload.file.file, limit)
+        row = await service.upload(call_of(request, key), upload.fields().get("purpose"), upload.file.filename,
+                                   upload.file.file, limit)
     finally:
         await upload.form.close()
     return _json(service.file_object(row))
@@ -58,7 +58,8 @@ async def list_files(request: Request, key: Key) -> JSONResponse:
     query = parse_query(request, OpenAIListQuery)
     _, files = service.stores(request.app.state)
     rows = await asyncio.to_thread(files.list, service.scope(key), query.after, query.limit + 1, query.purpose)
-    return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit)
+    return _listing([service.file_object(row) for row in rows[:query.limit]], len(rows) > query.limit,
+                    ids_required=True)
 
 
 async def _file(request: Request, key: Caller, file_id: str):  # type: ignore[no-untyped-def]
@@ -84,7 +85,8 @@ async def delete_file(request: Request, key: Key, file_id: str) -> JSONResponse:
 
 
 @router.get("/oai/v1/files/{file_id}/content", **documented(
-    ok=raw_ok(["application/jsonl"], "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
+    ok=raw_ok(["application/jsonl", "image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav", "audio/mpeg"],
+              "the file's bytes"), errors=(*KEYED, ErrorCode.NOT_FOUND), openai=True))
 async def file_content(request: Request, key: Key, file_id: str) -> FileResponse:
     row = await _file(request, key, file_id)
     _, files = service.stores(request.app.state)
@@ -92,7 +94,8 @@ async def file_content(request: Request, key: Key, file_id: str) -> FileResponse
     if not path.is_file():  # its row outlived its bytes (removed by hand, a restore without the files)
         raise ApiError(ErrorCode.NOT_FOUND, f"The bytes of file '{row.id}' are gone from this appliance; upload it "
                                             "again (its batches' results are in their output files).")
-    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
+    media_type = await asyncio.to_thread(service.content_type, row, path)
+    return FileResponse(path, media_type=media_type, filename=row.filename)
 
 
 @router.post("/oai/v1/batches", **documented(

@@ -1,5 +1,5 @@
 // The official openai npm package against the appliance: `node client.mjs BASE_URL KEY EMBED_MODEL [CHAT_MODEL]`.
-// Trusts the appliance's CA only through NODE_EXTRA_CA_CERTS, as docs/clients.md tells a user to.
+// Trusts the appliance's CA only through NODE_EXTRA_CA_CERTS, as docs/trusting-the-box.md tells a user to.
 // Prints one JSON line: what the SDK got back (tests/tls judge it).
 import OpenAI from "openai";
 

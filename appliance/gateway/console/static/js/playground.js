@@ -1,7 +1,9 @@
-// Playground: chat (streamed), embeddings (cosine of two texts), images, transcription, speech.
+// Playground: chat (streamed; images and sounds attached), embeddings (cosine of two texts), rerank, images,
+// transcription, speech.
 
 import { ApiFailure, explain, failureOf, get, post, query, send, session } from "./api.js";
-import { clear, el, field, message, select } from "./dom.js";
+import { abbreviated, attachments } from "./attachments.js";
+import { clear, el, field, message, select, table } from "./dom.js";
 import { readChatStream } from "./sse.js";
 import { snippets } from "./snippets.js";
 import { guarded, section } from "./page.js";
@@ -34,24 +36,34 @@ function action(button, out, work) {
   };
 }
 
-function chat(models) {
+function chat(models, urls) {
   const model = modelSelect(models);
   const prompt = el("textarea", { rows: 3, text: "Write a haiku about a quiet server room." });
   const maxTokens = el("input", { type: "number", min: 1, max: 4096, value: 64 });
+  const media = attachments(urls);
+  const fit = () => media.fitTo(models.find((m) => m.slug === model.value));
+  model.addEventListener("change", fit);
+  fit();
   const run = el("button", { type: "submit", text: "Send" });
   const stop = el("button", { type: "button", class: "secondary", text: "Stop", disabled: true });
   const output = el("pre", { class: "output", id: "chat-output", "aria-live": "polite" });
+  const transcript = el("div", { class: "transcript", id: "chat-transcript" }, output);
   const out = el("div");
   let controller = null;
   stop.addEventListener("click", () => controller && controller.abort());
   const form = el("form", { class: "grid" }, field("Model", model), field("Max tokens", maxTokens),
-    el("div", { class: "field wide" }, el("label", { text: "Message" }), prompt),
+    el("div", { class: "field wide" }, el("label", { text: "Message" }), prompt), media.node,
     el("div", { class: "row" }, run, stop));
   form.addEventListener("submit", action(run, out, async () => {
-    const body = { model: model.value, messages: [{ role: "user", content: prompt.value }],
+    // With attachments the message is a list of parts: the text, then each image or sound.
+    const content = media.count() ? [{ type: "text", text: prompt.value }, ...await media.parts()] : prompt.value;
+    const body = { model: model.value, messages: [{ role: "user", content }],
       max_tokens: Number(maxTokens.value), stream: true };
-    clear(out, snippets({ path: "/v1/inference/chat", json: body, stream: true }));
+    clear(out, snippets({ path: "/v1/inference/chat", json: abbreviated(body), stream: true }));
     output.textContent = "";
+    clear(transcript, el("div", { class: "turn user" }, el("p", { class: "who", text: "You" }),
+      el("p", { class: "said", text: prompt.value }), media.previews()),
+    el("div", { class: "turn model" }, el("p", { class: "who", text: model.value }), output));
     controller = new AbortController();
     stop.disabled = false;
     try {
@@ -76,7 +88,7 @@ function chat(models) {
       controller = null;
     }
   }));
-  return section("Chat", form, output, out);
+  return section("Chat", form, transcript, out);
 }
 
 function cosine(a, b) {
@@ -103,6 +115,28 @@ function embed(models) {
         text: ` (${a.length} dimensions, ${data.usage.prompt_tokens} tokens)` })));
   }));
   return section("Embeddings", form, out);
+}
+
+function rerank(models) {
+  const model = modelSelect(models);
+  const query = el("input", { value: "What is the capital of France?" });
+  const documents = el("textarea", { rows: 4, text: ["Berlin is the capital of Germany.",
+    "Paris is the capital of France.", "France borders Spain and Italy."].join("\n") });
+  const run = el("button", { type: "submit", text: "Rank" });
+  const out = el("div");
+  const form = el("form", { class: "grid" }, field("Model", model), field("Query", query),
+    el("div", { class: "field wide" }, el("label", { text: "Documents, one a line" }), documents),
+    el("div", { class: "row" }, run));
+  form.addEventListener("submit", action(run, out, async () => {
+    const lines = documents.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    const body = { model: model.value, query: query.value, documents: lines };
+    clear(out, snippets({ path: "/v1/inference/rerank", json: body }));
+    const data = await post("/v1/inference/rerank", body);
+    out.prepend(table(["#", "Score", "Document"], data.results.map((r, rank) => [String(rank + 1),
+      r.relevance_score.toFixed(4), lines[r.index]]), { id: "rerank-results" }),
+    el("p", { class: "muted", text: `${data.usage.total_tokens} tokens read` }));
+  }));
+  return section("Rerank", form, out);
 }
 
 function base64ToBlob(b64, type) {
@@ -218,7 +252,8 @@ export default {
         // Audio is one modality in the API: the engine tells a transcriber from a voice (a remote may be either).
         const prefer = (engines) => audio.filter((m) => engines.has(m.engine) || m.engine === "remote");
         container.append(el("div", { class: "playground" },
-          chat(of((m) => m.modality === "chat")), embed(of((m) => m.modality === "embedding")),
+          chat(of((m) => m.modality === "chat"), urls), embed(of((m) => m.modality === "embedding")),
+          rerank(of((m) => m.modality === "rerank")),
           image(of((m) => m.modality === "image"), urls), transcribe(prefer(TRANSCRIBERS)),
           speech(prefer(SPEAKERS), urls)));
       });
