@@ -106,7 +106,8 @@ class Batcher(Generic[Item]):
             self._active.remove(gone)
             self.waiting -= gone.left
         room = self.max_batch
-        slices: list[tuple[_Pending[Item], int, int]] = []
+        # A request of no items rides along: the batch's rows, none of them (and an engine run of none if alone).
+        slices: list[tuple[_Pending[Item], int, int]] = [(p, 0, 0) for p in self._active if not p.items]
         while room and any(p.left for p in self._active):
             wanting = [p for p in self._active if p.left]
             share = max(1, room // len(wanting))

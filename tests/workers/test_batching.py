@@ -87,3 +87,17 @@ def test_a_small_request_behind_a_huge_one_is_in_the_next_batch_not_after_all_of
     huge_items_first = sum(1 for items in calls[:batches_before] for item in items if item >= 1000)
     assert huge_items_first <= 16  # a slice or two of the huge one ran first, not all 100 of its items
     assert all(len(items) <= 8 for items in calls)
+
+
+def test_a_request_of_no_items_gets_no_rows_and_hangs_nobody() -> None:
+    def run(items: list[int]) -> np.ndarray:
+        return np.array(items, dtype=np.float32).reshape(-1, 1)
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        batcher: Batcher[int] = Batcher(run, max_batch=4)
+        alone = await asyncio.wait_for(batcher.submit([]), 10)
+        beside = await asyncio.wait_for(asyncio.gather(batcher.submit([1, 2, 3, 4, 5]), batcher.submit([])), 10)
+        return alone, *beside
+
+    alone, full, empty = asyncio.run(scenario())
+    assert alone.shape == (0, 1) and empty.shape == (0, 1) and full[:, 0].tolist() == [1, 2, 3, 4, 5]
