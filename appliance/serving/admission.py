@@ -17,9 +17,10 @@ The engine gets the same order: a call of a tenant running more than its fair
 share of the model carries a larger vLLM ``priority`` (later), so vLLM's own
 queue agrees. The gateway's own calls (batch lines, background responses) are
 not admitted here: they carry ``BACKGROUND_PRIORITY``, below every live call,
-and batch lines also yield to live traffic (batch/fairness.py). A waiting call leaves the queue at once when its client goes
-away (nothing is metered), and gives up after the model's timeout with
-BACKEND_RATE_LIMITED and a ``retry_after``.
+and batch lines also yield to live traffic (batch/fairness.py). A waiting call
+leaves the queue at once when its client goes away (``Call.gone``; nothing is
+charged), and gives up after the model's timeout with BACKEND_RATE_LIMITED and
+a ``retry_after``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import contextlib
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from appliance.catalogue import ModelEntry
 from appliance.engines.capacity import concurrency, max_waiting
 from appliance.metrics import ADMISSION_ADMITTED, ADMISSION_WAIT, ADMISSION_WAITING
 from appliance.serving.context import Call
-from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ClientGone, ErrorCode
 
 OVER_SHARE_PRIORITY = 5  # vLLM's priority of a live call beyond its tenant's fair share (0 within it)
 # vLLM's priority of the gateway's own calls, batch lines and background responses (lower runs first): its scheduler
@@ -253,8 +254,13 @@ class Admission:
         waiter = _Waiter(tenant, member, asyncio.get_running_loop().create_future())
         queue.enqueue(waiter)
         queue.dispatch()  # a free slot in the headroom goes at once to a tenant that does not hold the most
+        gone = asyncio.ensure_future(_left(call.gone)) if call.gone is not None and not waiter.future.done() else None
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait([waiter.future] if gone is None else [waiter.future, gone],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.future.done():
+                raise ClientGone
         except BaseException as exc:
             if waiter.future.done() and not waiter.future.cancelled():  # admitted as it gave up: free the slot
                 queue.finish(tenant)
@@ -266,10 +272,21 @@ class Admission:
                                f"{timeout_s:.0f} s behind {queue.queued} other(s) for a free slot; retry later.",
                                retry_after=max(1, math.ceil(timeout_s / 4))) from None
             raise
+        finally:
+            if gone is not None:
+                gone.cancel()
         waited = time.monotonic() - waiter.since
         call.fields["queue_wait_ms"] = round(waited * 1000, 2)
         ADMISSION_WAIT.labels(queue.slug, tenant).observe(waited)
         ADMISSION_ADMITTED.labels(queue.slug, tenant, "queued").inc()
+
+
+async def _left(gone: Callable[[], Awaitable[None]]) -> None:
+    """Returns once the client has gone; never, when that cannot be told (its watch failed)."""
+    with contextlib.suppress(Exception):
+        await gone()
+        return
+    await asyncio.get_running_loop().create_future()
 
 
 def admitted(call: Call, entry: ModelEntry) -> contextlib.AbstractAsyncContextManager[None]:

@@ -99,14 +99,15 @@ def test_the_quiet_tenant_gets_the_next_free_slot_ahead_of_the_noisy_queue(box: 
                                                       160)) for n in range(8)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: load(box, "noisy") == 6, "two noisy streams running and six waiting")
+    wait_for(lambda: load(box, "noisy") >= 4, "two noisy streams running and the rest waiting")
+    admitted = 8 - load(box, "noisy")  # on a slow day one may have ended already and let a third in
     quiet = threading.Thread(target=stream, args=(box.appliance, box.keys["quiet"], "quiet", firsts, lock, 8))
     quiet.start()
     wait_for(lambda: "quiet" in firsts, "the quiet stream's first chunk")
     with lock:
         before_quiet = firsts[:firsts.index("quiet")]
-    # The noisy streams that began first: the two running when it came (a third only if one ended in between).
-    assert len(before_quiet) <= 3, firsts
+    # The noisy streams that began first: those admitted when it came (one more only if one ended in between).
+    assert len(before_quiet) <= admitted + 1 < 8, firsts
     for thread in [*threads, quiet]:
         thread.join(DEADLINE_S)
     assert len(firsts) == 9
@@ -121,6 +122,52 @@ def test_the_quiet_tenants_wait_is_in_its_usage_row_and_the_metrics(box: Box) ->
     lines = [line for line in metrics.splitlines() if line.startswith("appliance_admission") and quiet in line]
     assert f'appliance_admission_admitted_total{{how="queued",model="{CHAT}",tenant="{quiet}"}} 1.0' in lines, lines
     assert f'appliance_admission_wait_seconds_count{{model="{CHAT}",tenant="{quiet}"}} 1.0' in lines, lines
+
+
+def tenant_key(box: Box, name: str, share: dict[str, Any] | None = None) -> str:
+    """A new tenant (with ``share``) and a key of a user of it."""
+    tenant = box.admin.post("/v1/tenants", json={"name": name, "share": share}).json()["data"]["id"]
+    user = box.admin.post("/v1/users", json={"email": f"{name}@example.com", "tenant_id": tenant,
+                                             "roles": ["tenant_user"]}).json()["data"]["id"]
+    box.tenants[name] = tenant
+    return box.admin.post("/v1/api-keys", json={"name": name, "assigned_user_id": user}).json()["data"]["key"]
+
+
+def test_a_client_that_leaves_while_queued_leaves_the_queue_and_is_not_charged(box: Box) -> None:
+    # The hog's minimum of 2 puts its every waiting stream before anyone else's: the impatient client surely waits.
+    hog, leaver = tenant_key(box, "hog", {"min_concurrency": 2}), tenant_key(box, "leaver")
+    firsts: list[str] = []
+    lock = threading.Lock()
+    floods = [threading.Thread(target=stream, args=(box.appliance, hog, f"hog{n}", firsts, lock, 512))
+              for n in range(16)]
+    for flood in floods:
+        flood.start()
+    wait_for(lambda: load(box, "hog") >= 8, "two hog streams running and eight or more waiting")
+    outcome: list[str] = []
+
+    def impatient() -> None:
+        body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        with box.appliance.client(leaver, timeout=2) as http:  # it gives up, closing its connection
+            try:
+                outcome.append(str(http.post("/v1/inference/chat", json=body).status_code))
+            except httpx.ReadTimeout:
+                outcome.append("gave up")
+
+    client = threading.Thread(target=impatient)
+    client.start()
+    wait_for(lambda: load(box, "leaver") == 1, "the impatient request queued")
+    client.join(DEADLINE_S)
+    wait_for(lambda: load(box, "leaver") == 0, "the impatient request gone from the queue")
+    assert outcome == ["gave up"] and load(box, "hog") > 0  # it left while the hog's queue still waited
+    for flood in floods:
+        flood.join(DEADLINE_S)
+    assert len(firsts) == 16
+    rows = box.admin.get("/v1/accounting/usage", params={"tenant_id": box.tenants["leaver"]}).json()["data"]["items"]
+    assert [(row["status_code"], row["queue_wait_ms"], row["cost"], row["tokens_out"]) for row in rows] == [
+        (499, None, 0.0, 0)], rows  # one row: the client closed the request; nothing ran, nothing charged
+    metrics = httpx.get(box.appliance.url + "/metrics").text
+    admitted = [line for line in metrics.splitlines() if line.startswith("appliance_admission_admitted_total")]
+    assert not [line for line in admitted if box.tenants["leaver"] in line], admitted
 
 
 def test_a_small_embed_request_is_not_held_behind_another_tenants_huge_one(box: Box) -> None:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import pytest
 
 from appliance.catalogue import ModelEntry
 from appliance.serving.admission import OVER_SHARE_PRIORITY, Admission, Share
-from appliance.serving.errors import ApiError, ErrorCode
+from appliance.serving.errors import ApiError, ClientGone, ErrorCode
 
 ENTRY = ModelEntry(slug="acme/chat", modality="chat", engine="remote", url="http://127.0.0.1:9/v1")
 
 
-def call_of(tenant: str, user: str | None = None, background: bool = False) -> SimpleNamespace:
-    """What admission reads of a call: its tenant, user or key, whether it is the gateway's own, its record."""
+def call_of(tenant: str, user: str | None = None, background: bool = False,
+            gone: Callable[[], Awaitable[None]] | None = None) -> SimpleNamespace:
+    """What admission reads of a call: its tenant, user or key, whether it is the gateway's own, its record, how it
+    learns that its client left."""
     return SimpleNamespace(tenant_id=tenant, caller=SimpleNamespace(user_id=user), key=SimpleNamespace(id=f"key_{user}"),
-                           background=background, fields={})
+                           background=background, fields={}, gone=gone)
 
 
 class Box:
@@ -38,8 +41,9 @@ class Box:
         self.release: dict[str, asyncio.Event] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
-    def start(self, name: str, tenant: str, user: str | None = None) -> asyncio.Task[None]:
-        call = call_of(tenant, user)
+    def start(self, name: str, tenant: str, user: str | None = None,
+              gone: Callable[[], Awaitable[None]] | None = None) -> asyncio.Task[None]:
+        call = call_of(tenant, user, gone=gone)
         self.release[name] = asyncio.Event()
 
         async def run() -> None:
@@ -213,6 +217,26 @@ def test_a_client_that_leaves_while_queued_frees_its_place_at_once() -> None:
         assert "other" not in queue.waiting
         await box.finish("hold")
         assert box.order == ["hold", "next"]
+        await box.finish("next")
+
+    asyncio.run(scenario())
+
+
+def test_a_call_whose_client_disconnects_while_queued_leaves_without_running() -> None:
+    async def scenario() -> None:
+        box = Box(capacity=1)
+        box.start("hold", "acme")
+        await box.settle()
+        disconnected = asyncio.Event()
+        left = box.start("left", "other", gone=disconnected.wait)  # the gateway's watch on the client's connection
+        box.start("next", "third")
+        await box.settle()
+        disconnected.set()
+        with pytest.raises(ClientGone):
+            await left
+        assert "other" not in box.admission.queues["acme/chat"].waiting
+        await box.finish("hold")
+        assert box.order == ["hold", "next"]  # it never ran
         await box.finish("next")
 
     asyncio.run(scenario())
