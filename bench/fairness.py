@@ -9,12 +9,13 @@ queue), alternating which goes first. In each: two tenants, each with a key of
 its own user; the quiet tenant's time to first token, one request at a time
 (``--probes`` of them), idle and while the noisy tenant holds ``--flood`` ×
 ``--seqs`` streams of ``--tokens`` tokens open; and the box's total streamed
-tokens/s during the flood. Prints quiet p50 / p99 under the flood vs idle, and
-the flood's throughput with fair share vs without.
+tokens/s (both tenants') meanwhile. Prints quiet p50 / p99 under the flood vs
+idle, and the throughput with fair share vs without.
 
 ``--embed`` measures the embeddings model the same way: the quiet tenant's
 single-text requests while the noisy tenant keeps ``--flood`` requests of 256
-texts each in flight.
+texts each in flight; without fair share its worker also batches in arrival
+order (``batch_order = "arrival"``), as before fair share.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ EMBED = "openai/text-embedding-3-small"
 ADMIN = ["models:list", "models:use", "api_keys:manage", "admin:access"]
 
 
-def catalogue(tiny: Path, target: Path, seqs: int) -> Path:
+def catalogue(tiny: Path, target: Path, seqs: int, fair: bool) -> Path:
     tables = {t["slug"]: t for t in tomllib.loads((tiny / "models.toml").read_text())["model"]}
     models = [{**tables[slug], "path": str((tiny / tables[slug]["path"]).resolve()), "load": "startup"}
               for slug in (CHAT, EMBED)]
     models[0]["engine_options"] = {**models[0].get("engine_options", {}), "max_num_seqs": seqs}
+    if not fair:  # first come, first served in the embeddings worker's batches too
+        models[1]["engine_options"] = {**models[1].get("engine_options", {}), "batch_order": "arrival"}
     target.write_text(tomli_w.dumps({"model": models}))
     return target
 
@@ -90,18 +93,19 @@ async def embed(http: aiohttp.ClientSession, texts: list[str]) -> tuple[float, i
     return time.perf_counter() - started, len(texts)
 
 
-async def probe(url: str, key: str, probes: int, args: argparse.Namespace) -> list[float]:
-    """The quiet tenant's latencies (first token, or whole embed), one request at a time."""
-    out = []
+async def probe(url: str, key: str, probes: int, args: argparse.Namespace) -> tuple[list[float], int]:
+    """The quiet tenant's latencies (first token, or whole embed), one request at a time; and its units."""
+    out, total = [], 0
     async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http:
         for _ in range(probes):
-            first, _units = await (embed(http, ["one text"]) if args.embed else stream(http, 8))
+            first, units = await (embed(http, ["one text"]) if args.embed else stream(http, 8))
             out.append(first * 1000)
-    return out
+            total += units
+    return out, total
 
 
 async def flooded(url: str, keys: dict[str, str], args: argparse.Namespace) -> tuple[list[float], float]:
-    """Quiet latencies while the noisy tenant floods; and the flood's units per second meanwhile."""
+    """Quiet latencies while the noisy tenant floods; and both tenants' units per second meanwhile."""
     stop = asyncio.Event()
     done = 0
 
@@ -119,8 +123,8 @@ async def flooded(url: str, keys: dict[str, str], args: argparse.Namespace) -> t
     floods = [asyncio.ensure_future(flood()) for _ in range(width)]
     await asyncio.sleep(3.0)  # the flood fills the model
     started, before = time.perf_counter(), done
-    quiet = await probe(url, keys["quiet"], args.probes, args)
-    rate = (done - before) / (time.perf_counter() - started)
+    quiet, quiet_units = await probe(url, keys["quiet"], args.probes, args)
+    rate = (done - before + quiet_units) / (time.perf_counter() - started)
     stop.set()
     await asyncio.gather(*floods)
     return quiet, rate
@@ -136,12 +140,12 @@ async def measure(tiny: Path, fair: bool, args: argparse.Namespace) -> dict[str,
         state = Path(scratch) / "state"
         state.mkdir()
         env = {"APPLIANCE_FAIR_SHARE": "true" if fair else "false"}
-        with start_appliance(catalogue(tiny, state / "models.toml", args.seqs), state, env=env) as appliance:
+        with start_appliance(catalogue(tiny, state / "models.toml", args.seqs, fair), state, env=env) as appliance:
             keys = await tenants(appliance)
-            idle = await probe(appliance.url, keys["quiet"], args.probes, args)
+            idle, _units = await probe(appliance.url, keys["quiet"], args.probes, args)
             busy, rate = await flooded(appliance.url, keys, args)
     return {"idle p50": pct(idle, 0.5), "idle p99": pct(idle, 0.99), "flood p50": pct(busy, 0.5),
-            "flood p99": pct(busy, 0.99), "flood units/s": rate}
+            "flood p99": pct(busy, 0.99), "units/s": rate}
 
 
 async def main() -> None:
@@ -156,7 +160,7 @@ async def main() -> None:
     tiny = REPO / ".cache" / "tiny-models"
     assert cli("tiny-models", str(tiny), state_dir=tiny, timeout=900).returncode == 0
     what = "embed latency" if args.embed else "time to first token"
-    print(f"quiet tenant's {what} (ms) and the flood's {'texts' if args.embed else 'tokens'}/s; "
+    print(f"quiet tenant's {what} (ms) and the box's {'texts' if args.embed else 'tokens'}/s; "
           f"max_num_seqs={args.seqs} flood={args.flood}x probes={args.probes} cores={os.cpu_count()}", flush=True)
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for round_no in range(args.rounds):
@@ -170,9 +174,9 @@ async def main() -> None:
         med = {name: statistics.median(r[name] for r in rows) for name in rows[0]}
         print(f"fair share {'on ' if fair else 'off'}: quiet p50 {med['flood p50'] / med['idle p50']:.2f}x idle, "
               f"p99 {med['flood p99'] / med['idle p99']:.2f}x idle ({med['idle p99']:.1f} → {med['flood p99']:.1f} ms)")
-    on = statistics.median(r["flood units/s"] for r in results[True])
-    off = statistics.median(r["flood units/s"] for r in results[False])
-    print(f"throughput during the flood, fair share / first come first served: {on / off:.2f} "
+    on = statistics.median(r["units/s"] for r in results[True])
+    off = statistics.median(r["units/s"] for r in results[False])
+    print(f"total throughput during the flood, fair share / first come first served: {on / off:.2f} "
           f"({on:.1f} vs {off:.1f}); load {os.getloadavg()[0]:.2f}")
 
 

@@ -52,11 +52,16 @@ class Batcher(Generic[Item]):
     more; idle, a lone request goes at once. With ``max_waiting``, a request that
     would make more items wait than that is refused with ``QueueFull``, unless
     nothing waits (so one request of any allowed size always gets in).
+
+    ``fair`` False takes the items in arrival order instead (first come, first
+    served: a small request waits for every item queued before it), the order
+    before fair share, kept to measure it against (bench/fairness.py --embed).
     """
 
     def __init__(self, run: Callable[[list[Item]], np.ndarray], max_batch: int = 64, max_wait_s: float = 0.0,
-                 max_waiting: int | None = None) -> None:
+                 max_waiting: int | None = None, fair: bool = True) -> None:
         self._run_batch = run
+        self.fair = fair
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_waiting = max_waiting
@@ -110,7 +115,7 @@ class Batcher(Generic[Item]):
         slices: list[tuple[_Pending[Item], int, int]] = [(p, 0, 0) for p in self._active if not p.items]
         while room and any(p.left for p in self._active):
             wanting = [p for p in self._active if p.left]
-            share = max(1, room // len(wanting))
+            share = max(1, room // len(wanting)) if self.fair else room
             for pending in wanting:
                 take = min(share, pending.left, room)
                 if take:
@@ -119,7 +124,8 @@ class Batcher(Generic[Item]):
                     room -= take
                     self.waiting -= take
         self._active = deque(p for p in self._active if p.left)  # all taken: it only waits for its rows now
-        self._active.rotate(-1)  # the next batch starts with the next request
+        if self.fair:
+            self._active.rotate(-1)  # the next batch starts with the next request
         return slices
 
     def _measure(self, items: int, seconds: float) -> None:

@@ -101,3 +101,24 @@ def test_a_request_of_no_items_gets_no_rows_and_hangs_nobody() -> None:
 
     alone, full, empty = asyncio.run(scenario())
     assert alone.shape == (0, 1) and empty.shape == (0, 1) and full[:, 0].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_in_arrival_order_a_small_request_waits_for_everything_queued_before_it() -> None:
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> np.ndarray:
+        calls.append(items)
+        return np.array(items, dtype=np.float32).reshape(-1, 1)
+
+    async def scenario() -> int:
+        batcher: Batcher[int] = Batcher(run, max_batch=8, fair=False)  # what fair share is measured against
+        huge = asyncio.ensure_future(batcher.submit(list(range(1000, 1100))))
+        await asyncio.sleep(0)
+        small = await batcher.submit([7])
+        assert small.tolist() == [[7.0]]
+        batches_before = len(calls)
+        await huge
+        return batches_before
+
+    batches_before = asyncio.run(scenario())
+    assert sum(1 for items in calls[:batches_before] for item in items if item >= 1000) == 100
