@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,12 +20,32 @@ TokensOption = Annotated[int | None, typer.Option(help="tokens per budget period
 ImagesOption = Annotated[int | None, typer.Option(help="images per budget period")]
 AudioOption = Annotated[float | None, typer.Option(help="audio seconds per budget period")]
 CostOption = Annotated[float | None, typer.Option(help="cost per budget period, at the catalogue's prices")]
+WeightOption = Annotated[float | None, typer.Option(
+    help="its share of a full model among the tenants waiting (default 1: equal shares; docs/fair-share.md)")]
+MinimumOption = Annotated[int | None, typer.Option(
+    help="requests of it a full model runs before others beyond their own minimum (capped at each model's capacity)")]
+MAX_WEIGHT = 1000  # as the API's (protocol/tenancy.py Share)
+
+
+def share_of(weight: float | None, minimum: int | None) -> dict[str, Any]:
+    """The share columns to set; a weight of 0 or below, or a negative minimum, is refused naming the option."""
+    changes: dict[str, Any] = {}
+    if weight is not None:
+        if not 0 < weight <= MAX_WEIGHT:
+            raise ValueError(f"--share-weight must be above 0 and at most {MAX_WEIGHT}")
+        changes["share_weight"] = weight
+    if minimum is not None:
+        if minimum < 0:
+            raise ValueError("--min-concurrency must be 0 or more")
+        changes["min_concurrency"] = minimum
+    return changes
 
 
 def _show(tenant: Tenant) -> str:
     models = ",".join(tenant.models) if tenant.models is not None else "all"
     return (f"{tenant.id}  {tenant.status:9} {tenant.name}  models={models}  "
-            f"rate_limit={tenant.rate_limit or '-'}  budget={budget_text(tenant.budget)}")
+            f"rate_limit={tenant.rate_limit or '-'}  budget={budget_text(tenant.budget)}  "
+            f"share={tenant.share_weight:g} min_concurrency={tenant.min_concurrency}")
 
 
 @tenants_app.command("create")
@@ -33,7 +53,8 @@ def tenants_create(
     name: Annotated[str, typer.Argument(help="a department, project or team; unique")],
     model: ModelOption = None, rate_limit: RateOption = None, budget_tokens: TokensOption = None,
     budget_images: ImagesOption = None, budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
-    budget_period: BudgetPeriodOption = "month", state_dir: StateDirOption = None,
+    budget_period: BudgetPeriodOption = "month", share_weight: WeightOption = None,
+    min_concurrency: MinimumOption = None, state_dir: StateDirOption = None,
 ) -> None:
     """Create a tenant; its id is printed alone on the last line."""
     from appliance.tenancy.audit import AuditLog
@@ -45,13 +66,14 @@ def tenants_create(
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError("--rate-limit must be a positive number of requests per minute")
+        share = share_of(share_weight, min_concurrency)
     except ValueError as exc:
         raise fail(str(exc)) from None
     event = cli_event("tenant.create", "tenant", details={"name": name})
     with AuditLog(engine).change(event) as session:
         if store.named(name, session) is not None:
             raise fail(f"a tenant named '{name}' already exists")
-        tenant = store.create(name, model, rate_limit, budget, session=session)
+        tenant = store.create(name, model, rate_limit, budget, session=session, **share)
         event.resource_id = event.tenant_id = tenant.id
     typer.echo(f"created {_show(tenant)}")
     typer.echo(tenant.id)
@@ -79,6 +101,7 @@ def tenants_set(
     budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
     budget_period: BudgetPeriodOption = "month",
     no_budget: Annotated[bool, typer.Option("--no-budget", help="lift the budget")] = False,
+    share_weight: WeightOption = None, min_concurrency: MinimumOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Change a tenant: only what is given changes."""
@@ -102,6 +125,7 @@ def tenants_set(
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
         if budget is not None or no_budget:
             changes["budget"] = None if no_budget else budget
+        changes.update(share_of(share_weight, min_concurrency))
     except ValueError as exc:
         raise fail(str(exc)) from None
     if not changes:
