@@ -1,6 +1,7 @@
 """Fair share under contention: a quiet tenant's latency while another tenant floods the model, fair share on vs off.
 
-    .venv/bin/python bench/fairness.py [--seqs 8] [--flood 4] [--probes 40] [--tokens 48] [--embed]
+    .venv/bin/python bench/fairness.py [--seqs 8] [--flood 4] [--probes 40] [--tokens 48] [--rounds 1] [--window 20]
+                                       [--embed]
 
 Starts `appliance serve` twice on the tiny chat model on vLLM (CPU build) with
 ``max_num_seqs = --seqs``: once with fair share (the default), once with
@@ -9,7 +10,8 @@ queue), alternating which goes first. In each: two tenants, each with a key of
 its own user; the quiet tenant's time to first token, one request at a time
 (``--probes`` of them), idle and while the noisy tenant holds ``--flood`` ×
 ``--seqs`` streams of ``--tokens`` tokens open; and the box's total streamed
-tokens/s (both tenants') meanwhile. Prints quiet p50 / p99 under the flood vs
+tokens/s (both tenants', counted as they arrive) meanwhile, over at least
+``--window`` seconds. Prints quiet p50 / p99 under the flood vs
 idle, and the throughput with fair share vs without.
 
 ``--embed`` measures the embeddings model the same way: the quiet tenant's
@@ -70,7 +72,13 @@ async def tenants(appliance: RunningAppliance) -> dict[str, str]:
     return keys
 
 
-async def stream(http: aiohttp.ClientSession, tokens: int) -> tuple[float, int]:
+class Tally:
+    """Units (streamed chunks, embedded texts) counted as they arrive, both tenants together."""
+
+    count = 0
+
+
+async def stream(http: aiohttp.ClientSession, tokens: int, tally: type[Tally] = Tally) -> tuple[float, int]:
     """Seconds to the first content chunk, and the chunks of one streamed chat."""
     body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": tokens,
             "ignore_eos": True, "stream": True}
@@ -82,6 +90,7 @@ async def stream(http: aiohttp.ClientSession, tokens: int) -> tuple[float, int]:
                 if not chunks:
                     first = time.perf_counter() - started
                 chunks += 1
+                tally.count += 1
     return first, chunks
 
 
@@ -90,41 +99,39 @@ async def embed(http: aiohttp.ClientSession, texts: list[str]) -> tuple[float, i
     async with http.post("/v1/inference/embed", json={"model": EMBED, "input": texts}) as answer:
         assert answer.status == 200, await answer.text()
         await answer.read()
+    Tally.count += len(texts)
     return time.perf_counter() - started, len(texts)
 
 
-async def probe(url: str, key: str, probes: int, args: argparse.Namespace) -> tuple[list[float], int]:
-    """The quiet tenant's latencies (first token, or whole embed), one request at a time; and its units."""
-    out, total = [], 0
+async def probe(url: str, key: str, probes: int, args: argparse.Namespace) -> list[float]:
+    """The quiet tenant's latencies (first token, or whole embed), one request at a time."""
+    out = []
     async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {key}"}) as http:
         for _ in range(probes):
-            first, units = await (embed(http, ["one text"]) if args.embed else stream(http, 8))
+            first, _units = await (embed(http, ["one text"]) if args.embed else stream(http, 8))
             out.append(first * 1000)
-            total += units
-    return out, total
+    return out
 
 
 async def flooded(url: str, keys: dict[str, str], args: argparse.Namespace) -> tuple[list[float], float]:
-    """Quiet latencies while the noisy tenant floods; and both tenants' units per second meanwhile."""
+    """Quiet latencies while the noisy tenant floods; and both tenants' units per second meanwhile (over the
+    probes, and at least ``--window`` seconds)."""
     stop = asyncio.Event()
-    done = 0
 
     async def flood() -> None:
-        nonlocal done
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(url, headers={"Authorization": f"Bearer {keys['noisy']}"},
                                          connector=connector) as http:
             while not stop.is_set():
-                _first, units = await (embed(http, ["noisy words of a batch"] * 256) if args.embed
-                                       else stream(http, args.tokens))
-                done += units
+                await (embed(http, ["noisy words of a batch"] * 256) if args.embed else stream(http, args.tokens))
 
     width = args.flood * (1 if args.embed else args.seqs)
     floods = [asyncio.ensure_future(flood()) for _ in range(width)]
     await asyncio.sleep(3.0)  # the flood fills the model
-    started, before = time.perf_counter(), done
-    quiet, quiet_units = await probe(url, keys["quiet"], args.probes, args)
-    rate = (done - before + quiet_units) / (time.perf_counter() - started)
+    started, before = time.perf_counter(), Tally.count
+    quiet = await probe(url, keys["quiet"], args.probes, args)
+    await asyncio.sleep(max(0.0, args.window - (time.perf_counter() - started)))
+    rate = (Tally.count - before) / (time.perf_counter() - started)
     stop.set()
     await asyncio.gather(*floods)
     return quiet, rate
@@ -142,7 +149,7 @@ async def measure(tiny: Path, fair: bool, args: argparse.Namespace) -> dict[str,
         env = {"APPLIANCE_FAIR_SHARE": "true" if fair else "false"}
         with start_appliance(catalogue(tiny, state / "models.toml", args.seqs, fair), state, env=env) as appliance:
             keys = await tenants(appliance)
-            idle, _units = await probe(appliance.url, keys["quiet"], args.probes, args)
+            idle = await probe(appliance.url, keys["quiet"], args.probes, args)
             busy, rate = await flooded(appliance.url, keys, args)
     return {"idle p50": pct(idle, 0.5), "idle p99": pct(idle, 0.99), "flood p50": pct(busy, 0.5),
             "flood p99": pct(busy, 0.99), "units/s": rate}
@@ -155,6 +162,7 @@ async def main() -> None:
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--window", type=float, default=20.0, help="seconds the throughput is measured over, at least")
     parser.add_argument("--embed", action="store_true")
     args = parser.parse_args()
     tiny = REPO / ".cache" / "tiny-models"
