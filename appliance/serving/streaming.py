@@ -96,9 +96,11 @@ async def _frames(upstream: Upstream, call: Call) -> AsyncIterator[bytes]:
                     kept, error = failed
                     yield kept + error_frame(error, call) + DONE
                     return
-            yield rename(frames) if rename else frames
-            if frames.endswith(DONE):
+            if frames.endswith(DONE):  # the engine is done: its slot and connection go back before the client reads
+                await upstream.stack.aclose()
+                yield rename(frames) if rename else frames
                 return
+            yield rename(frames) if rename else frames
         error = ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} ended the stream before it was complete.")
         yield error_frame(error, call) + DONE
     except TransportError as exc:  # the engine died or hung mid-stream
