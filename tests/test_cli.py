@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import queue
 import signal
 import sqlite3
@@ -53,6 +54,26 @@ def test_a_tenants_share_is_set_from_the_cli_and_a_weight_of_0_is_refused(tmp_pa
         refused = cli("tenants", "set", tenant_id, option, value, state_dir=tmp_path)
         assert refused.returncode == 1 and option in refused.stderr, refused.stderr
     assert "share=3 min_concurrency=2" in cli("tenants", "list", state_dir=tmp_path).stdout
+
+
+def test_tenants_set_and_users_set_change_only_what_is_given(tmp_path: Path) -> None:
+    tenant_id = cli("tenants", "create", "ops", "--rate-limit", "60", state_dir=tmp_path).stdout.splitlines()[-1]
+    changed = cli("tenants", "set", tenant_id, "--budget-tokens", "500", "--budget-period", "day",
+                  "--status", "suspended", state_dir=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    assert "suspended" in changed.stdout and "rate_limit=60" in changed.stdout  # kept: not given
+    assert "budget=500 tokens per day" in changed.stdout
+    lifted = cli("tenants", "set", tenant_id, "--no-rate-limit", "--no-budget", state_dir=tmp_path).stdout
+    assert "rate_limit=-" in lifted and "budget=none" in lifted
+    user_id = cli("users", "create", "bo@example.com", "--tenant", tenant_id, state_dir=tmp_path).stdout.split()[-1]
+    renamed = cli("users", "set", user_id, "--name", "Bo", "--rate-limit", "5", state_dir=tmp_path)
+    assert renamed.returncode == 0 and "rate_limit=5" in renamed.stdout, renamed.stderr
+    for command in (("tenants", "set", tenant_id), ("users", "set", user_id)):
+        assert "nothing to change" in cli(*command, state_dir=tmp_path).stderr
+        assert "--status must be one of" in cli(*command, "--status", "gone", state_dir=tmp_path).stderr
+        assert "--rate-limit must be a positive" in cli(*command, "--rate-limit", "0", state_dir=tmp_path).stderr
+    events = [line.split()[3] for line in cli("audit", "list", state_dir=tmp_path).stdout.splitlines()]
+    assert events.count("tenant.update") == 2 and events.count("user.update") == 1  # refusals change nothing
 
 
 def test_tenants_users_and_keys_from_the_cli_are_audited_and_verify_catches_an_edit(tmp_path: Path) -> None:
@@ -133,23 +154,33 @@ def test_the_demo_prints_curl_lines_that_work(tiny_catalogue: Path, tmp_path: Pa
             seen.append(lines.get(timeout=30))
             if seen[-1].strip().startswith("curl "):
                 curls.append(seen[-1].strip())
-        assert len(curls) == 6, curls
-        results = {"vision" if '"image_url"' in curl else curl.split()[2].rsplit("/", 1)[-1]:
+        assert len(curls) == 8, curls
+
+        def named(curl: str) -> str:
+            return ("vision" if '"image_url"' in curl else "hearing" if '"input_audio"' in curl
+                    else curl.split()[2].rsplit("/", 1)[-1])
+
+        results = {named(curl):
                    subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120, cwd=tmp_path)
                    for curl in curls}
         embedded = json.loads(results["embed"].stdout)
         assert embedded["status"] == "ok", embedded
         assert [len(item["embedding"]) for item in embedded["data"]["data"]] == [1536, 1536]
         assert results["chat"].stdout.rstrip().endswith("data: [DONE]")
-        about_an_image = json.loads(results["vision"].stdout)
-        assert about_an_image["status"] == "ok", about_an_image  # the 32×32 square: 2×2 tiles and two markers
-        assert about_an_image["data"]["usage"]["prompt_tokens"] > 6
+        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
+        for name in ("vision", "hearing"):  # the model saw the part: it costs prompt tokens beyond its text's
+            answer = json.loads(results[name].stdout)
+            assert answer["status"] == "ok", answer
+            body = json.loads(shlex.split(next(curl for curl in curls if named(curl) == name))[8])
+            body["messages"][0]["content"] = body["messages"][0]["content"][:1]
+            text_alone = httpx.post(f"http://127.0.0.1:{port}/v1/inference/chat", json=body, timeout=120,
+                                    headers={"Authorization": f"Bearer {key}"}).json()["data"]["usage"]
+            assert answer["data"]["usage"]["prompt_tokens"] > text_alone["prompt_tokens"], name
         ranked = json.loads(results["rerank"].stdout)["data"]
         assert ranked["model"] == "scailabs/tiny-rerank" and len(ranked["results"]) == 2
         # Cohere's SDK with only its base URL and the demo's key (issue 26's "done when").
         import cohere
 
-        key = next(line.split()[2] for line in seen if line.startswith("API key: "))
         cohere_answer = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}/oai").rerank(
             model="rerank-v3.5", query="capital of France?", documents=["Berlin", "Paris", "Madrid"], top_n=2)
         assert len(cohere_answer.results) == 2

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine, case, func, insert, select
 from sqlalchemy.orm import Session
 
+from appliance.db.paging import in_batches, seq_page
 from appliance.db.tables import UsageRow
 
 GROUP_COLUMNS = {"model": UsageRow.model, "key": UsageRow.key_id, "backend": UsageRow.backend_id,
@@ -57,15 +58,7 @@ class UsageStore:
 
     def page(self, where: UsageFilter, limit: int, cursor: int | None = None) -> tuple[list[UsageRow], int | None]:
         """Newest first; the cursor of the next page (None on the last)."""
-        query = select(UsageRow).where(*where.clauses()).order_by(UsageRow.seq.desc()).limit(limit + 1)  # type: ignore[arg-type]
-        if cursor is not None:
-            query = query.where(UsageRow.seq < cursor)
-        with Session(self.engine) as session:
-            rows = list(session.scalars(query))
-            session.expunge_all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, rows[-1].seq if more else None
+        return seq_page(self.engine, UsageRow, limit, cursor, *where.clauses())
 
     def summary(self, where: UsageFilter, group_by: str) -> list[dict[str, object]]:
         """One row per group: request count and the sums of every unit."""
@@ -89,18 +82,8 @@ class UsageStore:
         return out
 
     def batches(self, where: UsageFilter, size: int = EXPORT_BATCH) -> Iterator[list[UsageRow]]:
-        """Every matching row, oldest first, ``size`` at a time (keyset paging): an export never holds them all."""
-        after = 0
-        while True:
-            query = (select(UsageRow).where(*where.clauses(), UsageRow.seq > after)  # type: ignore[arg-type]
-                     .order_by(UsageRow.seq).limit(size))
-            with Session(self.engine) as session:
-                rows = list(session.scalars(query))
-                session.expunge_all()
-            if not rows:
-                return
-            yield rows
-            after = rows[-1].seq
+        """Every matching row, oldest first, ``size`` at a time: an export never holds them all."""
+        return in_batches(self.engine, UsageRow, size, *where.clauses())
 
     def recent(self, start: datetime) -> dict[str, dict[str, float]]:
         """Per model since ``start``: requests, errors, summed latency (ms) and output tokens (the console)."""

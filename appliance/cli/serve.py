@@ -236,9 +236,28 @@ def demo(
     _serve(settings, catalogue, banner=banner)
 
 
-# A 32×32 red square: the demo's chat about an image (a sound goes the same way, as an input_audio part).
+# A 32×32 red square: the demo's chat about an image.
 RED_SQUARE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAKklEQVR42u3NMQEAAAQAMATRP4pYSvBt"
               "BZbTHZ8qngkEAoFAIBAIBIIrC+AFAUQz669uAAAAAElFTkSuQmCC")
+
+
+def _beep(seconds: float = 0.1, rate: int = 8000, hertz: int = 440) -> str:
+    """A short tone as a WAV in base64: the demo's chat about a sound (an input_audio part; small enough to paste)."""
+    import base64
+    import io
+    import math
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(1)  # 8-bit PCM: unsigned, silence at 128
+        wav.setframerate(rate)
+        wav.writeframes(bytes(128 + round(100 * math.sin(2 * math.pi * hertz * i / rate))
+                              for i in range(int(seconds * rate))))
+    return base64.b64encode(out.getvalue()).decode()
+
+
 # Two tenants sharing the demo box, each with its own models, budget, admin and user.
 DEMO_TENANTS = [
     ("research", ["scailabs/poolnoodle-omni", "scailabs/tiny-chat", "openai/text-embedding-3-small"],
@@ -294,6 +313,10 @@ DEMO_EXAMPLES = [
      {"model": "scailabs/poolnoodle-omni", "max_tokens": 32, "messages": [{"role": "user", "content": [
          {"type": "text", "text": "What colour is this?"}, {"type": "image_url", "image_url": {"url": RED_SQUARE}}]}]},
      ""),
+    ("hearing", "/v1/inference/chat",
+     {"model": "scailabs/poolnoodle-omni", "max_tokens": 32, "messages": [{"role": "user", "content": [
+         {"type": "text", "text": "What do you hear?"},
+         {"type": "input_audio", "input_audio": {"data": _beep(), "format": "wav"}}]}]}, ""),
     ("image", "/v1/inference/images/generate",
      {"model": "openai/dall-e-3", "prompt": "A cozy reading nook", "size": "1024x1024", "n": 1}, ""),
     ("speech", "/v1/inference/audio/synthesize",
@@ -312,8 +335,8 @@ def _demo_examples(catalogue: Catalogue, port: int, secret: str) -> list[str]:
     lines = []
     def served(modality: str, body: dict[str, object]) -> bool:
         entry = catalogue.get(str(body["model"]))
-        if modality == "vision":
-            return entry is not None and "vision" in entry.capabilities
+        if modality in ("vision", "hearing"):
+            return entry is not None and {"vision": "vision", "hearing": "audio_input"}[modality] in entry.capabilities
         return entry is not None and entry.modality == modality
 
     examples = [example for example in DEMO_EXAMPLES if served(example[0], example[2])]

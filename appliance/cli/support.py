@@ -91,6 +91,15 @@ def _os_user() -> str:
 
 
 BudgetPeriodOption = Annotated[str, typer.Option(help="day, week, month or total")]
+# The limits a tenant and a user share (a key's are its own: cli/keys.py).
+StatusOption = Annotated[str | None, typer.Option(help="active or suspended")]
+RateOption = Annotated[int | None, typer.Option(help="requests per minute")]
+NoRateOption = Annotated[bool, typer.Option("--no-rate-limit", help="lift the rate limit")]
+TokensOption = Annotated[int | None, typer.Option(help="tokens per budget period")]
+ImagesOption = Annotated[int | None, typer.Option(help="images per budget period")]
+AudioOption = Annotated[float | None, typer.Option(help="audio seconds per budget period")]
+CostOption = Annotated[float | None, typer.Option(help="cost per budget period, at the catalogue's prices")]
+NoBudgetOption = Annotated[bool, typer.Option("--no-budget", help="lift the budget")]
 
 
 def budget_of(period: str, tokens: int | None, images: int | None, audio_seconds: float | None,
@@ -101,6 +110,29 @@ def budget_of(period: str, tokens: int | None, images: int | None, audio_seconds
     if tokens is None and images is None and audio_seconds is None and cost is None:
         return None
     return Budget(period, tokens, images, audio_seconds, cost)
+
+
+def checked_rate(rate_limit: int | None) -> int | None:
+    if rate_limit is not None and rate_limit <= 0:
+        raise ValueError("--rate-limit must be a positive number of requests per minute")
+    return rate_limit
+
+
+def limit_changes(status: str | None, rate_limit: int | None, no_rate_limit: bool, budget: Budget | None,
+                  no_budget: bool) -> dict[str, object]:
+    """What `tenants set` and `users set` change of the limits they share (ValueError: a bad option)."""
+    from appliance.tenancy.store import STATUSES
+
+    changes: dict[str, object] = {}
+    if status is not None:
+        if status not in STATUSES:
+            raise ValueError(f"--status must be one of {', '.join(STATUSES)}")
+        changes["status"] = status
+    if rate_limit is not None or no_rate_limit:
+        changes["rate_limit"] = None if no_rate_limit else checked_rate(rate_limit)
+    if budget is not None or no_budget:
+        changes["budget"] = None if no_budget else budget
+    return changes
 
 
 def budget_text(budget: object) -> str:

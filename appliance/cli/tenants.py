@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from appliance.cli.support import (BudgetPeriodOption, StateDirOption, budget_of, budget_text, cli_event, fail,
-                                   state_engine)
+from appliance.cli.support import (AudioOption, BudgetPeriodOption, CostOption, ImagesOption, NoBudgetOption,
+                                   NoRateOption, RateOption, StateDirOption, StatusOption, TokensOption, budget_of,
+                                   budget_text, checked_rate, cli_event, fail, limit_changes, state_engine)
 
 if TYPE_CHECKING:
     from appliance.tenancy.store import Tenant
@@ -15,11 +16,6 @@ if TYPE_CHECKING:
 tenants_app = typer.Typer(help="Tenants: create, list, change, delete.", no_args_is_help=True)
 
 ModelOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="repeatable; default every model")]
-RateOption = Annotated[int | None, typer.Option(help="requests per minute")]
-TokensOption = Annotated[int | None, typer.Option(help="tokens per budget period")]
-ImagesOption = Annotated[int | None, typer.Option(help="images per budget period")]
-AudioOption = Annotated[float | None, typer.Option(help="audio seconds per budget period")]
-CostOption = Annotated[float | None, typer.Option(help="cost per budget period, at the catalogue's prices")]
 WeightOption = Annotated[float | None, typer.Option(
     help="its share of a full model among the tenants waiting (default 1: equal shares; docs/fair-share.md)")]
 MinimumOption = Annotated[int | None, typer.Option(
@@ -64,8 +60,7 @@ def tenants_create(
     store = TenantStore(engine)
     try:
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
-        if rate_limit is not None and rate_limit <= 0:
-            raise ValueError("--rate-limit must be a positive number of requests per minute")
+        checked_rate(rate_limit)
         share = share_of(share_weight, min_concurrency)
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -92,42 +87,30 @@ def tenants_list(state_dir: StateDirOption = None) -> None:
 def tenants_set(
     tenant_id: Annotated[str, typer.Argument(help="the tenant's id, ten_…")],
     name: Annotated[str | None, typer.Option(help="a new name")] = None,
-    status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
+    status: StatusOption = None,
     model: ModelOption = None,
     all_models: Annotated[bool, typer.Option("--all-models", help="lift the model allow-list")] = False,
-    rate_limit: RateOption = None,
-    no_rate_limit: Annotated[bool, typer.Option("--no-rate-limit", help="lift the rate limit")] = False,
+    rate_limit: RateOption = None, no_rate_limit: NoRateOption = False,
     budget_tokens: TokensOption = None, budget_images: ImagesOption = None,
     budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
-    budget_period: BudgetPeriodOption = "month",
-    no_budget: Annotated[bool, typer.Option("--no-budget", help="lift the budget")] = False,
+    budget_period: BudgetPeriodOption = "month", no_budget: NoBudgetOption = False,
     share_weight: WeightOption = None, min_concurrency: MinimumOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Change a tenant: only what is given changes."""
     from appliance.tenancy.audit import AuditLog
-    from appliance.tenancy.store import STATUSES, TenantStore
+    from appliance.tenancy.store import TenantStore
 
-    changes: dict[str, object] = {}
     try:
-        if name is not None:
-            changes["name"] = name
-        if status is not None:
-            if status not in STATUSES:
-                raise ValueError(f"--status must be one of {', '.join(STATUSES)}")
-            changes["status"] = status
-        if model or all_models:
-            changes["models"] = None if all_models else model
-        if rate_limit is not None or no_rate_limit:
-            if rate_limit is not None and rate_limit <= 0:
-                raise ValueError("--rate-limit must be a positive number of requests per minute")
-            changes["rate_limit"] = None if no_rate_limit else rate_limit
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
-        if budget is not None or no_budget:
-            changes["budget"] = None if no_budget else budget
+        changes = limit_changes(status, rate_limit, no_rate_limit, budget, no_budget)
         changes.update(share_of(share_weight, min_concurrency))
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if name is not None:
+        changes["name"] = name
+    if model or all_models:
+        changes["models"] = None if all_models else model
     if not changes:
         raise fail("nothing to change; see --help")
     engine = state_engine(state_dir)

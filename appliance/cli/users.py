@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from appliance.cli.support import (BudgetPeriodOption, StateDirOption, budget_of, budget_text, cli_event, fail,
-                                   state_engine)
+from appliance.cli.support import (AudioOption, BudgetPeriodOption, CostOption, ImagesOption, NoBudgetOption,
+                                   NoRateOption, RateOption, StateDirOption, StatusOption, TokensOption, budget_of,
+                                   budget_text, cli_event, fail, limit_changes, state_engine)
 
 if TYPE_CHECKING:
     from appliance.tenancy.store import User
@@ -101,37 +102,21 @@ def users_roles(user_id: Annotated[str, typer.Argument(help="the user's id, usr_
 def users_set(
     user_id: Annotated[str, typer.Argument(help="the user's id, usr_…")],
     name: Annotated[str | None, typer.Option(help="a new display name")] = None,
-    status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
-    rate_limit: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    no_rate_limit: Annotated[bool, typer.Option("--no-rate-limit", help="lift the rate limit")] = False,
-    budget_tokens: Annotated[int | None, typer.Option(help="tokens per budget period")] = None,
-    budget_images: Annotated[int | None, typer.Option(help="images per budget period")] = None,
-    budget_audio_seconds: Annotated[float | None, typer.Option(help="audio seconds per budget period")] = None,
-    budget_cost: Annotated[float | None, typer.Option(help="cost per budget period")] = None,
-    budget_period: BudgetPeriodOption = "month",
-    no_budget: Annotated[bool, typer.Option("--no-budget", help="lift the budget")] = False,
+    status: StatusOption = None,
+    rate_limit: RateOption = None, no_rate_limit: NoRateOption = False,
+    budget_tokens: TokensOption = None, budget_images: ImagesOption = None,
+    budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
+    budget_period: BudgetPeriodOption = "month", no_budget: NoBudgetOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Change a user: only what is given changes."""
-    from appliance.tenancy.store import STATUSES
-
-    changes: dict[str, object] = {}
     try:
-        if name is not None:
-            changes["display_name"] = name
-        if status is not None:
-            if status not in STATUSES:
-                raise ValueError(f"--status must be one of {', '.join(STATUSES)}")
-            changes["status"] = status
-        if rate_limit is not None or no_rate_limit:
-            if rate_limit is not None and rate_limit <= 0:
-                raise ValueError("--rate-limit must be a positive number of requests per minute")
-            changes["rate_limit"] = None if no_rate_limit else rate_limit
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
-        if budget is not None or no_budget:
-            changes["budget"] = None if no_budget else budget
+        changes = limit_changes(status, rate_limit, no_rate_limit, budget, no_budget)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if name is not None:
+        changes["display_name"] = name
     if not changes:
         raise fail("nothing to change; see --help")
     _change(user_id, "user.update", state_dir, **changes)

@@ -55,18 +55,36 @@ class InputText(BaseModel):
 
 
 class InputImage(BaseModel):
+    """An image by ``image_url`` (a data: URL, the box's media URL, ``scaigrid://file/…``, an allowed http(s) host)
+    or by the ``file_id`` of an upload; read and checked as chat's ``image_url`` part is."""
+
     type: Literal["input_image"]
-    image_url: str | None = None
-    file_id: str | None = None
-    detail: Literal["low", "high", "auto", "original"] = "auto"
+    image_url: str | None = Field(None, min_length=1)
+    file_id: str | None = Field(None, min_length=1)
+    detail: Literal["low", "high", "auto", "original"] | None = "auto"  # null: OpenAI's request schema allows it
 
     @model_validator(mode="after")
-    def _by_url(self) -> InputImage:
-        if self.file_id is not None:
-            raise ValueError("images by 'file_id' are not supported on this appliance; send 'image_url' (a data: URL "
-                             "or an address the model's server can reach)")
-        if not self.image_url:
-            raise ValueError("an input_image needs 'image_url'")
+    def _one_source(self) -> InputImage:
+        if (self.image_url is None) == (self.file_id is None):
+            raise ValueError("an input_image needs exactly one of 'image_url' and 'file_id'")
+        return self
+
+
+class InputFile(BaseModel):
+    """A file by ``file_id``, ``file_data`` (base64, or a base64 data: URL) or ``file_url``: on this appliance an
+    image or a sound, taken as chat's ``file`` part takes it (``file_url`` as an image's URL is read)."""
+
+    type: Literal["input_file"]
+    file_id: str | None = Field(None, min_length=1)
+    file_data: str | None = Field(None, min_length=1)
+    file_url: str | None = Field(None, min_length=1)
+    filename: str | None = None
+    detail: Literal["low", "high", "auto"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputFile:
+        if sum(source is not None for source in (self.file_id, self.file_data, self.file_url)) != 1:
+            raise ValueError("an input_file needs exactly one of 'file_id', 'file_data' and 'file_url'")
         return self
 
 
@@ -85,7 +103,8 @@ class Refusal(BaseModel):
 
 
 class UnsupportedPart(BaseModel):
-    """A part this appliance cannot take (``input_file``, audio): refused naming its type."""
+    """A part this appliance cannot take (``input_audio``, which OpenAI's Responses API has not either): refused
+    naming its type."""
 
     type: str
 
@@ -93,11 +112,13 @@ class UnsupportedPart(BaseModel):
     @classmethod
     def _refused(cls, value: str) -> str:
         raise ValueError(f"content parts of type '{value[:40]}' are not supported on this appliance; it takes "
-                         "input_text, input_image (and output_text or refusal in assistant messages)")
+                         "input_text, input_image, input_file (an image or a sound) and, in assistant messages, "
+                         "output_text or refusal")
 
 
-PART_TYPES = ("input_text", "input_image", "output_text", "refusal")
+PART_TYPES = ("input_text", "input_image", "input_file", "output_text", "refusal")
 Part = Annotated[Annotated[InputText, Tag("input_text")] | Annotated[InputImage, Tag("input_image")]
+                 | Annotated[InputFile, Tag("input_file")]
                  | Annotated[OutputText, Tag("output_text")] | Annotated[Refusal, Tag("refusal")]
                  | Annotated[UnsupportedPart, Tag("unsupported")], _tag(PART_TYPES)]
 
@@ -424,14 +445,14 @@ class InputMessageResource(BaseModel):
     id: str
     role: Literal["user", "system", "developer"]
     status: ItemStatus = "completed"
-    content: list[InputText | InputImage]
+    content: list[InputText | InputImage | InputFile]
 
 
 class FunctionCallOutputResource(BaseModel):
     type: Literal["function_call_output"] = "function_call_output"
     id: str
     call_id: str
-    output: str | list[InputText | InputImage]
+    output: str | list[InputText | InputImage | InputFile]
     status: ItemStatus = "completed"
 
 

@@ -15,10 +15,10 @@ not know) each part counts as the model's whole context window (or
 ``UNKNOWN_PART_TOKENS`` without one), and its images are passed at their own size.
 
 serving/chat.py calls ``check_chat`` once per request. Anything else that
-carries parts (the Responses API's ``input_image``, ``input_audio`` and
-``input_file``) turns them into chat parts (``scaigrid://file/{id}`` for a
-``file_id``) before the chat service, or calls ``image``, ``audio`` and
-``file`` of a ``MediaParts`` itself with its own field names.
+carries parts turns them into chat parts before the chat service and names
+them its own way (``check_chat``'s ``where``): the Responses API makes its
+``input_image`` an ``image_url`` part (``scaigrid://file/{id}`` for a
+``file_id``) and its ``input_file`` a ``file`` part (serving/response_chat.py).
 """
 
 from __future__ import annotations
@@ -375,18 +375,18 @@ def _as_part(made: dict[str, Any]) -> ImagePart | AudioPart:
     return AudioPart.model_construct(type="input_audio", input_audio=InputAudio.model_construct(**made["input_audio"]))
 
 
-def message_part(message: int, part: int) -> str:
-    """A chat request's name for a content part."""
-    return f"messages[{message}].content[{part}]"
+def message_part(message: int, part: int, field: str) -> str:
+    """A chat request's name for ``field`` (``image_url.url``) of a content part."""
+    return f"messages[{message}].content[{part}].{field}"
 
 
-PartNames = Callable[[int, int], str]
+PartNames = Callable[[int, int, str], str]  # (message, part, the chat part's field) → the name a refusal gives
 
 
 async def check_chat(call: Call, body: ChatRequest, entry: ModelEntry,
                      where: PartNames = message_part) -> CheckedChat:
-    """Check, read and encode again every media part of ``body`` for ``entry``; ``where(message, part)`` names a
-    part (the Responses API names its own fields)."""
+    """Check, read and encode again every media part of ``body`` for ``entry``; ``where(message, part, field)``
+    names a part's field (the Responses API names its own: ``input[1].content[2].file_id``)."""
     if not has_media(body):
         return CheckedChat(body, body, 0, None)
     media = MediaParts(call, entry)
@@ -398,16 +398,16 @@ async def check_chat(call: Call, body: ChatRequest, entry: ModelEntry,
             continue
         parts: list[Any] = []
         for p, part in enumerate(message.content):
-            name = where(m, p)
             if isinstance(part, ImagePart):
-                made = await media.image(part.image_url.url, f"{name}.image_url.url", part.image_url.detail)
+                made = await media.image(part.image_url.url, where(m, p, "image_url.url"), part.image_url.detail)
                 parts.append(_as_part(made))
             elif isinstance(part, AudioPart):
-                made = await media.audio(part.input_audio.data, part.input_audio.format, f"{name}.input_audio.data")
+                made = await media.audio(part.input_audio.data, part.input_audio.format,
+                                         where(m, p, "input_audio.data"))
                 parts.append(_as_part(made))
             elif isinstance(part, FilePart):
                 source = "file_id" if part.file.file_id is not None else "file_data"
-                made = await media.file(part.file.file_id, part.file.file_data, f"{name}.file.{source}")
+                made = await media.file(part.file.file_id, part.file.file_data, where(m, p, f"file.{source}"))
                 parts.append(_as_part(made))
             else:
                 parts.append(part)

@@ -35,8 +35,8 @@ from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, Reason, errors_to_details
 from appliance.serving.metering import meter_of
 from appliance.serving.models import resolve_model
-from appliance.serving.response_chat import (InvalidRequest, Item, chat_messages, chat_request, check_calls,
-                                             drop_oldest_turn, dumps, ending, output_of, set_usage, stored_items)
+from appliance.serving.response_chat import (Conversation, InvalidRequest, Item, chat_messages, chat_request,
+                                             check_calls, dumps, ending, output_of, set_usage, stored_items)
 from appliance.serving.response_events import EventStream
 from appliance.serving.response_store import ACTIVE, FINISHED
 from appliance.serving.streaming import SSE_HEADERS, Stream
@@ -46,7 +46,7 @@ log = logging.getLogger("appliance.responses")
 ROUTE = "/oai/v1/responses"
 # Tags of the request's tagged unions: they name no field a client wrote.
 _TAGS = frozenset({"message", "function_call", "function_call_output", "unsupported", "function", "input_text",
-                   "input_image", "output_text", "refusal", "text", "json_object", "json_schema"})
+                   "input_image", "input_file", "output_text", "refusal", "text", "json_object", "json_schema"})
 # The chat request's fields as the Responses request calls them (an engine's refusal names the chat's).
 _FIELDS = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format",
            "tool_choice.function.name": "tool_choice.name"}
@@ -119,7 +119,7 @@ class Prepared:
     body: ResponseRequest
     entry: ModelEntry
     items: list[Item]
-    messages: list[dict[str, Any]]
+    conversation: Conversation
     response: dict[str, Any]
 
 
@@ -127,14 +127,16 @@ async def prepare(call: Call, body: ResponseRequest, response_id: str, created_a
                   status: str = "in_progress") -> Prepared:
     entry = resolve_model(call, body.model, "chat")  # an unknown model, or one the key may not use: before all else
     items = stored_items(body)
-    history = await _history(call, body.previous_response_id) if body.previous_response_id else []
+    history, origins = await _history(call, body.previous_response_id) if body.previous_response_id else ([], [])
     check_calls(history, items)
     response = skeleton(body, entry, response_id, created_at, status)
-    return Prepared(body, entry, items, chat_messages(body.instructions, history + items), response)
+    origins += [f"input[{index}]" for index in range(len(items))]
+    return Prepared(body, entry, items, chat_messages(body.instructions, history + items, origins), response)
 
 
-async def _history(call: Call, previous_id: str) -> list[Item]:
-    """The items of the responses ``previous_id`` continues, and of that response: inputs and outputs, in order."""
+async def _history(call: Call, previous_id: str) -> tuple[list[Item], list[str]]:
+    """The items of the responses ``previous_id`` continues, and of that response: inputs and outputs, in order;
+    and each one's name (``resp_….input[1]``: a refusal of a part in it names that response's input)."""
     rows = await asyncio.to_thread(jobs_of(call).store.chain, previous_id, call.key.id)
     if rows is None:
         message = f"no response '{previous_id[:64]}' for this API key (never stored, deleted or expired)"
@@ -145,10 +147,13 @@ async def _history(call: Call, previous_id: str) -> list[Item]:
         raise InvalidRequest("previous_response_id", f"response '{previous_id}' is still {last.status}; continue it "
                                                      "once it has ended")
     items: list[Item] = []
+    origins: list[str] = []
     for row in rows:
-        items += json.loads(row.input_items)
-        items += json.loads(row.body).get("output") or []
-    return items
+        given, output = json.loads(row.input_items), json.loads(row.body).get("output") or []
+        items += given + output
+        origins += [f"{row.id}.input[{index}]" for index in range(len(given))]
+        origins += [f"{row.id}.output[{index}]" for index in range(len(output))]
+    return items, origins
 
 
 def skeleton(body: ResponseRequest, entry: ModelEntry, response_id: str, created_at: int,
@@ -205,22 +210,24 @@ def stored_row(call: Call, prepared: Prepared, response: dict[str, Any], **job: 
 
 async def run_chat(call: Call, prepared: Prepared, stream: bool) -> bytes | Stream:
     """The chat completion of the prepared response (``truncation: auto``: shortened until it fits)."""
-    body, messages = prepared.body, prepared.messages
+    body, conversation = prepared.body, prepared.conversation
     while True:
         try:
-            chat = chat_request(body, messages, stream)
+            chat = chat_request(body, conversation.messages, stream)
         except ValidationError as exc:  # what the Responses request allows and a chat request does not
             raise _invalid([{**err, "loc": _chat_loc(tuple(err.get("loc", ())))} for err in exc.errors()]) from None
         try:
-            return await complete(call, CHAT, chat)
+            return await complete(call, CHAT, chat, part_names=conversation.part_name)
         except ApiError as exc:
             if exc.code != ErrorCode.VALIDATION_ERROR:
-                raise
-            shorter = drop_oldest_turn(messages) if body.truncation == "auto" and _over_the_window(exc) else None
+                raise _from_history(exc) from None
+            shorter = None
+            if body.truncation == "auto" and _over_the_window(exc):
+                shorter = conversation.without_oldest_turn()
             if shorter is None:
-                raise _renamed(exc) from None
+                raise _from_history(_renamed(exc)) from None
         await release_reservation(call)
-        messages = shorter
+        conversation = shorter
 
 
 def _chat_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -246,6 +253,20 @@ def _renamed(error: ApiError) -> InvalidRequest:
     renamed = InvalidRequest(field, message)
     renamed.reason = error.reason  # context_length_exceeded stays what it is
     return renamed
+
+
+def _from_history(error: ApiError) -> ApiError:
+    """A refused part of a stored response this one continues (``resp_….input[1].content[0].file_id``): the
+    request's field is ``previous_response_id``; the message says which part of which response."""
+    if not error.details or not str(error.details[0].get("field", "")).startswith("resp_"):
+        return error
+    given = error.details[0]["field"]
+    response_id, _, part = given.partition(".")
+    message = (f"{part} of response {response_id} (which this one continues): "
+               f"{error.details[0].get('message') or error.message}")
+    error.message = f"previous_response_id: {message}"
+    error.details = [{"field": "previous_response_id", "message": message}]
+    return error
 
 
 async def release_reservation(call: Call) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from appliance.db.paging import in_batches, seq_page
 from appliance.db.tables import AuditHeadRow, AuditRow
 
 FIELD_WIDTHS = {"action": 60, "actor_id": 64, "actor_email": 320, "actor_type": 12, "actor_key_id": 32,
@@ -171,29 +172,11 @@ class AuditLog:
 
     def page(self, where: AuditFilter, limit: int, cursor: int | None = None) -> tuple[list[AuditRow], int | None]:
         """Newest first; the cursor of the next page (None on the last)."""
-        query = select(AuditRow).where(*where.clauses()).order_by(AuditRow.seq.desc()).limit(limit + 1)
-        if cursor is not None:
-            query = query.where(AuditRow.seq < cursor)
-        with Session(self.engine) as session:
-            rows = list(session.scalars(query))
-            session.expunge_all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, rows[-1].seq if more else None
+        return seq_page(self.engine, AuditRow, limit, cursor, *where.clauses())
 
     def batches(self, where: AuditFilter, size: int = EXPORT_BATCH) -> Iterator[list[AuditRow]]:
         """Every matching event, oldest first, ``size`` at a time: an export never holds the whole log."""
-        after = 0
-        while True:
-            query = (select(AuditRow).where(*where.clauses(), AuditRow.seq > after).order_by(AuditRow.seq)
-                     .limit(size))
-            with Session(self.engine) as session:
-                rows = list(session.scalars(query))
-                session.expunge_all()
-            if not rows:
-                return
-            yield rows
-            after = rows[-1].seq
+        return in_batches(self.engine, AuditRow, size, *where.clauses())
 
     def head(self) -> tuple[int, str]:
         with Session(self.engine) as session:

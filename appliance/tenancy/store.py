@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from appliance.db.database import transaction
 from appliance.db.keys import Budget, budget_columns, budget_of
+from appliance.db.paging import oldest_first
 from appliance.db.tables import TenantRow, UserRow
 
 STATUSES = ("active", "suspended")  # what a tenant's or user's status may be set to; "deleted" is a delete's
@@ -113,16 +114,8 @@ class TenantStore:
 
     def list(self, status: str | None = None, after: str | None = None, limit: int = 100) -> list[Tenant]:
         """Oldest first, up to ``limit`` after the tenant ``after``; deleted ones are left out."""
-        query = select(TenantRow).where(TenantRow.status != "deleted").order_by(TenantRow.seq).limit(limit)
-        if status is not None:
-            query = query.where(TenantRow.status == status)
-        with Session(self.engine) as session:
-            if after is not None:
-                seq = session.scalar(select(TenantRow.seq).where(TenantRow.id == after))
-                if seq is None:
-                    return []
-                query = query.where(TenantRow.seq > seq)
-            return [to_tenant(row) for row in session.scalars(query)]
+        where = [TenantRow.status != "deleted"] + ([TenantRow.status == status] if status is not None else [])
+        return [to_tenant(row) for row in oldest_first(self.engine, TenantRow, limit, after, *where)]
 
     def update(self, tenant_id: str, session: Session | None = None, **changes: Any) -> Tenant | None:
         """Change ``name``, ``status``, ``models``, ``rate_limit``, ``budget``, ``share_weight`` or
@@ -180,18 +173,9 @@ class UserStore:
     def list(self, tenant_id: str | None, status: str | None = None, after: str | None = None,
              limit: int = 100) -> list[User]:
         """Oldest first (of one tenant, or every tenant's with None); deleted users are left out."""
-        query = select(UserRow).where(UserRow.status != "deleted").order_by(UserRow.seq).limit(limit)
-        if tenant_id is not None:
-            query = query.where(UserRow.tenant_id == tenant_id)
-        if status is not None:
-            query = query.where(UserRow.status == status)
-        with Session(self.engine) as session:
-            if after is not None:
-                seq = session.scalar(select(UserRow.seq).where(UserRow.id == after))
-                if seq is None:
-                    return []
-                query = query.where(UserRow.seq > seq)
-            return [to_user(row) for row in session.scalars(query)]
+        where = [UserRow.status != "deleted"] + ([UserRow.tenant_id == tenant_id] if tenant_id is not None else []) \
+            + ([UserRow.status == status] if status is not None else [])
+        return [to_user(row) for row in oldest_first(self.engine, UserRow, limit, after, *where)]
 
     def update(self, user_id: str, session: Session | None = None, **changes: Any) -> User | None:
         """Change ``display_name``, ``status``, ``roles``, ``rate_limit`` or ``budget``; None if no such user."""

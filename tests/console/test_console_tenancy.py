@@ -119,7 +119,7 @@ def test_a_tenant_admin_changes_a_role_and_reads_only_its_tenants_audit_log(watc
     assert tab.locator("#users-table tbody tr").count() == 2  # its tenant's users alone
     agent.locator("select").select_option("tenant_viewer")
     tab.locator("#users-table tbody tr", has_text="agent@support.example").locator("select").wait_for()
-    tab.wait_for_function("document.querySelector('#users-table').innerText.includes('agent@support.example')")
+    tab.wait_for_function("() => document.querySelector('#users-table').innerText.includes('agent@support.example')")
     tab.click("#nav a[data-page=audit]")
     events = tab.locator("#audit-table tbody tr")
     events.first.wait_for()
@@ -127,7 +127,7 @@ def test_a_tenant_admin_changes_a_role_and_reads_only_its_tenants_audit_log(watc
     assert any("user.role_update" in t for t in texts) and not any("research" in t for t in texts)
     tab.select_option("#audit-status", "FAILURE")
     tab.locator("#audit-filters button[type=submit]").click()
-    tab.wait_for_function("[...document.querySelectorAll('#audit-table tbody tr')].length > 0 && "
+    tab.wait_for_function("() => [...document.querySelectorAll('#audit-table tbody tr')].length > 0 && "
                           "[...document.querySelectorAll('#audit-table tbody tr')].every("
                           "r => r.innerText.includes('failure'))")
     refused = tab.locator("#audit-table tbody tr", has_text="tenant.create")

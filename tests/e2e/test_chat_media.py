@@ -12,7 +12,6 @@ PAYLOAD_TOO_LARGE with ``details[0].field``) and OpenAI's shape (``error.param``
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
@@ -26,7 +25,6 @@ import httpx
 import openai
 import pytest
 import tomli_w
-from PIL import Image
 
 from appliance.config import Settings
 from appliance.db.database import open_database
@@ -37,6 +35,7 @@ from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
 from tests.support.audio import audio_file
 from tests.support.browser import browser, needs_browser, watched_page
+from tests.support.pictures import data_url, picture
 
 OMNI = "scailabs/poolnoodle-omni"
 TEXT_ONLY = "scailabs/tiny-chat"
@@ -48,20 +47,6 @@ SHOTS = Path(__file__).resolve().parents[2] / "build" / "console-screenshots"
 
 
 # --- the files a client sends -------------------------------------------------
-
-
-def picture(width: int, height: int, fmt: str = "PNG", seed: int = 0) -> bytes:
-    """An image with some structure (a gradient per seed), so that no two sizes or seeds are the same bytes."""
-    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    image = Image.merge("RGB", (image.getchannel(0), image.getchannel(0).rotate(90 * (seed % 4)),
-                                Image.new("L", (width, height), (seed * 37) % 256)))
-    out = io.BytesIO()
-    image.save(out, fmt)
-    return out.getvalue()
-
-
-def data_url(data: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
 def image_part(url: str, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def test_a_string_input_is_one_user_message_and_instructions_a_system_message_be
     items = stored_items(body)
     assert [item["type"] for item in items] == ["message"] and items[0]["id"].startswith("msg_")
     assert items[0]["content"] == [{"type": "input_text", "text": "hi"}]
-    assert chat_messages(body.instructions, items) == [{"role": "system", "content": "Be brief."},
+    assert chat_messages(body.instructions, items).messages == [{"role": "system", "content": "Be brief."},
                                                       {"role": "user", "content": "hi"}]
 
 
@@ -47,7 +47,7 @@ def test_items_become_chat_messages_with_tool_calls_and_tool_results() -> None:
     items = stored_items(body)
     for item in items:
         conforms("ItemResource", item)  # what input_items lists is what OpenAI's document says it lists
-    messages = chat_messages(None, items)
+    messages = chat_messages(None, items).messages
     assert messages == [
         {"role": "system", "content": "Use tools."},
         {"role": "user", "content": "Weather in Oslo?"},
@@ -61,6 +61,85 @@ def test_items_become_chat_messages_with_tool_calls_and_tool_results() -> None:
     ]
     chat = chat_request(body, messages, stream=False)  # a valid chat request
     assert chat.messages[2].tool_calls[1].id == "c2"  # type: ignore[union-attr]
+
+
+PNG = "data:image/png;base64,AAAA"
+
+
+def test_images_and_files_become_chat_parts_named_by_the_responses_field_they_came_in() -> None:
+    body = request(instructions="Be brief.", input=[
+        {"role": "user", "content": "Look."},
+        {"role": "assistant", "content": "At what?"},
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "These:"},
+            {"type": "input_image", "image_url": PNG, "detail": "low"},
+            {"type": "input_image", "file_id": "file-abc", "detail": "original"},
+            {"type": "input_file", "file_id": "file-def", "filename": "cat.png"},
+            {"type": "input_file", "file_data": "AAAA"},
+            {"type": "input_file", "file_url": "https://lan.example/cat.png"},
+            {"type": "input_image", "image_url": PNG, "detail": None}]},  # null: as OpenAI's request schema allows
+    ])
+    items = stored_items(body)
+    for item in items:
+        conforms("ItemResource", item)
+    assert items[2]["content"][2] == {"type": "input_image", "image_url": None, "file_id": "file-abc",
+                                      "detail": "original"}
+    assert items[2]["content"][3] == {"type": "input_file", "file_id": "file-def", "filename": "cat.png"}
+    conversation = chat_messages(body.instructions, items)
+    assert conversation.messages[3]["content"] == [
+        {"type": "text", "text": "These:"},
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "scaigrid://file/file-abc", "detail": "high"}},
+        {"type": "file", "file": {"file_id": "file-def", "filename": "cat.png"}},
+        {"type": "file", "file": {"file_data": "AAAA"}},
+        {"type": "image_url", "image_url": {"url": "https://lan.example/cat.png"}},  # read under media_url_allow
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "auto"}}]
+    chat_request(body, conversation.messages, stream=False)  # a valid chat request
+    # the system message of the instructions is chat message 0: the image of input[2] is in chat message 3
+    named = [conversation.part_name(3, part, field) for part, field in
+             [(1, "image_url.url"), (2, "image_url.url"), (3, "file.file_id"), (4, "file.file_data"),
+              (5, "image_url.url")]]
+    assert named == ["input[2].content[1].image_url", "input[2].content[2].file_id", "input[2].content[3].file_id",
+                     "input[2].content[4].file_data", "input[2].content[5].file_url"]
+
+
+def test_parts_of_a_continued_response_are_named_by_that_response_and_survive_truncation() -> None:
+    earlier = stored_items(request(input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": PNG}]}]))
+    answer = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A cat."}]}]
+    now = stored_items(request(input=[{"role": "user", "content": [{"type": "input_file", "file_data": "AAAA"}]}]))
+    conversation = chat_messages(None, earlier + answer + now, ["resp_1.input[0]", "resp_1.output[0]", "input[0]"])
+    assert conversation.part_name(0, 1, "image_url.url") == "resp_1.input[0].content[1].image_url"
+    assert conversation.part_name(2, 0, "file.file_data") == "input[0].content[0].file_data"
+    shorter = conversation.without_oldest_turn()
+    assert shorter is not None and shorter.messages == conversation.messages[2:]
+    assert shorter.part_name(0, 0, "file.file_data") == "input[0].content[0].file_data"
+    assert shorter.without_oldest_turn() is None
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({"role": "system", "content": [{"type": "input_image", "image_url": PNG}]}, "input[0].content[0].type"),
+    ({"role": "developer", "content": [{"type": "input_text", "text": "x"}, {"type": "input_file",
+                                                                             "file_id": "f"}]},
+     "input[0].content[1].type"),
+    ({"role": "assistant", "content": [{"type": "input_image", "file_id": "f"}]}, "input[0].content[0].type"),
+])
+def test_an_image_outside_a_user_message_is_refused_not_dropped(item: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        stored_items(request(input=[item]))
+    assert caught.value.details and caught.value.details[0]["field"] == field
+    assert "carries text only" in caught.value.message and "send it in a user message" in caught.value.message
+
+
+def test_an_image_in_a_function_call_output_is_refused_not_dropped() -> None:
+    body = request(input=[{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                          {"type": "function_call_output", "call_id": "c",
+                           "output": [{"type": "input_text", "text": "a chart:"},
+                                      {"type": "input_image", "image_url": PNG}]}])
+    with pytest.raises(InvalidRequest) as caught:
+        stored_items(body)
+    assert caught.value.details and caught.value.details[0]["field"] == "input[1].output[1].type"
+    assert "a function_call_output's output (a chat tool message) carries text only" in caught.value.message
 
 
 def test_the_options_map_onto_the_chat_request() -> None:
@@ -128,8 +207,14 @@ BAD = [
     ({"input": []}, "input"),
     ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
-    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]},
+    ({"input": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
      "input[0].content[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f", "file_url": "https://x"}]}]},
+     "input[0].content[0]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.png"}]}]}, "input[0].content[0]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "detail": "low"}]}]}, "input[0].content[0]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": ""}]}]},
+     "input[0].content[0].image_url"),
     ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
     ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ({"input": [7]}, "input[0]"),

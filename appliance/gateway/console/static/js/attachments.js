@@ -3,6 +3,7 @@
 // is decoded by the browser and sent as 16 kHz mono WAV (what the gateway would make of it anyway).
 
 import { el } from "./dom.js";
+import { recordButton } from "./record.js";
 
 const AUDIO_RATE = 16000;
 
@@ -80,7 +81,6 @@ export function attachments(urls) {
   const record = el("button", { type: "button", class: "secondary", text: "Record" });
   const list = el("ul", { class: "attachments", id: "chat-attachments" });
   const hint = el("p", { class: "muted small", id: "chat-media-hint" });
-  let recorder = null;
 
   function show() {
     list.replaceChildren(...items.map((item, index) => el("li", {},
@@ -97,29 +97,8 @@ export function attachments(urls) {
     for (const file of input.files) add(file, file.name);
     input.value = "";
   });
-  if (!window.MediaRecorder || !navigator.mediaDevices) {
-    record.disabled = true;
-    record.title = "Recording needs a browser with a microphone and a secure origin";
-  }
-  record.addEventListener("click", async () => {
-    if (recorder) { recorder.stop(); return; }
-    try {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-      const chunks = [];
-      recorder = new MediaRecorder(stream);
-      recorder.addEventListener("dataavailable", (e) => chunks.push(e.data));
-      recorder.addEventListener("stop", () => {
-        stream.getTracks().forEach((t) => t.stop());
-        add(new Blob(chunks, { type: recorder.mimeType || "audio/webm" }), "recording");
-        recorder = null;
-        record.textContent = "Record";
-      });
-      recorder.start();
-      record.textContent = "Stop recording";
-    } catch (error) {
-      hint.textContent = `The microphone is not available (${error.message}); attach a file instead.`;
-    }
-  });
+  recordButton(record, (blob) => { add(blob, "recording"); hint.textContent = "The recording is attached."; },
+    (text) => { hint.textContent = text; });
 
   return {
     node: el("div", { class: "field wide" }, el("label", { for: input.id, text: "Attach images or sounds" }),

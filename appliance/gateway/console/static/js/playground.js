@@ -4,6 +4,7 @@
 import { ApiFailure, explain, failureOf, get, post, query, send, session } from "./api.js";
 import { abbreviated, attachments } from "./attachments.js";
 import { clear, el, field, message, select, table } from "./dom.js";
+import { recordButton } from "./record.js";
 import { readChatStream } from "./sse.js";
 import { snippets } from "./snippets.js";
 import { guarded, section } from "./page.js";
@@ -170,32 +171,10 @@ function transcribe(models) {
   const status = el("span", { class: "muted", role: "status" });
   const out = el("div");
   let recorded = null;
-  let recorder = null;
-  if (!window.MediaRecorder || !navigator.mediaDevices) {
-    record.disabled = true;
-    status.textContent = "Recording needs a browser with a microphone and a secure origin; upload a file instead.";
-  }
-  record.addEventListener("click", async () => {
-    if (recorder) { recorder.stop(); return; }
-    try {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-      const chunks = [];
-      recorder = new MediaRecorder(stream);
-      recorder.addEventListener("dataavailable", (e) => chunks.push(e.data));
-      recorder.addEventListener("stop", () => {
-        stream.getTracks().forEach((t) => t.stop());
-        recorded = new Blob(chunks, { type: recorder.mimeType || "audio/webm" });
-        recorder = null;
-        record.textContent = "Record";
-        status.textContent = `Recorded ${(recorded.size / 1024).toFixed(0)} KB; press Transcribe.`;
-      });
-      recorder.start();
-      record.textContent = "Stop recording";
-      status.textContent = "Recording…";
-    } catch (error) {
-      status.textContent = `The microphone is not available (${error.message}); upload a file instead.`;
-    }
-  });
+  recordButton(record, (blob) => {
+    recorded = blob;
+    status.textContent = `Recorded ${(blob.size / 1024).toFixed(0)} KB; press Transcribe.`;
+  }, (text) => { status.textContent = text; });
   const form = el("form", { class: "grid" }, field("Model", model), field("Audio file", file),
     el("div", { class: "row" }, record, run, status));
   form.addEventListener("submit", action(run, out, async () => {
