@@ -59,6 +59,9 @@ class ModelEntry(BaseModel):
                                     description="remote: environment variable holding the bearer token")
     replicas: int = Field(1, ge=1, le=64, description="local engines: worker processes behind one model")
     timeout_s: float | None = Field(None, gt=0, description="longest call to a backend; default the setting")
+    max_concurrency: int | None = Field(None, ge=1, le=100_000, description=(
+        "live calls it runs at once before new ones wait in fair order (serving/admission.py); default its "
+        "engine's (engines/capacity.py)"))
     python: Path | None = Field(None, description="interpreter of the worker's own environment (vLLM)")
     load: LoadPolicy = "on-demand"
     idle_unload_s: float | None = Field(None, gt=0)

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
         0, ge=0, description="live requests in flight on a model above which its batch lines yield")
     batch_yield_s: float = Field(
         2.0, ge=0, description="after its last live request, how long a model's batch lines keep yielding")
+    fair_share: bool = Field(True, description="a full model admits waiting requests in weighted fair order across "
+                             "tenants, users and keys (serving/admission.py); false: first come, first served")
     batch_stale_s: float = Field(30.0, gt=0, description="a line claimed by a runner silent this long is re-queued")
     responses_retention_days: float = Field(30.0, gt=0, description="how long stored responses are kept")
     responses_stale_s: float = Field(

@@ -44,6 +44,19 @@ BATCH_LINES = Counter(
     "traffic (yielded: those lines were queued again).",
     ["state"], registry=REGISTRY,
 )
+ADMISSION_WAITING = Gauge(
+    "appliance_admission_waiting", "Live calls waiting for a slot of a full model, by model and tenant.",
+    ["model", "tenant"], registry=REGISTRY,
+)
+ADMISSION_ADMITTED = Counter(
+    "appliance_admission_admitted_total", "Live calls admitted to a model, by model, tenant and how (direct: it "
+    "had room; queued: after waiting in fair order).", ["model", "tenant", "how"], registry=REGISTRY,
+)
+ADMISSION_WAIT = Histogram(
+    "appliance_admission_wait_seconds", "How long live calls waited for a slot of a full model, by model and tenant.",
+    ["model", "tenant"], registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 BATCH_QUEUED = Gauge(
     "appliance_batch_lines_queued", "Batch lines waiting to run, across every batch in the state DB.",
     registry=REGISTRY,

@@ -43,6 +43,19 @@ def test_keys_revoke_of_an_unknown_id_fails(tmp_path: Path) -> None:
     assert result.returncode == 1 and "no active key with id key_nope" in result.stderr
 
 
+def test_a_tenants_share_is_set_from_the_cli_and_a_weight_of_0_is_refused(tmp_path: Path) -> None:
+    made = cli("tenants", "create", "ingest", "--share-weight", "0.5", "--min-concurrency", "2", state_dir=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "share=0.5 min_concurrency=2" in made.stdout
+    tenant_id = made.stdout.splitlines()[-1]
+    changed = cli("tenants", "set", tenant_id, "--share-weight", "3", state_dir=tmp_path)
+    assert changed.returncode == 0 and "share=3 min_concurrency=2" in changed.stdout, changed.stderr
+    for option, value in (("--share-weight", "0"), ("--share-weight", "-1"), ("--min-concurrency", "-1")):
+        refused = cli("tenants", "set", tenant_id, option, value, state_dir=tmp_path)
+        assert refused.returncode == 1 and option in refused.stderr, refused.stderr
+    assert "share=3 min_concurrency=2" in cli("tenants", "list", state_dir=tmp_path).stdout
+
+
 def test_tenants_set_and_users_set_change_only_what_is_given(tmp_path: Path) -> None:
     tenant_id = cli("tenants", "create", "ops", "--rate-limit", "60", state_dir=tmp_path).stdout.splitlines()[-1]
     changed = cli("tenants", "set", tenant_id, "--budget-tokens", "500", "--budget-period", "day",

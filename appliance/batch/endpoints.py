@@ -14,6 +14,7 @@ from typing import Any
 from appliance.protocol.embeddings import EmbeddingRequest
 from appliance.protocol.images import ImageGenerationRequest
 from appliance.protocol.rerank import RerankRequest
+from appliance.serving.admission import BACKGROUND_PRIORITY
 from appliance.serving.body import parse_line
 from appliance.serving.chat import CHAT, GENERATE, Kind, complete, parse_request
 from appliance.serving.context import Call
@@ -24,9 +25,7 @@ from appliance.serving.rerank import rerank
 from appliance.serving.response_chat import InvalidRequest
 from appliance.serving.responses import answer_line, parse_request as parse_response_request
 
-# vLLM's priority of a batch line (lower runs first; live requests have 0): its scheduler admits every waiting
-# live request before a waiting batch line, and under memory pressure preempts batch lines first.
-BATCH_PRIORITY = 10
+BATCH_PRIORITY = BACKGROUND_PRIORITY  # vLLM's priority of a batch line: below every live request
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,12 +16,32 @@ if TYPE_CHECKING:
 tenants_app = typer.Typer(help="Tenants: create, list, change, delete.", no_args_is_help=True)
 
 ModelOption = Annotated[list[str] | None, typer.Option("--model", "-m", help="repeatable; default every model")]
+WeightOption = Annotated[float | None, typer.Option(
+    help="its share of a full model among the tenants waiting (default 1: equal shares; docs/fair-share.md)")]
+MinimumOption = Annotated[int | None, typer.Option(
+    help="requests of it a full model runs before others beyond their own minimum (capped at each model's capacity)")]
+MAX_WEIGHT = 1000  # as the API's (protocol/tenancy.py Share)
+
+
+def share_of(weight: float | None, minimum: int | None) -> dict[str, Any]:
+    """The share columns to set; a weight of 0 or below, or a negative minimum, is refused naming the option."""
+    changes: dict[str, Any] = {}
+    if weight is not None:
+        if not 0 < weight <= MAX_WEIGHT:
+            raise ValueError(f"--share-weight must be above 0 and at most {MAX_WEIGHT}")
+        changes["share_weight"] = weight
+    if minimum is not None:
+        if minimum < 0:
+            raise ValueError("--min-concurrency must be 0 or more")
+        changes["min_concurrency"] = minimum
+    return changes
 
 
 def _show(tenant: Tenant) -> str:
     models = ",".join(tenant.models) if tenant.models is not None else "all"
     return (f"{tenant.id}  {tenant.status:9} {tenant.name}  models={models}  "
-            f"rate_limit={tenant.rate_limit or '-'}  budget={budget_text(tenant.budget)}")
+            f"rate_limit={tenant.rate_limit or '-'}  budget={budget_text(tenant.budget)}  "
+            f"share={tenant.share_weight:g} min_concurrency={tenant.min_concurrency}")
 
 
 @tenants_app.command("create")
@@ -29,7 +49,8 @@ def tenants_create(
     name: Annotated[str, typer.Argument(help="a department, project or team; unique")],
     model: ModelOption = None, rate_limit: RateOption = None, budget_tokens: TokensOption = None,
     budget_images: ImagesOption = None, budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
-    budget_period: BudgetPeriodOption = "month", state_dir: StateDirOption = None,
+    budget_period: BudgetPeriodOption = "month", share_weight: WeightOption = None,
+    min_concurrency: MinimumOption = None, state_dir: StateDirOption = None,
 ) -> None:
     """Create a tenant; its id is printed alone on the last line."""
     from appliance.tenancy.audit import AuditLog
@@ -40,13 +61,14 @@ def tenants_create(
     try:
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
         checked_rate(rate_limit)
+        share = share_of(share_weight, min_concurrency)
     except ValueError as exc:
         raise fail(str(exc)) from None
     event = cli_event("tenant.create", "tenant", details={"name": name})
     with AuditLog(engine).change(event) as session:
         if store.named(name, session) is not None:
             raise fail(f"a tenant named '{name}' already exists")
-        tenant = store.create(name, model, rate_limit, budget, session=session)
+        tenant = store.create(name, model, rate_limit, budget, session=session, **share)
         event.resource_id = event.tenant_id = tenant.id
     typer.echo(f"created {_show(tenant)}")
     typer.echo(tenant.id)
@@ -72,6 +94,7 @@ def tenants_set(
     budget_tokens: TokensOption = None, budget_images: ImagesOption = None,
     budget_audio_seconds: AudioOption = None, budget_cost: CostOption = None,
     budget_period: BudgetPeriodOption = "month", no_budget: NoBudgetOption = False,
+    share_weight: WeightOption = None, min_concurrency: MinimumOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Change a tenant: only what is given changes."""
@@ -81,6 +104,7 @@ def tenants_set(
     try:
         budget = budget_of(budget_period, budget_tokens, budget_images, budget_audio_seconds, budget_cost)
         changes = limit_changes(status, rate_limit, no_rate_limit, budget, no_budget)
+        changes.update(share_of(share_weight, min_concurrency))
     except ValueError as exc:
         raise fail(str(exc)) from None
     if name is not None:

@@ -68,6 +68,9 @@ class TenantRow(LimitColumns, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Since revision 0006: its claim on a full model (serving/admission.py).
+    share_weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    min_concurrency: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class UserRow(LimitColumns, Base):
@@ -114,6 +117,8 @@ class UsageRow(Base):
     user_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # Since revision 0006: how long it waited for a slot of a full model (None: it had room at once).
+    queue_wait_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class BudgetSpendRow(Base):

@@ -31,6 +31,9 @@ class SentenceTransformersOptions(TorchOptions):
     max_batch_size: int | None = Field(None, gt=0, description="inputs encoded together (default 64)")
     max_wait_ms: float | None = Field(None, ge=0, description="how long a batch waits for more inputs (default 0)")
     max_tokens_per_input: int | None = Field(None, gt=0, description="longest input; default the model's")
+    batch_order: Literal["fair", "arrival"] | None = Field(None, description=(
+        "fair (default): each batch takes an equal slice of every request waiting; arrival: first come, first "
+        "served (a small request waits behind every text queued before it), for measuring fair share against"))
 
 
 class CrossEncoderOptions(TorchOptions):

@@ -34,7 +34,16 @@ def call_of(request: Request, caller: Caller) -> Call:
     ip, agent = client_of(scope)
     surface = surface_of(scope)
     return Call(request.app.state, caller, surface, lambda: str(request.base_url), scope.setdefault("state", {}),
-                client_ip=ip, user_agent=agent, stream_error=STREAM_ERRORS[surface])
+                client_ip=ip, user_agent=agent, stream_error=STREAM_ERRORS[surface],
+                gone=functools.partial(gone, request))
+
+
+async def gone(request: Request) -> None:
+    """Returns once the request's client has disconnected. Asked only after the route has read the whole body (a
+    service's call waiting for a slot), when the next ASGI message can only be the disconnect; Starlette's own
+    watch on a streamed answer reads it too, which the server allows (it answers every read after with it)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 STREAM_ERRORS = {surface: functools.partial(stream_error_body, surface=surface) for surface in Surface}

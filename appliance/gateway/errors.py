@@ -26,9 +26,10 @@ from appliance.db.health import describe
 from appliance.db.reserve import is_disk_full
 from appliance.gateway.routing import openai_twin, surface_of
 from appliance.serving.context import Surface
-from appliance.serving.errors import HTTP_STATUS, NOT_RETRYABLE, ApiError, ErrorCode, from_errors
+from appliance.serving.errors import HTTP_STATUS, NOT_RETRYABLE, ApiError, ClientGone, ErrorCode, from_errors
 
 log = logging.getLogger("appliance.gateway")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status of a request its client gave up on: what its usage row records
 
 # OpenAI's (type, code) for each of the contract's codes, as api.openai.com answers them: a wrong key is
 # ("invalid_request_error", "invalid_api_key"), a missing one has no code, an unknown model is "model_not_found",
@@ -171,7 +172,12 @@ def install_error_handlers(app: FastAPI) -> None:
         err = ApiError(ErrorCode.INTERNAL_ERROR, "The appliance failed to handle this request; it is logged.")
         return error_response(err, surface_of(request.scope), request_id_of(request))
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ClientGone)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; the usage row says what happened
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ClientGone, on_client_gone)
     app.add_exception_handler(Exception, on_bug)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ValidationError, on_validation)

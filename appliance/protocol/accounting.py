@@ -94,6 +94,8 @@ class UsageItem(BaseModel):
     user_id: str | None = None
     tenant_id: str | None = None
     cost: float = 0.0
+    queue_wait_ms: float | None = Field(None, description="how long it waited for a slot of a full model; null: "
+                                                          "it had room at once")
 
     @field_validator("created_at")
     @classmethod

@@ -29,6 +29,14 @@ class RecentStats(BaseModel):
     output_tokens_per_s: float | None = Field(description="output tokens over the time spent producing them")
 
 
+class TenantLoad(BaseModel):
+    """One tenant's live calls on a model: those it runs, and those waiting for a slot while the model is full."""
+
+    tenant_id: str
+    running: int
+    waiting: int
+
+
 class ModelStatus(BaseModel):
     slug: str
     display_name: str
@@ -42,6 +50,9 @@ class ModelStatus(BaseModel):
     last_error: str | None
     gpu_memory_gb: float = Field(description="what the model holds in the GPU-memory ledger while it runs")
     recent: RecentStats
+    capacity: int = Field(description="live calls it runs at once before new ones wait in fair order")
+    tenants: list[TenantLoad] = Field(default_factory=list, description="the tenants with calls running or waiting "
+                                                                        "(in this gateway)")
 
 
 class LedgerStatus(BaseModel):

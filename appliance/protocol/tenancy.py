@@ -23,10 +23,21 @@ class Limits(BaseModel):
     budget: BudgetIn | None = None
 
 
+class Share(BaseModel):
+    """A tenant's claim on a full model: its weight among the tenants waiting (default 1: equal shares), and the
+    calls of it a full model runs before others beyond their own minimum (capped at each model's capacity)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, gt=0, le=1000)
+    min_concurrency: int = Field(0, ge=0, le=100_000)
+
+
 class TenantCreate(Limits, ModelsField):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
+    share: Share | None = Field(None, description="default an equal share, no minimum")
 
 
 class TenantPatch(Limits, ModelsField):
@@ -36,6 +47,7 @@ class TenantPatch(Limits, ModelsField):
 
     name: Name | None = None
     status: Status | None = None
+    share: Share | None = None
 
 
 class TenantOut(BaseModel):
@@ -45,6 +57,7 @@ class TenantOut(BaseModel):
     models: list[str] | None
     rate_limit: int | None
     budget: BudgetOut | None
+    share: Share
     created_at: datetime
     updated_at: datetime
     warnings: list[str] = Field(default_factory=list, description="what the change means, e.g. a budget already spent")

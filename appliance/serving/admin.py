@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 
 from appliance.backends.pool import Backend
-from appliance.protocol.admin import AdminStatus, BackendStatus, LedgerStatus, ModelState, ModelStatus, RecentStats
+from appliance.engines.capacity import concurrency
+from appliance.protocol.admin import (AdminStatus, BackendStatus, LedgerStatus, ModelState, ModelStatus, RecentStats,
+                                      TenantLoad)
+from appliance.serving.admission import Admission
 from appliance.serving.audit import event_for, expect, noted
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode
@@ -69,15 +73,21 @@ def recent_stats(row: dict[str, float] | None) -> RecentStats:
                        else None)
 
 
-def model_status(pool: ModelPool, recent: dict[str, dict[str, float]]) -> ModelStatus:
+def model_status(pool: ModelPool, recent: dict[str, dict[str, float]], admission: Admission,
+                 visible: Callable[[str], bool] = lambda _tenant: True) -> ModelStatus:
     entry = pool.entry
     backends = [backend_status(b) for b in pool.backends]
     errors = [b.last_error for b in backends if b.last_error]
+    queue = admission.queues.get(entry.slug)
+    loads = [] if queue is None else [
+        TenantLoad(tenant_id=tenant, running=queue.running[tenant], waiting=len(queue.waiting.get(tenant, ())))
+        for tenant in sorted(set(queue.running) | set(queue.waiting)) if visible(tenant)]
     return ModelStatus(
         slug=entry.slug, display_name=entry.display_name or entry.slug, modality=entry.api_modality,
         engine=entry.engine, load=entry.load, state=pool_state(pool), local=pool.local, backends=backends,
         restarts=sum(b.restarts for b in backends), last_error=errors[0] if errors else None,
         gpu_memory_gb=pool.gpu_memory_gb, recent=recent_stats(recent.get(entry.slug)),
+        capacity=concurrency(entry), tenants=loads,
     )
 
 
@@ -87,7 +97,9 @@ async def status(runtime: Runtime, caller: Caller) -> AdminStatus:
     since = datetime.now(UTC) - timedelta(seconds=RECENT_WINDOW_S)
     recent = await asyncio.to_thread(runtime.accounting.usage.recent, since)
     entries = sorted((entry for entry in catalogue if in_tenant(caller, entry)), key=lambda e: e.slug)
-    models = [model_status(supervisor.pool_for(entry), recent) for entry in entries]
+    box = caller.reach("admin:access") == "box"
+    models = [model_status(supervisor.pool_for(entry), recent, runtime.admission,
+                           lambda tenant: box or tenant == caller.tenant_id) for entry in entries]
     return AdminStatus(version=version(), ready=supervisor.startup_ready(),
                        ledger=LedgerStatus(total_gb=supervisor.settings.gpu_memory_gb,
                                            used_gb=supervisor.memory_used_gb()),
@@ -116,7 +128,7 @@ async def load(call: Call, slug: str) -> ModelStatus:
     except ModelUnavailable as exc:
         raise ApiError(ErrorCode.MODEL_UNAVAILABLE, exc.message, retry_after=exc.retry_after) from None
     await noted(call, event)
-    return model_status(pool, {})
+    return model_status(pool, {}, runtime.admission)
 
 
 async def unload(call: Call, slug: str) -> ModelStatus:
@@ -127,4 +139,4 @@ async def unload(call: Call, slug: str) -> ModelStatus:
     pool = _local_pool(runtime, slug)
     await runtime.supervisor.unload(pool.entry.slug, by=call.key.id)
     await noted(call, event)
-    return model_status(pool, {})
+    return model_status(pool, {}, runtime.admission)

@@ -22,6 +22,7 @@ from appliance.catalogue import ModelEntry
 from appliance.engines.registry import engine_spec
 from appliance.protocol.chat import PART_TYPES, ROLES, ChatRequest, CompletionRequest, TokenizeRequest, TokenizeResponse
 from appliance.protocol.sampling import SamplingFields
+from appliance.serving.admission import BACKGROUND_PRIORITY
 from appliance.serving.answers import clean_answer, cleaned
 from appliance.serving.body import line_adapter, strip_line
 from appliance.serving.context import Call
@@ -158,7 +159,7 @@ async def _engine_count(call: Call, body: SamplingFields, entry: ModelEntry) -> 
         return None
     try:
         answer = await post_json(call, entry, "/tokenize", ask.model_dump_json(exclude_none=True).encode(),
-                                 at_root=True)  # vLLM serves it beside /v1, not under it
+                                 at_root=True, admit=False)  # vLLM serves it beside /v1; light: no slot taken
         return TokenizeResponse.model_validate_json(answer).count
     except (ApiError, ValidationError) as exc:
         if isinstance(exc, ApiError) and exc.code in (ErrorCode.MODEL_UNAVAILABLE, ErrorCode.BACKEND_TIMEOUT):
@@ -221,8 +222,10 @@ async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int =
                    part_names: PartNames = message_part) -> bytes | Stream:
     """The chat or generate service: the engine's answer whole (its OpenAI JSON), or its event stream.
 
-    A batch line comes with a ``priority`` that lets live requests go first;
-    ``part_names`` names a message's content part in errors (the Responses API: its own input's names).
+    A batch line comes with a ``priority`` that lets live requests go first, and a background response gets the
+    same; a live call carries the one its admission gave it (serving/admission.py), so the payload is made once
+    the call is admitted. ``part_names`` names a message's content part in errors (the Responses API: its own
+    input's names).
     """
     entry, meter, payload, named = await _prepare(call, kind, body, priority, part_names)
 
@@ -242,10 +245,11 @@ async def complete(call: Call, kind: Kind, body: SamplingFields, priority: int =
     return clean_answer(answer)
 
 
-async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int,
-                   part_names: PartNames) -> tuple[ModelEntry, Any, bytes, Callable[[ApiError], ApiError]]:
+async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int, part_names: PartNames
+                   ) -> tuple[ModelEntry, Any, Callable[[], bytes], Callable[[ApiError], ApiError]]:
     """Resolve the model, log the metadata, check the media (serving/media_parts), reserve the budget and shape the
-    engine's payload; and how to name a part in the engine's refusal."""
+    engine's payload (made once the call is admitted, with the priority it was given); and how to name a part in
+    the engine's refusal."""
     entry = resolve_model(call, body.model, "chat")
     _check_size(body, entry)
     if body.metadata:
@@ -258,7 +262,13 @@ async def _prepare(call: Call, kind: Kind, body: SamplingFields, priority: int,
         named = checked.media.name_refusal if checked.media is not None else _as_is
     bound = await token_bound(call, counted, entry, media_tokens) if budgeted(call) else 0
     meter = await reserve(call, "tokens", bound, entry)
-    payload = engine_payload(body, entry, bounded=meter.reservation is not None, priority=priority)
+    bounded = meter.reservation is not None
+    if not priority and call.background:
+        priority = BACKGROUND_PRIORITY
+
+    def payload() -> bytes:
+        return engine_payload(body, entry, bounded, priority or call.fields.get("priority", 0))
+
     return entry, meter, payload, named
 
 

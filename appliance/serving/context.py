@@ -11,7 +11,7 @@ the outermost layer reads for the response headers, metrics and metering.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,9 @@ class Call:
     # The data of the frame that ends a stream failing after it began, in the surface's shape (the gateway's to
     # say); None: ScaiGrid's {"code", "message"}.
     stream_error: Callable[[ApiError], dict[str, Any]] | None = None
+    # Returns once the client has gone away (the gateway's to say; a call still waiting for a slot of a full model
+    # then gives up its place); None: no client to leave (a batch line, a background response).
+    gone: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def for_line(cls, runtime: Runtime, caller: Caller, surface: Surface, base_url: str) -> Call:

@@ -70,6 +70,11 @@ NOT_RETRYABLE = frozenset({
 })
 
 
+class ClientGone(Exception):
+    """The client went away before its call reached an engine (it waited for a slot): nobody to answer, nothing
+    to charge. The gateway records it as HTTP 499, "client closed request"."""
+
+
 class ApiError(Exception):
     """An error answer: raised anywhere in a call, rendered by the surface it came in on."""
 

@@ -177,6 +177,7 @@ def record(runtime: Any, route: str, state: dict[str, Any], status: int, started
         "tokens_in": units.tokens_in, "tokens_out": units.tokens_out, "images": units.images,
         "image_size": units.image_size, "audio_seconds_in": round(units.audio_seconds_in, 3),
         "audio_seconds_out": round(units.audio_seconds_out, 3), "characters": units.characters, "cost": cost,
+        "queue_wait_ms": state.get("queue_wait_ms"),
     }
     accounting.recorder.record(row)
     for unit, value in (("tokens_in", units.tokens_in), ("tokens_out", units.tokens_out), ("images", units.images),

@@ -20,11 +20,14 @@ import anyio
 from appliance.backends.pool import Backend
 from appliance.backends.transport import TransportError, Unreachable
 from appliance.catalogue import ModelEntry
+from appliance.serving.admission import admitted
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, Reason
 from appliance.supervisor.supervisor import ModelUnavailable, Supervisor
 
 T = TypeVar("T")
+# A request body, or a function that makes it once the call is admitted (it may then carry the call's priority).
+Payload = bytes | Callable[[], bytes]
 
 
 def is_remote(backend: Backend) -> bool:
@@ -38,15 +41,19 @@ def describe(backend: Backend) -> str:
     return f"The engine of model '{backend.entry.slug}'"
 
 
-async def call_backend(call: Call, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]]) -> T:
-    """``send`` the call to a backend of ``entry``; on to the next one while a backend cannot be reached.
+async def call_backend(call: Call, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
+                       admit: bool = True) -> T:
+    """``send`` the call to a backend of ``entry``, once the model admits it (serving/admission.py: at once while it
+    has room, in fair order once it is full); on to the next backend while one cannot be reached.
 
-    The backend counts the call in flight for as long as ``send`` runs.
+    The call holds its slot, and the backend counts it in flight, for as long as ``send`` runs (``admit``
+    False: the caller holds the slot itself, for a stream that outlives this call).
     """
     supervisor: Supervisor = call.runtime.supervisor
     pool = supervisor.pools.get(entry.slug) if call.background else None
-    with pool.background_call() if pool is not None else contextlib.nullcontext():  # a batch line: not live
-        return await _try_backends(call, entry, send, supervisor)
+    async with admitted(call, entry) if admit else contextlib.nullcontext():
+        with pool.background_call() if pool is not None else contextlib.nullcontext():  # a batch line: not live
+            return await _try_backends(call, entry, send, supervisor)
 
 
 async def _try_backends(call: Call, entry: ModelEntry, send: Callable[[Backend], Awaitable[T]],
@@ -102,7 +109,7 @@ class Answer:
 
 async def post(call: Call, entry: ModelEntry, path: str, data: Callable[[], Any],
                content_type: str | None = "application/json", json_answer: bool = True,
-               at_root: bool = False) -> Answer:
+               at_root: bool = False, admit: bool = True) -> Answer:
     """POST ``data()`` (made anew for each backend tried) and return the whole answer, or raise its ApiError."""
 
     async def send(backend: Backend) -> Answer:
@@ -113,12 +120,15 @@ async def post(call: Call, entry: ModelEntry, path: str, data: Callable[[], Any]
         media_type = headers.get("content-type", "application/json")
         return Answer(checked_json(backend, body) if json_answer else body, media_type, headers)
 
-    return await call_backend(call, entry, send)
+    return await call_backend(call, entry, send, admit)
 
 
-async def post_json(call: Call, entry: ModelEntry, path: str, payload: bytes, at_root: bool = False) -> bytes:
-    """POST a JSON body and return the backend's JSON answer."""
-    return (await post(call, entry, path, lambda: payload, at_root=at_root)).body
+async def post_json(call: Call, entry: ModelEntry, path: str, payload: Payload, at_root: bool = False,
+                    admit: bool = True) -> bytes:
+    """POST a JSON body (or the body a function makes once the call is admitted) and return the backend's JSON
+    answer."""
+    data = payload if callable(payload) else lambda: payload
+    return (await post(call, entry, path, data, at_root=at_root, admit=admit)).body
 
 
 def checked_json(backend: Backend, body: bytes) -> bytes:
@@ -202,19 +212,26 @@ class Upstream:
         return self.response.headers.get("content-type")
 
 
-async def open_upstream(call: Call, entry: ModelEntry, path: str, payload: bytes,
+async def open_upstream(call: Call, entry: ModelEntry, path: str, payload: Payload,
                         on_error: Callable[[ApiError], ApiError] = lambda error: error) -> Upstream:
     """POST to a backend of ``entry`` and return its answer unread, to be streamed.
 
     A failure before the first byte raises the ApiError it means (``on_error``
-    may refine it), so the client gets a clean error answer.
+    may refine it), so the client gets a clean error answer. The call holds its
+    slot of the model until the stream is closed.
     """
+    slot = contextlib.AsyncExitStack()
+    try:
+        await slot.enter_async_context(admitted(call, entry))
+    except ApiError as exc:
+        raise on_error(exc) from None
 
     async def send(backend: Backend) -> Upstream:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(backend.use())  # stays in flight until the stream ends
         try:
-            response = await backend.endpoint.post(path, payload, backend_headers(call), stream=True)
+            body = payload() if callable(payload) else payload
+            response = await backend.endpoint.post(path, body, backend_headers(call), stream=True)
             stack.callback(response.close)  # closes the connection, unless read to its end: vLLM aborts
             if response.status >= 400:
                 raise backend_error(backend, response.status, await response.read(), response.headers)
@@ -224,9 +241,14 @@ async def open_upstream(call: Call, entry: ModelEntry, path: str, payload: bytes
         return Upstream(backend, response, stack)
 
     try:
-        return await call_backend(call, entry, send)
-    except ApiError as exc:
-        raise on_error(exc) from None
+        upstream = await call_backend(call, entry, send, admit=False)
+    except BaseException as exc:
+        await slot.aclose()
+        if isinstance(exc, ApiError):
+            raise on_error(exc) from None
+        raise
+    upstream.stack.push_async_exit(slot)
+    return upstream
 
 
 async def open_stream(call: Call, entry: ModelEntry, path: str, payload: bytes) -> tuple[

@@ -15,6 +15,7 @@ from appliance.config import Settings
 from appliance.db.keys import KeyStore
 from appliance.db.reserve import DiskReserve
 from appliance.media.store import MediaStore
+from appliance.serving.admission import Admission
 from appliance.supervisor.supervisor import Supervisor
 from appliance.tenancy.audit import AuditLog
 from appliance.tenancy.caller import Directory
@@ -32,6 +33,7 @@ class Runtime:
         self.audit = AuditLog(keys.engine)
         self._media: MediaStore | None = None
         self.disk_reserve = DiskReserve(settings.state_dir)
+        self.admission = Admission(enabled=settings.fair_share)
         # Kept here by the floors above, which own them: the batch stores and runner, the gateway's rate limiter,
         # the Responses API's store and jobs, background tasks referenced until done.
         self.batch_stores: Any = None

@@ -20,7 +20,7 @@ from appliance.backends.transport import TransportError
 from appliance.catalogue import ModelEntry
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode
-from appliance.serving.relay import Upstream, broken, describe, open_upstream, openai_error_fields
+from appliance.serving.relay import Payload, Upstream, broken, describe, open_upstream, openai_error_fields
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -46,7 +46,7 @@ def error_frame(error: ApiError, call: Call) -> bytes:
     return b"event: error\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: bytes,
+async def relay_sse(call: Call, entry: ModelEntry, path: str, payload: Payload,
                     on_error: Callable[[ApiError], ApiError] = lambda error: error,
                     tap: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None) -> Stream:
     """POST ``payload`` to a backend of the model and answer with its event stream.
@@ -96,9 +96,11 @@ async def _frames(upstream: Upstream, call: Call) -> AsyncIterator[bytes]:
                     kept, error = failed
                     yield kept + error_frame(error, call) + DONE
                     return
-            yield rename(frames) if rename else frames
-            if frames.endswith(DONE):
+            if frames.endswith(DONE):  # the engine is done: its slot and connection go back before the client reads
+                await upstream.stack.aclose()
+                yield rename(frames) if rename else frames
                 return
+            yield rename(frames) if rename else frames
         error = ApiError(ErrorCode.BACKEND_ERROR, f"{describe(backend)} ended the stream before it was complete.")
         yield error_frame(error, call) + DONE
     except TransportError as exc:  # the engine died or hung mid-stream

@@ -8,12 +8,14 @@ first admin, and the caller's own tenant cannot be deleted or suspended.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from appliance.db.tables import DEFAULT_TENANT_ID
-from appliance.protocol.tenancy import TenantCreate, TenantListQuery, TenantOut, TenantPatch
+from appliance.engines.capacity import concurrency
+from appliance.protocol.tenancy import Share, TenantCreate, TenantListQuery, TenantOut, TenantPatch
 from appliance.serving.audit import audited, event_for, expect
 from appliance.serving.context import Call
 from appliance.serving.errors import ApiError, ErrorCode, validation_error
@@ -27,7 +29,20 @@ def tenant_out(runtime: Runtime, tenant: Tenant, warnings: list[str] | None = No
     return TenantOut(id=tenant.id, name=tenant.name, status=tenant.status,
                      models=list(tenant.models) if tenant.models is not None else None, rate_limit=tenant.rate_limit,
                      budget=budget_out(runtime.accounting.budgets, tenant.id, tenant.budget),
+                     share=Share(weight=tenant.share_weight, min_concurrency=tenant.min_concurrency),
                      created_at=tenant.created_at, updated_at=tenant.updated_at, warnings=warnings or [])
+
+
+def check_share(runtime: Runtime, models: Sequence[str] | None, share: Share) -> None:
+    """A minimum concurrency no model of the tenant can run is refused, naming the largest it can."""
+    if not share.min_concurrency:
+        return
+    entries = [entry for entry in runtime.catalogue if models is None or set(entry.names) & set(models)]
+    largest = max((concurrency(entry) for entry in entries), default=0)
+    if share.min_concurrency > largest:
+        raise validation_error("share.min_concurrency", f"{share.min_concurrency} calls at once is more than any "
+                                                        f"model of the tenant runs (at most {largest}); a minimum "
+                                                        "is capped at each model's capacity anyway")
 
 
 def not_found(tenant_id: str) -> ApiError:
@@ -57,12 +72,15 @@ async def create(call: Call, body: TenantCreate) -> TenantOut:
     runtime = call.runtime
     _manager(call.caller)
     check_models(runtime, body.models)
+    share = body.share or Share()
+    check_share(runtime, body.models, share)
     event = event_for(call, "tenant.create", "tenant", details={"name": body.name})
 
     def work(session: Session) -> Tenant:
         _name_free(runtime, session, body.name)
         tenant = runtime.directory.tenants.create(body.name, body.models, body.rate_limit, to_budget(body.budget),
-                                                  session=session)
+                                                  session=session, share_weight=share.weight,
+                                                  min_concurrency=share.min_concurrency)
         event.resource_id = event.tenant_id = tenant.id
         return tenant
 
@@ -109,6 +127,10 @@ async def patch(call: Call, tenant_id: str, body: TenantPatch) -> TenantOut:
         check_models(runtime, changes["models"])
     if "budget" in changes:
         changes["budget"] = to_budget(changes["budget"])
+    if "share" in changes:
+        share = changes.pop("share") or Share()
+        check_share(runtime, changes.get("models", tenant.models), share)
+        changes.update(share_weight=share.weight, min_concurrency=share.min_concurrency)
 
     def work(session: Session) -> Tenant | None:
         if "name" in changes:

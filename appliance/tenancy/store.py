@@ -39,6 +39,8 @@ class Tenant:
     budget: Budget | None
     created_at: datetime
     updated_at: datetime
+    share_weight: float = 1.0  # its claim on a full model, among the tenants waiting (serving/admission.py)
+    min_concurrency: int = 0  # calls of it a full model runs before any other tenant's beyond their own minimum
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class User:
 def to_tenant(row: TenantRow) -> Tenant:
     return Tenant(id=row.id, name=row.name, status=row.status,
                   models=tuple(row.models) if row.models is not None else None, rate_limit=row.rate_limit,
-                  budget=budget_of(row), created_at=_aware(row.created_at), updated_at=_aware(row.updated_at))
+                  budget=budget_of(row), created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+                  share_weight=row.share_weight if row.share_weight is not None else 1.0,
+                  min_concurrency=row.min_concurrency or 0)
 
 
 def to_user(row: UserRow) -> User:
@@ -84,11 +88,13 @@ class TenantStore:
         self.engine = engine
 
     def create(self, name: str, models: Sequence[str] | None = None, rate_limit: int | None = None,
-               budget: Budget | None = None, session: Session | None = None) -> Tenant:
+               budget: Budget | None = None, session: Session | None = None, share_weight: float = 1.0,
+               min_concurrency: int = 0) -> Tenant:
         now = datetime.now(UTC)
         row = TenantRow(id="ten_" + secrets.token_hex(8), name=name, status="active",
                         models=list(models) if models is not None else None, rate_limit=rate_limit,
-                        created_at=now, updated_at=now, **budget_columns(budget))
+                        created_at=now, updated_at=now, share_weight=share_weight, min_concurrency=min_concurrency,
+                        **budget_columns(budget))
         with transaction(self.engine, session) as tx:
             tx.add(row)
             tx.flush()
@@ -112,7 +118,8 @@ class TenantStore:
         return [to_tenant(row) for row in oldest_first(self.engine, TenantRow, limit, after, *where)]
 
     def update(self, tenant_id: str, session: Session | None = None, **changes: Any) -> Tenant | None:
-        """Change ``name``, ``status``, ``models``, ``rate_limit`` or ``budget``; None if no such tenant."""
+        """Change ``name``, ``status``, ``models``, ``rate_limit``, ``budget``, ``share_weight`` or
+        ``min_concurrency``; None if no such tenant."""
         with transaction(self.engine, session) as tx:
             row = tx.scalar(select(TenantRow).where(TenantRow.id == tenant_id, TenantRow.status != "deleted"))
             if row is None:

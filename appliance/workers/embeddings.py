@@ -54,7 +54,8 @@ def build_app(entry: ModelEntry) -> Any:
         with torch.inference_mode():
             return model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
-    batcher = Batcher(encode, max_batch=batch_size, max_wait_s=float(options.get("max_wait_ms", 0)) / 1000)
+    batcher = Batcher(encode, max_batch=batch_size, max_wait_s=float(options.get("max_wait_ms", 0)) / 1000,
+                      fair=options.get("batch_order", "fair") != "arrival")
     counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count")  # the counter's own tokenizer copy
     app = HotRoutes(create_worker_app(entry))
 

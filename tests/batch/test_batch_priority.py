@@ -1,4 +1,5 @@
-"""Batch lines reach an engine that schedules by priority with a low one; live requests keep the default.
+"""Batch lines and background responses reach an engine that schedules by priority with a low one; live requests
+keep the default.
 
 The engine here is the FAKE backend's ``record`` mode (tests/support/fake_backend.py),
 which keeps every body the gateway sent it: the only way to see exactly what
@@ -63,13 +64,22 @@ async def sent_bodies(tmp_path: Path) -> dict[str, dict[str, Any]]:
                 await asyncio.sleep(0.1)
                 batch = (await client.get(f"/v1/inference/batch/{batch['id']}")).json()["data"]
             assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 2, batch
+            for model in ("fake/priority", "fake/plain"):
+                response = (await client.post("/oai/v1/responses", json={
+                    "model": model, "input": f"background {model}", "background": True})).json()
+                while response["status"] in ("queued", "in_progress") and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    response = (await client.get(f"/oai/v1/responses/{response['id']}")).json()
+                assert response["status"] == "completed", response
     finally:
         await runner.cleanup()
     return {body["messages"][0]["content"]: body for body in fake[BODIES]}
 
 
-def test_batch_lines_carry_the_low_priority_only_where_the_engine_takes_it(tmp_path: Path) -> None:
+def test_batch_lines_and_background_responses_carry_the_low_priority_only_where_the_engine_takes_it(
+        tmp_path: Path) -> None:
     bodies = asyncio.run(sent_bodies(tmp_path))
     assert bodies["batch fake/priority"]["priority"] == BATCH_PRIORITY > 0
+    assert bodies["background fake/priority"]["priority"] == BATCH_PRIORITY  # the gateway's own call: below live
     assert "priority" not in bodies["live fake/priority"]  # live requests: vLLM's default 0, served first
-    assert "priority" not in bodies["batch fake/plain"] and "priority" not in bodies["live fake/plain"]
+    assert all("priority" not in bodies[f"{kind} fake/plain"] for kind in ("batch", "live", "background"))

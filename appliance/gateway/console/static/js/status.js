@@ -18,6 +18,16 @@ function recentText(recent) {
   return parts.join(" · ");
 }
 
+// Live calls on the model now (in this gateway), per tenant: those it runs and those waiting for a slot.
+function loadCell(model) {
+  const waiting = model.tenants.reduce((sum, t) => sum + t.waiting, 0);
+  const running = model.tenants.reduce((sum, t) => sum + t.running, 0);
+  const head = el("div", { text: `${running} of ${model.capacity} running${waiting ? `, ${waiting} waiting` : ""}` });
+  const lines = model.tenants.filter((t) => t.waiting).map((t) =>
+    el("div", { class: "mono small tenant-load", text: `${t.tenant_id}: ${t.running} running, ${t.waiting} waiting` }));
+  return el("div", {}, head, lines);
+}
+
 function modelCell(model) {
   return el("div", {}, el("strong", { class: "model-name", text: model.display_name }),
     el("div", { class: "muted mono", text: model.slug }));
@@ -50,9 +60,10 @@ function renderAdmin(view, slot, data, refresh) {
   const rows = data.models.map((m) => [
     modelCell(m), m.engine, m.modality, el("div", {}, badge(m.state), m.last_error && m.state === "failed"
       ? el("div", { class: "error small model-error", text: m.last_error }) : null),
-    backendsCell(m), `${m.gpu_memory_gb} GB`, String(m.restarts), recentText(m.recent), actions(m, refresh, slot),
+    backendsCell(m), loadCell(m), `${m.gpu_memory_gb} GB`, String(m.restarts), recentText(m.recent),
+    actions(m, refresh, slot),
   ]);
-  clear(view, summary, table(["Model", "Engine", "Modality", "State", "Backends", "Memory", "Restarts",
+  clear(view, summary, table(["Model", "Engine", "Modality", "State", "Backends", "Load", "Memory", "Restarts",
     "Recent (5 min)", ""], rows, { id: "models-table" }));
 }
 
