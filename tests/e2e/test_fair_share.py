@@ -147,7 +147,8 @@ def test_a_client_that_leaves_while_queued_leaves_the_queue_and_is_not_charged(b
 
     def impatient() -> None:
         body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-        with box.appliance.client(leaver, timeout=2) as http:  # it gives up, closing its connection
+        # It gives up, closing its connection; after long enough for a slow box's status polls to see it queued.
+        with box.appliance.client(leaver, timeout=6) as http:
             try:
                 outcome.append(str(http.post("/v1/inference/chat", json=body).status_code))
             except httpx.ReadTimeout:
@@ -155,7 +156,10 @@ def test_a_client_that_leaves_while_queued_leaves_the_queue_and_is_not_charged(b
 
     client = threading.Thread(target=impatient)
     client.start()
-    wait_for(lambda: load(box, "leaver") == 1, "the impatient request queued")
+    seen: list[int] = []
+    wait_for(lambda: seen.append(load(box, "leaver")) or seen[-1] == 1 or not client.is_alive(),
+             "the impatient request queued")
+    assert 1 in seen, "the impatient request was never seen waiting"
     client.join(DEADLINE_S)
     wait_for(lambda: load(box, "leaver") == 0, "the impatient request gone from the queue")
     assert outcome == ["gave up"] and load(box, "hog") > 0  # it left while the hog's queue still waited
