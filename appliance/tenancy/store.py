@@ -9,10 +9,10 @@ no lookup but the audit's. Every change can join the caller's transaction
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,8 @@ from appliance.db.database import transaction
 from appliance.db.keys import Budget, budget_columns, budget_of
 from appliance.db.paging import oldest_first
 from appliance.db.tables import TenantRow, UserRow
+
+T = TypeVar("T")
 
 STATUSES = ("active", "suspended")  # what a tenant's or user's status may be set to; "deleted" is a delete's
 
@@ -83,6 +85,20 @@ def _limit_values(changes: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _update(engine: Engine, session: Session | None, table: Any, row_id: str, changes: dict[str, Any],
+            convert: Callable[[Any], T]) -> T | None:
+    """Set ``changes`` on the live (not deleted) row ``row_id`` of ``table``; None if there is none."""
+    with transaction(engine, session) as tx:
+        row = tx.scalar(select(table).where(table.id == row_id, table.status != "deleted"))
+        if row is None:
+            return None
+        for column, value in _limit_values(changes).items():
+            setattr(row, column, value)
+        row.updated_at = datetime.now(UTC)
+        tx.flush()
+        return convert(row)
+
+
 class TenantStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -120,15 +136,7 @@ class TenantStore:
     def update(self, tenant_id: str, session: Session | None = None, **changes: Any) -> Tenant | None:
         """Change ``name``, ``status``, ``models``, ``rate_limit``, ``budget``, ``share_weight`` or
         ``min_concurrency``; None if no such tenant."""
-        with transaction(self.engine, session) as tx:
-            row = tx.scalar(select(TenantRow).where(TenantRow.id == tenant_id, TenantRow.status != "deleted"))
-            if row is None:
-                return None
-            for column, value in _limit_values(changes).items():
-                setattr(row, column, value)
-            row.updated_at = datetime.now(UTC)
-            tx.flush()
-            return to_tenant(row)
+        return _update(self.engine, session, TenantRow, tenant_id, changes, to_tenant)
 
     def delete(self, tenant_id: str, session: Session) -> bool:
         """Mark the tenant and every user of it deleted (their keys are the caller's to revoke, in ``session``)."""
@@ -179,15 +187,7 @@ class UserStore:
 
     def update(self, user_id: str, session: Session | None = None, **changes: Any) -> User | None:
         """Change ``display_name``, ``status``, ``roles``, ``rate_limit`` or ``budget``; None if no such user."""
-        with transaction(self.engine, session) as tx:
-            row = tx.scalar(select(UserRow).where(UserRow.id == user_id, UserRow.status != "deleted"))
-            if row is None:
-                return None
-            for column, value in _limit_values(changes).items():
-                setattr(row, column, value)
-            row.updated_at = datetime.now(UTC)
-            tx.flush()
-            return to_user(row)
+        return _update(self.engine, session, UserRow, user_id, changes, to_user)
 
     def delete(self, user_id: str, session: Session) -> bool:
         """Soft-delete: the row stays (usage and audit name it), no lookup finds it."""
