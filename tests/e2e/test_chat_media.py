@@ -28,7 +28,7 @@ import tomli_w
 
 from appliance.config import Settings
 from appliance.db.database import open_database
-from appliance.engines.multimodal import MultimodalFacts, read_facts
+from appliance.engines.multimodal import MultimodalFacts
 from appliance.media.store import MediaStore
 from tests.batch.helpers import jsonl
 from tests.conftest import catalogue_subset
@@ -127,14 +127,6 @@ def appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory,
            "APPLIANCE_MAX_IMAGE_PIXELS": str(PIXELS), "APPLIANCE_REQUEST_WAIT_S": "240"}
     with start_appliance(catalogue, state, env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def facts(tiny_catalogue: Path) -> MultimodalFacts:
-    table = next(t for t in tomllib.loads(tiny_catalogue.read_text())["model"] if t["slug"] == OMNI)
-    found = read_facts(tiny_catalogue.parent / table["path"], table["engine_options"])
-    assert found is not None
-    return found
 
 
 @pytest.fixture(scope="module")

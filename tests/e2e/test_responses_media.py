@@ -25,7 +25,7 @@ import openai
 import pytest
 import tomli_w
 
-from appliance.engines.multimodal import MultimodalFacts, read_facts
+from appliance.engines.multimodal import MultimodalFacts
 from tests.batch.helpers import jsonl
 from tests.conftest import catalogue_subset
 from tests.support.appliance import RunningAppliance, start_appliance
@@ -51,14 +51,6 @@ def appliance(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) ->
     env = {"APPLIANCE_MAX_MEDIA_PART_BYTES": str(PART_BYTES), "APPLIANCE_REQUEST_WAIT_S": "240"}
     with start_appliance(catalogue, state, env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def facts(tiny_catalogue: Path) -> MultimodalFacts:
-    table = next(t for t in tomllib.loads(tiny_catalogue.read_text())["model"] if t["slug"] == OMNI)
-    found = read_facts(tiny_catalogue.parent / table["path"], table["engine_options"])
-    assert found is not None
-    return found
 
 
 @pytest.fixture(scope="module")
